@@ -1,0 +1,39 @@
+// Shared helpers for every mvaccel kernel, host and device.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+
+#include <cstdint>
+
+// Inline math that both the C++ loops (.cpp) and the CUDA kernels (.cu)
+// include: written once, compiled twice.
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define MVACCEL_HD __host__ __device__ __forceinline__
+#else
+#define MVACCEL_HD inline
+#endif
+
+// Floating dtypes every op accepts: float32, float64, float16, bfloat16.
+#define MVACCEL_DISPATCH_FLOATING(TYPE, NAME, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(                 \
+      at::ScalarType::Half, at::ScalarType::BFloat16, TYPE, NAME, __VA_ARGS__)
+
+namespace mvaccel {
+
+// A user-facing check on a tensor's rank that names the op, the argument
+// and the shape it got.
+inline void check_dim(const at::Tensor& t, int64_t dim, const char* op,
+                      const char* arg, const char* layout) {
+  TORCH_CHECK(t.dim() == dim, op, ": expected ", arg, " of shape ", layout,
+              " (", dim, " dimensions), got shape ", t.sizes());
+}
+
+inline void check_floating(const at::Tensor& t, const char* op,
+                           const char* arg) {
+  TORCH_CHECK(at::isFloatingType(t.scalar_type()), op, ": expected ", arg,
+              " to be float32, float64, float16 or bfloat16, got ",
+              t.scalar_type());
+}
+
+}  // namespace mvaccel

@@ -1,0 +1,243 @@
+// Resampling of block-level maps and motion fields: the math behind
+// block_upsample and mv_resize, written once for the C++ and CUDA kernels.
+//
+// Both ops map an input plane (Hin, Win) to an output plane (Hout, Wout) one
+// axis at a time. Along an axis an output index d reads input indices i0, i1
+// with weights (1 - w1, w1):
+//
+//   kNearestBlock  i0 = i1 = d / block                     (codec semantics)
+//   kNearestExact  i0 = i1 = min(floor((d + 0.5) * s), in - 1)
+//   kLinear        r = max(s * (d + 0.5) - 0.5, 0); i0 = floor(r);
+//                  i1 = min(i0 + 1, in - 1); w1 = r - i0    (pixel centres)
+//
+// where s = in / out (or 1 / block). These are the formulas of
+// F.interpolate(mode="nearest-exact" / "bilinear", align_corners=False), so
+// the pure-torch references in mvaccel/ops/reference.py are one call each.
+//
+// The backward gathers instead of scattering (deterministic, no atomics):
+// input index i receives from the contiguous output range returned by
+// dst_range(i), with the weight given by weight(d, i).
+#pragma once
+
+#include <cmath>
+#include <string>
+
+#include "../../common.h"
+
+namespace mvaccel {
+namespace resample {
+
+enum Mode : int { kNearestBlock = 0, kNearestExact = 1, kLinear = 2 };
+
+template <typename acc_t>
+struct AxisMap {
+  int64_t in;     // input size along the axis
+  int64_t out;    // output size along the axis
+  int64_t block;  // block size (kNearestBlock only)
+  acc_t scale;    // in / out, or 1 / block
+  int mode;
+
+  MVACCEL_HD void src(int64_t d, int64_t& i0, int64_t& i1, acc_t& w1) const {
+    if (mode == kNearestBlock) {
+      i0 = i1 = d / block;
+      w1 = acc_t(0);
+    } else if (mode == kNearestExact) {
+      // (d + 0.5) * scale >= 0, so the cast is a floor.
+      const int64_t s =
+          static_cast<int64_t>((static_cast<acc_t>(d) + acc_t(0.5)) * scale);
+      i0 = i1 = s < in - 1 ? s : in - 1;
+      w1 = acc_t(0);
+    } else {
+      acc_t r = scale * (static_cast<acc_t>(d) + acc_t(0.5)) - acc_t(0.5);
+      if (r < acc_t(0)) r = acc_t(0);
+      i0 = static_cast<int64_t>(r);
+      if (i0 > in - 1) i0 = in - 1;
+      i1 = i0 < in - 1 ? i0 + 1 : i0;
+      w1 = r - static_cast<acc_t>(i0);
+    }
+  }
+
+  // Weight with which output d reads input i (0 when it does not).
+  MVACCEL_HD acc_t weight(int64_t d, int64_t i) const {
+    int64_t i0, i1;
+    acc_t w1;
+    src(d, i0, i1, w1);
+    acc_t w = acc_t(0);
+    if (i0 == i) w += acc_t(1) - w1;
+    if (i1 == i) w += w1;
+    return w;
+  }
+
+  // First output index whose i0 is >= k (out if none). i0 is monotone in d,
+  // so an estimate from the inverse formula is corrected by a few steps of
+  // the exact forward formula: the ranges agree with the forward bit for bit.
+  MVACCEL_HD int64_t first_dst(int64_t k) const {
+    if (k <= 0) return 0;
+    if (k > in - 1) return out;
+    if (mode == kNearestBlock) return k * block < out ? k * block : out;
+    const acc_t est =
+        mode == kNearestExact
+            ? static_cast<acc_t>(k) / scale - acc_t(0.5)
+            : (static_cast<acc_t>(k) + acc_t(0.5)) / scale - acc_t(0.5);
+    int64_t d = est <= acc_t(0) ? 0 : static_cast<int64_t>(est);
+    if (d > out) d = out;
+    int64_t i0, i1;
+    acc_t w1;
+    while (d > 0) {
+      src(d - 1, i0, i1, w1);
+      if (i0 < k) break;
+      --d;
+    }
+    while (d < out) {
+      src(d, i0, i1, w1);
+      if (i0 >= k) break;
+      ++d;
+    }
+    return d;
+  }
+
+  // Outputs [lo, hi) that read input index i.
+  MVACCEL_HD void dst_range(int64_t i, int64_t& lo, int64_t& hi) const {
+    lo = first_dst(mode == kLinear ? i - 1 : i);
+    hi = first_dst(i + 1);
+  }
+};
+
+// Everything a backend needs to run one call, checked and derived on the
+// host by the same code for every backend.
+struct Plan {
+  int mode;
+  int64_t in_h, in_w, out_h, out_w;
+  int64_t block_h, block_w;
+  double scale_h, scale_w;    // in / out (or 1 / block)
+  double factor_x, factor_y;  // value factors of channel 0 and 1
+  bool scale_values;          // mv_resize: multiply channel 0/1 values
+
+  template <typename acc_t>
+  AxisMap<acc_t> axis_y() const {
+    return {in_h, out_h, block_h, static_cast<acc_t>(scale_h), mode};
+  }
+  template <typename acc_t>
+  AxisMap<acc_t> axis_x() const {
+    return {in_w, out_w, block_w, static_cast<acc_t>(scale_w), mode};
+  }
+};
+
+inline Plan block_upsample_plan(const char* op, int64_t in_h, int64_t in_w,
+                                int64_t block_h, int64_t block_w, int64_t out_h,
+                                int64_t out_w, const std::string& mode) {
+  TORCH_CHECK(mode == "nearest" || mode == "bilinear", op,
+              ": mode must be 'nearest' or 'bilinear', got '", mode, "'");
+  TORCH_CHECK(block_h >= 1 && block_w >= 1, op,
+              ": block size must be positive, got (", block_h, ", ", block_w,
+              ")");
+  TORCH_CHECK(out_h >= 1 && out_w >= 1, op,
+              ": output size must be positive, got (", out_h, ", ", out_w, ")");
+  const int64_t need_h = (out_h + block_h - 1) / block_h;
+  const int64_t need_w = (out_w + block_w - 1) / block_w;
+  TORCH_CHECK(in_h == need_h && in_w == need_w, op, ": a (", out_h, ", ", out_w,
+              ") output with (", block_h, ", ", block_w, ") blocks needs a (",
+              need_h, ", ", need_w, ") block grid (ceil(out / block)), got (",
+              in_h, ", ", in_w, ")");
+  Plan p;
+  p.mode = mode == "nearest" ? kNearestBlock : kLinear;
+  p.in_h = in_h;
+  p.in_w = in_w;
+  p.out_h = out_h;
+  p.out_w = out_w;
+  p.block_h = block_h;
+  p.block_w = block_w;
+  p.scale_h = 1.0 / static_cast<double>(block_h);
+  p.scale_w = 1.0 / static_cast<double>(block_w);
+  p.factor_x = p.factor_y = 1.0;
+  p.scale_values = false;
+  return p;
+}
+
+inline Plan mv_resize_plan(const char* op, int64_t in_h, int64_t in_w,
+                           int64_t out_h, int64_t out_w,
+                           const std::string& mode) {
+  TORCH_CHECK(mode == "nearest" || mode == "bilinear", op,
+              ": mode must be 'nearest' or 'bilinear', got '", mode, "'");
+  TORCH_CHECK(out_h >= 1 && out_w >= 1, op,
+              ": output size must be positive, got (", out_h, ", ", out_w, ")");
+  TORCH_CHECK(in_h >= 1 && in_w >= 1, op,
+              ": input field must have a positive size, got (", in_h, ", ",
+              in_w, ")");
+  Plan p;
+  p.mode = mode == "nearest" ? kNearestExact : kLinear;
+  p.in_h = in_h;
+  p.in_w = in_w;
+  p.out_h = out_h;
+  p.out_w = out_w;
+  p.block_h = p.block_w = 1;
+  p.scale_h = static_cast<double>(in_h) / static_cast<double>(out_h);
+  p.scale_w = static_cast<double>(in_w) / static_cast<double>(out_w);
+  p.factor_x = static_cast<double>(out_w) / static_cast<double>(in_w);
+  p.factor_y = static_cast<double>(out_h) / static_cast<double>(in_h);
+  p.scale_values = true;
+  return p;
+}
+
+// Value factor of channel c.
+template <typename acc_t>
+MVACCEL_HD acc_t channel_factor(const Plan& p, int64_t c) {
+  if (!p.scale_values) return acc_t(1);
+  return static_cast<acc_t>(c == 0 ? p.factor_x : p.factor_y);
+}
+
+// Shape checks shared by the backends; they return the plan for the call.
+inline Plan plan_block_upsample(const at::Tensor& x, int64_t block_h,
+                                int64_t block_w, int64_t out_h, int64_t out_w,
+                                const std::string& mode) {
+  const char* op = "mvaccel.block_upsample";
+  check_dim(x, 4, op, "x", "(N, C, Hb, Wb)");
+  check_floating(x, op, "x");
+  return block_upsample_plan(op, x.size(2), x.size(3), block_h, block_w, out_h,
+                             out_w, mode);
+}
+
+inline Plan plan_block_upsample_backward(const at::Tensor& grad, int64_t in_h,
+                                         int64_t in_w, int64_t block_h,
+                                         int64_t block_w,
+                                         const std::string& mode) {
+  const char* op = "mvaccel._block_upsample_backward";
+  check_dim(grad, 4, op, "grad", "(N, C, H, W)");
+  check_floating(grad, op, "grad");
+  return block_upsample_plan(op, in_h, in_w, block_h, block_w, grad.size(2),
+                             grad.size(3), mode);
+}
+
+inline Plan plan_mv_resize(const at::Tensor& mv, int64_t out_h, int64_t out_w,
+                           const std::string& mode) {
+  const char* op = "mvaccel.mv_resize";
+  check_dim(mv, 4, op, "mv", "(N, 2, H, W)");
+  check_floating(mv, op, "mv");
+  TORCH_CHECK(mv.size(1) == 2, op,
+              ": expected mv of shape (N, 2, H, W) (channel 0 = x, 1 = y), "
+              "got shape ",
+              mv.sizes());
+  return mv_resize_plan(op, mv.size(2), mv.size(3), out_h, out_w, mode);
+}
+
+inline Plan plan_mv_resize_backward(const at::Tensor& grad, int64_t in_h,
+                                    int64_t in_w, const std::string& mode) {
+  const char* op = "mvaccel._mv_resize_backward";
+  check_dim(grad, 4, op, "grad", "(N, 2, H, W)");
+  check_floating(grad, op, "grad");
+  TORCH_CHECK(grad.size(1) == 2, op,
+              ": expected grad of shape (N, 2, H, W), got shape ",
+              grad.sizes());
+  return mv_resize_plan(op, in_h, in_w, grad.size(2), grad.size(3), mode);
+}
+
+// Outputs follow the memory format of their input (channels_last in,
+// channels_last out), as F.interpolate does.
+inline at::Tensor empty_like_format(const at::Tensor& ref, int64_t n, int64_t c,
+                                    int64_t h, int64_t w) {
+  return at::empty({n, c, h, w},
+                   ref.options().memory_format(ref.suggest_memory_format()));
+}
+
+}  // namespace resample
+}  // namespace mvaccel

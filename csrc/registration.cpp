@@ -1,0 +1,32 @@
+// The one schema registry of mvaccel: every op and its private backward.
+// Each backend file (ops/<op>/*_cpu.cpp, *_cuda.cu) registers its kernels
+// with TORCH_LIBRARY_IMPL; a CPU-only build simply leaves the .cu files out.
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// `import mvaccel._C` loads this library, which runs the registrations
+// below; the module itself carries no Python functions.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C",
+                                          "mvaccel compiled ops", -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(mvaccel, m) {
+  // Block-level map -> pixels (see csrc/ops/resample/resample.h).
+  m.def(
+      "block_upsample(Tensor x, int block_h, int block_w, int out_h, "
+      "int out_w, str mode=\"nearest\") -> Tensor");
+  m.def(
+      "_block_upsample_backward(Tensor grad, int in_h, int in_w, "
+      "int block_h, int block_w, str mode) -> Tensor");
+  // Resize a motion field and scale its values.
+  m.def(
+      "mv_resize(Tensor mv, int out_h, int out_w, str mode=\"bilinear\") "
+      "-> Tensor");
+  m.def(
+      "_mv_resize_backward(Tensor grad, int in_h, int in_w, str mode) "
+      "-> Tensor");
+}

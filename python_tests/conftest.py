@@ -1,0 +1,46 @@
+"""Shared fixtures: devices, dtypes, the shared real data, and the CUDA marker."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MVACCEL_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def cuda_ready() -> bool:
+    """A GPU is visible and this build has CUDA kernels."""
+    if not torch.cuda.is_available():
+        return False
+    from mvaccel._ext import has_kernel
+
+    return has_kernel("block_upsample", "CUDA")
+
+
+def pytest_collection_modifyitems(config, items):
+    if cuda_ready():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA build of mvaccel and a GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """../shared/data of the development checkout; tests that need it skip without it."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared test data not found at {SHARED_DATA}")
+    return SHARED_DATA
