@@ -29,4 +29,10 @@ TORCH_LIBRARY(mvaccel, m) {
   m.def(
       "_mv_resize_backward(Tensor grad, int in_h, int in_w, str mode) "
       "-> Tensor");
+  // Optical Flow guided Feature: Sobel x, Sobel y and temporal difference
+  // (see csrc/ops/off/off.h).
+  m.def("off_gradients(Tensor f_t, Tensor f_prev) -> Tensor");
+  m.def("_off_gradients_backward(Tensor grad) -> (Tensor, Tensor)");
+  m.def("off_gradients_stack(Tensor f) -> Tensor");
+  m.def("_off_gradients_stack_backward(Tensor grad) -> Tensor");
 }

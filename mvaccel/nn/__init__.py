@@ -1,0 +1,21 @@
+"""Motion network layers: OFF (Optical Flow guided Feature) and TVNet, on mvaccel's fused ops.
+
+Every module takes and returns plain tensors with documented shapes, so it drops into any
+network; backbones are parameters (:class:`FeatureTaps` pulls intermediate maps out of any
+torch model).
+"""
+
+from .common import BN_INCEPTION_TAPS, RESNET_TAPS, FeatureTaps, SegmentConsensus
+from .off import OFFLayer, OFFSubNetwork, OFFUnit, RawOFF, ResidualBlock
+
+__all__ = [
+    "BN_INCEPTION_TAPS",
+    "RESNET_TAPS",
+    "FeatureTaps",
+    "OFFLayer",
+    "OFFSubNetwork",
+    "OFFUnit",
+    "RawOFF",
+    "ResidualBlock",
+    "SegmentConsensus",
+]
