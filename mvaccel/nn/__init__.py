@@ -7,6 +7,7 @@ torch model).
 
 from .common import BN_INCEPTION_TAPS, RESNET_TAPS, FeatureTaps, SegmentConsensus
 from .off import OFFLayer, OFFSubNetwork, OFFUnit, RawOFF, ResidualBlock
+from .tvnet import TVNet
 
 __all__ = [
     "BN_INCEPTION_TAPS",
@@ -18,4 +19,5 @@ __all__ = [
     "RawOFF",
     "ResidualBlock",
     "SegmentConsensus",
+    "TVNet",
 ]

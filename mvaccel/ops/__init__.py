@@ -13,6 +13,7 @@ load_ops()
 from . import reference  # noqa: E402
 from .off import off_gradients, off_gradients_stack  # noqa: E402
 from .resample import block_upsample, mv_resize  # noqa: E402
+from .tvnet import tvnet_iterations  # noqa: E402
 
 __all__ = [
     "block_upsample",
@@ -20,4 +21,5 @@ __all__ = [
     "off_gradients",
     "off_gradients_stack",
     "reference",
+    "tvnet_iterations",
 ]
