@@ -164,6 +164,8 @@ def _tvnet_iterations_backward_fake(
 def _setup(ctx, inputs, output):
     u, p, warped, wf, wb, l_t, theta, taut, eps, grad_eps, save = inputs
     u_out, _, states = output
+    # No zero gradient for the unused `states` output (it would double the peak memory).
+    ctx.set_materialize_grads(False)
     ctx.coeffs = (l_t, theta, taut, eps, grad_eps)
     ctx.saved = save
     ctx.save_for_backward(states, u_out, warped, wf, wb)

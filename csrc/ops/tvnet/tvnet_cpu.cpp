@@ -21,7 +21,8 @@ namespace tvnet {
 namespace {
 
 int64_t grain_rows(int64_t W) {
-  return std::max<int64_t>(1, 4096 / std::max<int64_t>(W, 1));
+  // Enough pixels per task that small images run without fork-join waits.
+  return std::max<int64_t>(1, 32768 / std::max<int64_t>(W, 1));
 }
 
 template <typename T>
@@ -33,7 +34,8 @@ void forward_impl(T* u, T* p, const T* warped, const T* wf, const T* wb,
   for (int64_t it = 0; it < d.K; ++it) {
     if (states != nullptr) {
       T* s = states + it * N * 6 * HW;
-      at::parallel_for(0, N, 1, [&](int64_t b0, int64_t b1) {
+      const int64_t pairs_per_task = std::max<int64_t>(1, 262144 / (6 * HW));
+      at::parallel_for(0, N, pairs_per_task, [&](int64_t b0, int64_t b1) {
         for (int64_t n = b0; n < b1; ++n) {
           std::copy(u + n * 2 * HW, u + (n + 1) * 2 * HW, s + n * 6 * HW);
           std::copy(p + n * 4 * HW, p + (n + 1) * 4 * HW,

@@ -127,22 +127,21 @@ MVACCEL_HD void threshold_backward(T u1, T u2, T rho_c, T Ix, T Iy, T l_t,
 }
 
 // Backward of the dual update of one component at one pixel. Inputs: the
-// forward differences (ux, uy) of u' there, the new dual values (p1n, p2n),
-// the incoming gradients (gp1, gp2) of the new dual values, whether ux / uy
-// exist there (not on the last column / row). Outputs: gradient of the old
-// dual values (gp1 / ng, gp2 / ng) and of (ux, uy).
+// forward differences (ux, uy) of u' there, s = sqrt(ux^2 + uy^2 + eps) and
+// inv_ng = 1 / (1 + taut * s), the new dual values (p1n, p2n), the incoming
+// gradients (gp1, gp2) of the new dual values, whether ux / uy exist there
+// (not on the last column / row). Outputs: gradient of the old dual values
+// (gp1 / ng, gp2 / ng) and of (ux, uy).
 template <typename T>
-MVACCEL_HD void dual_backward(T ux, T uy, T p1n, T p2n, T gp1, T gp2, T taut,
-                              T eps, bool has_x, bool has_y, T& gp1_old,
+MVACCEL_HD void dual_backward(T ux, T uy, T s, T inv_ng, T p1n, T p2n, T gp1,
+                              T gp2, T taut, bool has_x, bool has_y, T& gp1_old,
                               T& gp2_old, T& gux, T& guy) {
-  const T s = std::sqrt(ux * ux + uy * uy + eps);
-  const T ng = T(1) + taut * s;
-  gp1_old = gp1 / ng;
-  gp2_old = gp2 / ng;
+  gp1_old = gp1 * inv_ng;
+  gp2_old = gp2 * inv_ng;
   // d p'/d ng = -p'/ng; d ng/d ux = taut * ux / s.
-  const T q = s > T(0) ? -(gp1 * p1n + gp2 * p2n) / ng * taut / s : T(0);
-  gux = has_x ? gp1 * taut / ng + q * ux : T(0);
-  guy = has_y ? gp2 * taut / ng + q * uy : T(0);
+  const T q = s > T(0) ? -(gp1 * p1n + gp2 * p2n) * inv_ng * taut / s : T(0);
+  gux = has_x ? gp1 * taut * inv_ng + q * ux : T(0);
+  guy = has_y ? gp2 * taut * inv_ng + q * uy : T(0);
 }
 
 // ----------------------------------------------------- one pixel of a pass
@@ -189,14 +188,15 @@ MVACCEL_HD void pass_p_backward(const T* ucur, const T* pold, T* gp, T* g4,
     const T* uc = ucur + k * HW;
     T ux, uy;
     grad_w<T>(uc, W, H, y, x, f[k], ux, uy);
-    const T ng = T(1) + taut * std::sqrt(ux * ux + uy * uy + eps);
-    const T p1n = (pold[2 * k * HW + i] + taut * ux) / ng;
-    const T p2n = (pold[(2 * k + 1) * HW + i] + taut * uy) / ng;
+    const T sq = std::sqrt(ux * ux + uy * uy + eps);
+    const T inv_ng = T(1) / (T(1) + taut * sq);
+    const T p1n = (pold[2 * k * HW + i] + taut * ux) * inv_ng;
+    const T p2n = (pold[(2 * k + 1) * HW + i] + taut * uy) * inv_ng;
     T& g1 = gp[2 * k * HW + i];
     T& g2 = gp[(2 * k + 1) * HW + i];
     T gux, guy;
-    dual_backward<T>(ux, uy, p1n, p2n, g1, g2, taut, eps, has_x, has_y, g1, g2,
-                     gux, guy);
+    dual_backward<T>(ux, uy, sq, inv_ng, p1n, p2n, g1, g2, taut, has_x, has_y,
+                     g1, g2, gux, guy);
     g4[2 * k * HW + i] = gux;
     g4[(2 * k + 1) * HW + i] = guy;
     if (has_x) {
