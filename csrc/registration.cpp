@@ -29,4 +29,21 @@ TORCH_LIBRARY(mvaccel, m) {
   m.def(
       "_mv_resize_backward(Tensor grad, int in_h, int in_w, str mode) "
       "-> Tensor");
+  // Optical Flow guided Feature: Sobel x, Sobel y and temporal difference
+  // (see csrc/ops/off/off.h).
+  m.def("off_gradients(Tensor f_t, Tensor f_prev) -> Tensor");
+  m.def("_off_gradients_backward(Tensor grad) -> (Tensor, Tensor)");
+  m.def("off_gradients_stack(Tensor f) -> Tensor");
+  m.def("_off_gradients_stack_backward(Tensor grad) -> Tensor");
+  // TVNet: a block of unrolled TV-L1 iterations with trainable filters
+  // (see csrc/ops/tvnet/tvnet.h).
+  m.def(
+      "tvnet_iterations(Tensor u, Tensor p, Tensor warped, Tensor wf, "
+      "Tensor wb, float l_t, float theta, float taut, float eps, "
+      "float grad_eps, bool save_states) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "_tvnet_iterations_backward(Tensor grad_u, Tensor grad_p, "
+      "Tensor states, Tensor u_out, Tensor warped, Tensor wf, Tensor wb, "
+      "float l_t, float theta, float taut, float eps, float grad_eps) -> "
+      "(Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

@@ -1,5 +1,25 @@
-"""Network modules: the papers' backbones (:mod:`mvaccel.nn.backbones`)."""
+"""Network modules: motion layers (OFF, TVNet) on mvaccel's fused ops, and the papers' backbones.
+
+Every module takes and returns plain tensors with documented shapes, so it drops into any
+network; backbones are parameters (:class:`FeatureTaps` pulls intermediate maps out of any
+torch model, :mod:`mvaccel.nn.backbones` has the papers' networks).
+"""
 
 from . import backbones
+from .common import BN_INCEPTION_TAPS, RESNET_TAPS, FeatureTaps, SegmentConsensus
+from .off import OFFLayer, OFFSubNetwork, OFFUnit, RawOFF, ResidualBlock
+from .tvnet import TVNet
 
-__all__ = ["backbones"]
+__all__ = [
+    "BN_INCEPTION_TAPS",
+    "RESNET_TAPS",
+    "FeatureTaps",
+    "OFFLayer",
+    "OFFSubNetwork",
+    "OFFUnit",
+    "RawOFF",
+    "ResidualBlock",
+    "SegmentConsensus",
+    "TVNet",
+    "backbones",
+]

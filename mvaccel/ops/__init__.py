@@ -11,6 +11,15 @@ from .._ext import load_ops
 load_ops()
 
 from . import reference  # noqa: E402
+from .off import off_gradients, off_gradients_stack  # noqa: E402
 from .resample import block_upsample, mv_resize  # noqa: E402
+from .tvnet import tvnet_iterations  # noqa: E402
 
-__all__ = ["block_upsample", "mv_resize", "reference"]
+__all__ = [
+    "block_upsample",
+    "mv_resize",
+    "off_gradients",
+    "off_gradients_stack",
+    "reference",
+    "tvnet_iterations",
+]

@@ -1,0 +1,78 @@
+"""Flow losses of TVNet (Fan et al., CVPR 2018): the TV-L1 energy (eq. 1, 13) and EPE (eq. 14)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def _grey(x: Tensor, name: str) -> Tensor:
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"tvl1_energy: {name} must be (N, 1 or 3, H, W), got {tuple(x.shape)}")
+    if x.shape[1] == 3:
+        w = torch.tensor((0.299, 0.587, 0.114), dtype=x.dtype, device=x.device)
+        x = (x * w.view(1, 3, 1, 1)).sum(1, keepdim=True)
+    return x
+
+
+def tvl1_energy(
+    I0: Tensor, I1: Tensor, u: Tensor, lbda: float = 0.15, eps: float = 1e-12
+) -> Tensor:
+    """TV-L1 energy of a flow, with the exact data term: TVNet's unsupervised flow loss.
+
+    ``E(u) = mean_x( |grad u_x| + |grad u_y| + lbda * |I1(x + u(x)) - I0(x)| )`` (eq. 1 with
+    ``rho`` computed by warping instead of its Taylor expansion, as eq. 13's ``L_f`` asks),
+    averaged over pixels and the batch so it does not grow with the image size.
+    ``|grad u_d| = sqrt(ux^2 + uy^2 + eps)`` with forward differences (0 on the last column /
+    row); the warp is bilinear with a clamped border. Use it beside the classification loss:
+    ``L = L_c + 0.1 * tvl1_energy(...)`` (the paper's weight).
+
+    Args:
+        I0: ``(N, C, H, W)`` first frames, C = 1 or 3 (RGB to BT.601 grey), any scale (the
+            energy is in the images' units: the flow solver works in 0..255).
+        I1: ``(N, C, H, W)`` second frames.
+        u: ``(N, 2, H, W)`` flow in pixels with ``I1(x + u(x)) ~ I0(x)``.
+        lbda: weight of the data term.
+        eps: under the square roots (defined gradient at 0).
+
+    Returns:
+        Scalar tensor; differentiable in ``u`` (and the images).
+    """
+    from ..nn.tvnet import warp_bilinear
+
+    if u.dim() != 4 or u.shape[1] != 2:
+        raise ValueError(f"tvl1_energy: u must be (N, 2, H, W), got {tuple(u.shape)}")
+    g0, g1 = _grey(I0, "I0"), _grey(I1, "I1")
+    if g0.shape != g1.shape or g0.shape[-2:] != u.shape[-2:] or g0.shape[0] != u.shape[0]:
+        raise ValueError(
+            f"tvl1_energy: I0 {tuple(I0.shape)}, I1 {tuple(I1.shape)} and u {tuple(u.shape)} "
+            "must agree in N, H, W"
+        )
+    rho = warp_bilinear(g1.to(u.dtype), u) - g0.to(u.dtype)
+    ux = torch.nn.functional.pad(u[..., 1:] - u[..., :-1], (0, 1))
+    uy = torch.nn.functional.pad(u[..., 1:, :] - u[..., :-1, :], (0, 0, 0, 1))
+    tv = torch.sqrt(ux * ux + uy * uy + eps).sum(1)
+    return (tv + lbda * rho.abs()[:, 0]).mean()
+
+
+def epe(u: Tensor, gt: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Average end-point error (eq. 14): mean over pixels of ``||u - gt||_2``.
+
+    Args:
+        u: ``(N, 2, H, W)`` flow in pixels.
+        gt: ``(N, 2, H, W)`` ground truth.
+        valid: optional ``(N, H, W)`` bool mask of the pixels to count.
+
+    Returns:
+        Scalar tensor (pixels); differentiable in ``u`` (the TVNet training loss of Table 1).
+    """
+    if u.shape != gt.shape or u.dim() != 4 or u.shape[1] != 2:
+        raise ValueError(
+            f"epe: u and gt must both be (N, 2, H, W), got {tuple(u.shape)} and {tuple(gt.shape)}"
+        )
+    d = torch.linalg.vector_norm(u - gt, dim=1)
+    if valid is None:
+        return d.mean()
+    if valid.shape != d.shape:
+        raise ValueError(f"epe: valid must be (N, H, W) = {tuple(d.shape)}, got {valid.shape}")
+    return d[valid].mean()

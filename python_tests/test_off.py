@@ -1,0 +1,169 @@
+"""off_gradients / off_gradients_stack: kernels against the conv2d(sobel) + sub + cat reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mvaccel.ops import off
+
+SHAPES = [(2, 3, 5, 7), (1, 1, 1, 1), (1, 2, 1, 6), (3, 2, 4, 1), (1, 4, 2, 2), (2, 5, 9, 11)]
+DTYPES = [torch.float64, torch.float32]
+
+
+def _tol(dtype):
+    return {"atol": 1e-12, "rtol": 0} if dtype == torch.float64 else {"atol": 1e-5, "rtol": 1e-5}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pair_matches_reference(device, shape, dtype):
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(shape, generator=g, dtype=dtype).to(device)
+    b = torch.randn(shape, generator=g, dtype=dtype).to(device)
+    out = off.off_gradients(a, b)
+    assert out.shape == (shape[0], 3 * shape[1], shape[2], shape[3])
+    torch.testing.assert_close(out, off.off_gradients_reference(a, b), **_tol(dtype))
+
+
+def test_known_values():
+    # A ramp f(y, x) = x: interior Sobel x = 8 (1 + 2 + 1 times a step of 2), Sobel y = 0.
+    f = torch.arange(5.0).repeat(4, 1).view(1, 1, 4, 5)
+    out = off.off_gradients(f, f - 3)
+    assert torch.equal(out[0, 0, 1:-1, 1:-1], torch.full((2, 3), 8.0))
+    assert torch.equal(out[0, 1, 1:-1, 1:-1], torch.zeros(2, 3))
+    assert torch.equal(out[0, 2], torch.full((4, 5), 3.0))
+    # Zero padding: at the left border Sobel x sees 0 on the left, at the top Sobel y
+    # sees 0 above (the paper's y kernel: row above minus row below).
+    assert out[0, 0, 1, 0].item() == 4 * 1.0  # (1 + 2 + 1) * f(x=1) - 0
+    assert out[0, 1, 0, 2].item() == -(1.0 + 2 * 2.0 + 3.0)  # 0 above, row y=1 below
+    col = torch.arange(4.0).view(4, 1).repeat(1, 5).view(1, 1, 4, 5)  # f = y
+    gy = off.off_gradients(col, col)[0, 1]
+    assert torch.equal(gy[1:-1, 1:-1], torch.full((2, 3), -8.0))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_stack_matches_reference(device, dtype):
+    g = torch.Generator().manual_seed(1)
+    f = torch.randn(2, 4, 3, 6, 5, generator=g, dtype=dtype).to(device)
+    out = off.off_gradients_stack(f)
+    assert out.shape == (2, 3, 9, 6, 5)
+    torch.testing.assert_close(out, off.off_gradients_stack_reference(f), **_tol(dtype))
+    # Entry s is the pair (f[:, s + 1], f[:, s]).
+    torch.testing.assert_close(out[:, 1], off.off_gradients(f[:, 2], f[:, 1]), **_tol(dtype))
+
+
+def test_non_contiguous_inputs(device):
+    g = torch.Generator().manual_seed(2)
+    base = torch.randn(2, 6, 9, 10, generator=g, dtype=torch.float64).to(device)
+    a = base[:, ::2, 1:8, 2:9]  # strided channels, cropped rows
+    b = base.permute(0, 1, 3, 2)[:, 1::2, 1:8, 2:9]  # columns not unit stride
+    torch.testing.assert_close(off.off_gradients(a, b), off.off_gradients_reference(a, b))
+    cl = base.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(
+        off.off_gradients(cl, base), off.off_gradients_reference(cl, base), atol=1e-12, rtol=0
+    )
+    f = torch.randn(3, 2, 5, 4, 4, generator=g, dtype=torch.float64).to(device).transpose(0, 1)
+    torch.testing.assert_close(off.off_gradients_stack(f), off.off_gradients_stack_reference(f))
+
+
+def test_empty(device):
+    a = torch.randn(0, 3, 4, 4, device=device)
+    assert off.off_gradients(a, a).shape == (0, 9, 4, 4)
+    assert off.off_gradients_stack(torch.randn(2, 3, 0, 4, 4, device=device)).shape == (
+        2,
+        2,
+        0,
+        4,
+        4,
+    )
+
+
+def test_half_and_bfloat16(device):
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(2, 3, 6, 6, generator=g)
+    b = torch.randn(2, 3, 6, 6, generator=g)
+    ref = off.off_gradients_reference(a, b)
+    for dt in (torch.float16, torch.bfloat16):
+        out = off.off_gradients(a.to(device, dt), b.to(device, dt))
+        assert out.dtype == dt
+        torch.testing.assert_close(out.float().cpu(), ref, atol=0.1, rtol=0.02)
+
+
+def test_gradcheck(device):
+    g = torch.Generator().manual_seed(4)
+    a = torch.randn(2, 2, 4, 5, generator=g, dtype=torch.float64).to(device).requires_grad_()
+    b = torch.randn(2, 2, 4, 5, generator=g, dtype=torch.float64).to(device).requires_grad_()
+    assert torch.autograd.gradcheck(off.off_gradients, (a, b))
+    assert torch.autograd.gradgradcheck(off.off_gradients, (a, b))
+    f = torch.randn(1, 3, 2, 4, 3, generator=g, dtype=torch.float64).to(device).requires_grad_()
+    assert torch.autograd.gradcheck(off.off_gradients_stack, (f,))
+    assert torch.autograd.gradgradcheck(off.off_gradients_stack, (f,))
+
+
+def test_backward_matches_reference(device):
+    g = torch.Generator().manual_seed(5)
+    f = torch.randn(2, 3, 4, 7, 6, generator=g, dtype=torch.float64).to(device)
+    grad = torch.randn(2, 2, 12, 7, 6, generator=g, dtype=torch.float64).to(device)
+    f1 = f.clone().requires_grad_()
+    f2 = f.clone().requires_grad_()
+    off.off_gradients_stack(f1).backward(grad)
+    off.off_gradients_stack_reference(f2).backward(grad)
+    torch.testing.assert_close(f1.grad, f2.grad)
+    # Non-contiguous incoming gradient (expanded): the backward reads strides.
+    a = f[:, 0].clone().requires_grad_()
+    b = f[:, 1].clone().requires_grad_()
+    off.off_gradients(a, b).sum().backward()
+    a2 = f[:, 0].clone().requires_grad_()
+    b2 = f[:, 1].clone().requires_grad_()
+    off.off_gradients_reference(a2, b2).sum().backward()
+    torch.testing.assert_close(a.grad, a2.grad)
+    torch.testing.assert_close(b.grad, b2.grad)
+
+
+def test_opcheck(device):
+    g = torch.Generator().manual_seed(6)
+    a = torch.randn(2, 3, 5, 4, generator=g).to(device).requires_grad_()
+    b = torch.randn(2, 3, 5, 4, generator=g).to(device).requires_grad_()
+    torch.library.opcheck(torch.ops.mvaccel.off_gradients.default, (a, b))
+    f = torch.randn(2, 3, 2, 5, 4, generator=g).to(device).requires_grad_()
+    torch.library.opcheck(torch.ops.mvaccel.off_gradients_stack.default, (f,))
+    grad = torch.randn(2, 9, 5, 4, generator=g).to(device).requires_grad_()
+    torch.library.opcheck(torch.ops.mvaccel._off_gradients_backward.default, (grad,))
+    grad = torch.randn(2, 2, 6, 5, 4, generator=g).to(device).requires_grad_()
+    torch.library.opcheck(torch.ops.mvaccel._off_gradients_stack_backward.default, (grad,))
+
+
+def test_compile_fullgraph(device):
+    def fn(f):
+        return off.off_gradients_stack(f).square().sum() + off.off_gradients(f[:, 0], f[:, 1]).sum()
+
+    f = torch.randn(2, 3, 4, 6, 6, device=device, requires_grad=True)
+    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    out = compiled(f)
+    out.backward()
+    f2 = f.detach().clone().requires_grad_()
+    fn(f2).backward()
+    torch.testing.assert_close(out, fn(f2.detach()))
+    torch.testing.assert_close(f.grad, f2.grad)
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ((torch.randn(2, 3, 4), torch.randn(2, 3, 4)), "N, C, H, W"),
+        ((torch.randn(1, 2, 4, 4), torch.randn(1, 3, 4, 4)), "same shape"),
+        ((torch.randn(1, 2, 4, 4), torch.randn(1, 2, 4, 4, dtype=torch.float64)), "same dtype"),
+        ((torch.ones(1, 2, 4, 4, dtype=torch.int64),) * 2, "float32"),
+    ],
+)
+def test_bad_pair_inputs(args, match):
+    with pytest.raises(RuntimeError, match=match):
+        off.off_gradients(*args)
+
+
+def test_bad_stack_inputs():
+    with pytest.raises(RuntimeError, match="T >= 2"):
+        off.off_gradients_stack(torch.randn(2, 1, 3, 4, 4))
+    with pytest.raises(RuntimeError, match="N, T, C, H, W"):
+        off.off_gradients_stack(torch.randn(2, 3, 4, 4))
