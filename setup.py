@@ -85,7 +85,10 @@ def _extensions():
 
     debug = _flag("DEBUG")
     opt = ["-O0", "-g"] if debug else ["-O3"]
-    cxx = [*opt, "-std=c++17", "-fopenmp", "-Wall", "-Wno-unused-function"]
+    # -fno-math-errno -fno-trapping-math change no result (no -ffast-math): they let GCC vectorise
+    # loops with std::sqrt and with branches that it turns into selects (clang's defaults).
+    fp = ["-fno-math-errno", "-fno-trapping-math"]
+    cxx = [*opt, *fp, "-std=c++17", "-fopenmp", "-Wall", "-Wno-unused-function"]
     with_cuda, why = _want_cuda(torch, CUDA_HOME)
 
     cpp = glob.glob(str(ROOT / "csrc" / "*.cpp")) + glob.glob(

@@ -112,6 +112,30 @@ def test_non_contiguous_inputs(device):
         torch.testing.assert_close(a, b, atol=1e-11, rtol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_same_result_on_any_thread_count(dtype):
+    # The CPU kernel splits work by pair (pairs >= threads) or by rows (fewer pairs, large
+    # images): both give bit-identical outputs and gradients, filter gradients included.
+    # One 190x180 pair: on 2 threads its rows are split in two tasks.
+    base = _inputs(1, 190, 180, 2, dtype=dtype, seed=5)
+    g = torch.Generator().manual_seed(4)
+    gu = torch.randn(1, 2, 190, 180, generator=g, dtype=dtype)
+    gp = torch.randn(1, 4, 190, 180, generator=g, dtype=dtype)
+    results = []
+    old = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            a = [t.clone().requires_grad_() for t in base]
+            out = T.tvnet_iterations(*a, *COEFFS)
+            torch.autograd.backward(out, [gu, gp])
+            results.append([o.detach() for o in out] + [t.grad for t in a])
+    finally:
+        torch.set_num_threads(old)
+    for x, y in zip(*results, strict=True):
+        assert torch.equal(x, y)
+
+
 def test_states_only_when_grad_is_needed():
     args = _inputs(1, 4, 4, 3)
     out = torch.ops.mvaccel.tvnet_iterations.default(*args, *COEFFS, 1e-12, 1e-12, False)

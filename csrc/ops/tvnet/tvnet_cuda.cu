@@ -1,7 +1,7 @@
 // CUDA kernels of tvnet_iterations and its backward.
 //
 // One thread per pixel of the (N, H, W) grid; each pass of tvnet_math.h is
-// one launch, so an iteration is two launches forward and two backward.
+// one launch, so an iteration is two launches forward and three backward.
 // Filter gradients: each block sums its threads' terms in shared memory and
 // adds the 8 sums to the iteration's row of grad_wf / grad_wb atomically.
 #include <c10/cuda/CUDAException.h>
@@ -95,22 +95,29 @@ __global__ void pass_p_backward_kernel(const T* ucur, int64_t ucur_planes,
 }
 
 template <typename T>
-__global__ void pass_u_backward_kernel(const T* st, const T* w, const T* gu,
-                                       const T* g4, T* gp, T* gw, T* gu_old,
-                                       const T* wf_it, const T* wb_it,
+__global__ void pass_g_kernel(T* gu, const T* g4, const T* wf_it, Dims d) {
+  const Pixel q = pixel_of(d);
+  if (!q.valid) return;
+  const int64_t HW = d.H * d.W;
+  const Taps<T> f[2] = {taps_of<T>(wf_it, 0), taps_of<T>(wf_it, 1)};
+  pass_g<T>(gu + q.n * 2 * HW, g4 + q.n * 4 * HW, d.H, d.W, q.y, q.x, f);
+}
+
+template <typename T>
+__global__ void pass_u_backward_kernel(const T* st, const T* w, const T* G,
+                                       T* gp, T* gw, T* gu_old, const T* wb_it,
                                        T* gwb_it, Dims d, T l_t, T theta,
                                        T grad_eps) {
   const Pixel q = pixel_of(d);
   T acc[kTaps] = {};
   if (q.valid) {
     const int64_t HW = d.H * d.W;
-    const Taps<T> f[2] = {taps_of<T>(wf_it, 0), taps_of<T>(wf_it, 1)};
     const Taps<T> b[2] = {taps_of<T>(wb_it, 0), taps_of<T>(wb_it, 1)};
     const T* uold = st + q.n * 6 * HW;
-    pass_u_backward<T>(uold, uold + 2 * HW, w + q.n * 3 * HW, gu + q.n * 2 * HW,
-                       g4 + q.n * 4 * HW, gp + q.n * 4 * HW, gw + q.n * 3 * HW,
-                       gu_old + q.n * 2 * HW, d.H, d.W, q.y, q.x, f, b, l_t,
-                       theta, grad_eps, acc);
+    pass_u_backward<T>(uold, uold + 2 * HW, w + q.n * 3 * HW, G + q.n * 2 * HW,
+                       gp + q.n * 4 * HW, gw + q.n * 3 * HW,
+                       gu_old + q.n * 2 * HW, d.H, d.W, q.y, q.x, b, l_t, theta,
+                       grad_eps, acc);
   }
   block_add<T>(acc, gwb_it);
 }
@@ -197,11 +204,13 @@ tvnet_iterations_backward_cuda(const at::Tensor& grad_u_in,
           gwf.mutable_data_ptr<T>() + it * kTaps, d, static_cast<T>(taut),
           static_cast<T>(eps));
       C10_CUDA_KERNEL_LAUNCH_CHECK();
+      // G, the whole gradient of u', over the incoming one (in a).
+      pass_g_kernel<T><<<grid, kThreads, 0, stream>>>(
+          a, g4.const_data_ptr<T>(), wf.const_data_ptr<T>() + it * kTaps, d);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
       pass_u_backward_kernel<T><<<grid, kThreads, 0, stream>>>(
-          st, warped.const_data_ptr<T>(), a, g4.const_data_ptr<T>(),
-          gp.mutable_data_ptr<T>(), gw.mutable_data_ptr<T>(), b,
-          wf.const_data_ptr<T>() + it * kTaps,
-          wb.const_data_ptr<T>() + it * kTaps,
+          st, warped.const_data_ptr<T>(), a, gp.mutable_data_ptr<T>(),
+          gw.mutable_data_ptr<T>(), b, wb.const_data_ptr<T>() + it * kTaps,
           gwb.mutable_data_ptr<T>() + it * kTaps, d, static_cast<T>(l_t),
           static_cast<T>(theta), static_cast<T>(grad_eps));
       C10_CUDA_KERNEL_LAUNCH_CHECK();
