@@ -45,16 +45,31 @@ MVACCEL_HD acc_t at_or_zero(const scalar_t* plane, int64_t sh, int64_t H,
              : acc_t(0);
 }
 
-// Sobel x and Sobel y (paper's kernels, cross-correlation, zero padding) of
-// a plane at (y, x). Rows are `sh` elements apart; columns are unit stride.
+// Sobel x and Sobel y (paper's kernels, cross-correlation) from the 3x3
+// neighbourhood of a pixel: m* the row above, c* its own row, p* the row
+// below, 0 left / 1 centre / 2 right; a neighbour outside the image is 0.
+template <typename acc_t>
+MVACCEL_HD acc_t sobel_x_of(acc_t m0, acc_t m2, acc_t c0, acc_t c2, acc_t p0,
+                            acc_t p2) {
+  return (m2 - m0) + acc_t(2) * (c2 - c0) + (p2 - p0);
+}
+
+template <typename acc_t>
+MVACCEL_HD acc_t sobel_y_of(acc_t m0, acc_t m1, acc_t m2, acc_t p0, acc_t p1,
+                            acc_t p2) {
+  return (m0 + acc_t(2) * m1 + m2) - (p0 + acc_t(2) * p1 + p2);
+}
+
+// Sobel x and Sobel y of a plane at (y, x) with zero padding. Rows are `sh`
+// elements apart; columns are unit stride.
 template <typename acc_t, typename scalar_t>
 MVACCEL_HD acc_t sobel_x(const scalar_t* plane, int64_t sh, int64_t H,
                          int64_t W, int64_t y, int64_t x) {
   auto v = [&](int64_t dy, int64_t dx) {
     return at_or_zero<acc_t>(plane, sh, H, W, y + dy, x + dx);
   };
-  return (v(-1, 1) - v(-1, -1)) + acc_t(2) * (v(0, 1) - v(0, -1)) +
-         (v(1, 1) - v(1, -1));
+  return sobel_x_of<acc_t>(v(-1, -1), v(-1, 1), v(0, -1), v(0, 1), v(1, -1),
+                           v(1, 1));
 }
 
 template <typename acc_t, typename scalar_t>
@@ -63,8 +78,8 @@ MVACCEL_HD acc_t sobel_y(const scalar_t* plane, int64_t sh, int64_t H,
   auto v = [&](int64_t dy, int64_t dx) {
     return at_or_zero<acc_t>(plane, sh, H, W, y + dy, x + dx);
   };
-  return (v(-1, -1) + acc_t(2) * v(-1, 0) + v(-1, 1)) -
-         (v(1, -1) + acc_t(2) * v(1, 0) + v(1, 1));
+  return sobel_y_of<acc_t>(v(-1, -1), v(-1, 0), v(-1, 1), v(1, -1), v(1, 0),
+                           v(1, 1));
 }
 
 // Strides (in elements) of a (B, S, C, H, W) view whose rows are unit

@@ -1,9 +1,9 @@
 // CPU kernels of off_gradients, off_gradients_stack and their backward ops.
 //
-// One task per image row: the interior of a row is a straight loop over
-// three input rows (the rows outside the image are a shared zero row) that
-// the compiler vectorises; the two edge columns use the bounds-checked math
-// of off.h.
+// Tasks are ranges of image rows. The interior of a row is a `#pragma omp
+// simd` loop over three input rows (the rows outside the image are a shared
+// zero row) with no bounds tests, so it vectorises; the two edge columns
+// read the missing neighbours as 0. Both use the Sobel formulas of off.h.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -21,10 +21,66 @@ int64_t row_grain(int64_t W) {
   return std::max<int64_t>(1, 8192 / std::max<int64_t>(W, 1));
 }
 
+// Walks rows [begin, end) of a grid of planes of H rows: fn_plane(plane) on
+// entering a plane (the division by H and the plane's index arithmetic once
+// per plane, not per row), then fn_row(y) for each of its rows in range.
+template <typename FP, typename FR>
+void walk_rows(int64_t begin, int64_t end, int64_t H, const FP& fn_plane,
+               const FR& fn_row) {
+  int64_t plane = begin / H, y = begin % H;
+  fn_plane(plane);
+  for (int64_t r = begin; r < end; ++r, ++y) {
+    if (y == H) {
+      y = 0;
+      fn_plane(++plane);
+    }
+    fn_row(y);
+  }
+}
+
+// Value of row[i], 0 outside [0, W).
+template <typename acc_t, typename scalar_t>
+inline acc_t col_or_zero(const scalar_t* row, int64_t W, int64_t i) {
+  return i >= 0 && i < W ? static_cast<acc_t>(row[i]) : acc_t(0);
+}
+
+// One output row: Sobel x / y from the rows above (rm), at (r0) and below
+// (rp) the pixel (a zero row outside the image), and the difference with
+// the previous frame's row pr.
+template <typename scalar_t>
+void forward_row(const scalar_t* rm, const scalar_t* r0, const scalar_t* rp,
+                 const scalar_t* pr, scalar_t* ox, scalar_t* oy, scalar_t* ot,
+                 int64_t W) {
+  using acc_t = at::opmath_type<scalar_t>;
+  // Interior: no bounds tests, vectorised.
+#pragma omp simd
+  for (int64_t x = 1; x < W - 1; ++x) {
+    ox[x] = static_cast<scalar_t>(sobel_x_of<acc_t>(
+        rm[x - 1], rm[x + 1], r0[x - 1], r0[x + 1], rp[x - 1], rp[x + 1]));
+    oy[x] = static_cast<scalar_t>(sobel_y_of<acc_t>(
+        rm[x - 1], rm[x], rm[x + 1], rp[x - 1], rp[x], rp[x + 1]));
+    ot[x] = static_cast<scalar_t>(static_cast<acc_t>(r0[x]) -
+                                  static_cast<acc_t>(pr[x]));
+  }
+  for (int64_t x : {int64_t(0), W - 1}) {
+    auto v = [&](const scalar_t* row, int64_t i) {
+      return col_or_zero<acc_t>(row, W, i);
+    };
+    ox[x] = static_cast<scalar_t>(
+        sobel_x_of<acc_t>(v(rm, x - 1), v(rm, x + 1), v(r0, x - 1),
+                          v(r0, x + 1), v(rp, x - 1), v(rp, x + 1)));
+    oy[x] = static_cast<scalar_t>(sobel_y_of<acc_t>(v(rm, x - 1), v(rm, x),
+                                                    v(rm, x + 1), v(rp, x - 1),
+                                                    v(rp, x), v(rp, x + 1)));
+    ot[x] = static_cast<scalar_t>(static_cast<acc_t>(r0[x]) -
+                                  static_cast<acc_t>(pr[x]));
+    if (W == 1) break;
+  }
+}
+
 template <typename scalar_t>
 void forward_kernel(const scalar_t* cur0, const scalar_t* prev0, scalar_t* out,
                     const Plan& p) {
-  using acc_t = at::opmath_type<scalar_t>;
   const int64_t B = p.B, S = p.S, C = p.C, H = p.H, W = p.W;
   const int64_t HW = H * W;
   const int64_t rows = B * S * C * H;
@@ -32,43 +88,66 @@ void forward_kernel(const scalar_t* cur0, const scalar_t* prev0, scalar_t* out,
   const scalar_t* zero = zero_row.data();
 
   at::parallel_for(0, rows, row_grain(W), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t y = r % H;
-      const int64_t plane = r / H;
-      const int64_t c = plane % C;
-      const int64_t bs = plane / C;
-      const int64_t s = bs % S, b = bs / S;
-      const scalar_t* cur = cur0 + b * p.cur.sb + s * p.cur.ss + c * p.cur.sc;
-      const scalar_t* r0 = cur + y * p.cur.sh;
-      const scalar_t* rm = y > 0 ? r0 - p.cur.sh : zero;
-      const scalar_t* rp = y < H - 1 ? r0 + p.cur.sh : zero;
-      const scalar_t* pr =
-          prev0 + b * p.prev.sb + s * p.prev.ss + c * p.prev.sc + y * p.prev.sh;
-      scalar_t* ox = out + (bs * 3 * C + c) * HW + y * W;
-      scalar_t* oy = ox + C * HW;
-      scalar_t* ot = oy + C * HW;
-      for (int64_t x = 1; x < W - 1; ++x) {
-        const acc_t m0 = rm[x - 1], m1 = rm[x], m2 = rm[x + 1];
-        const acc_t c0 = r0[x - 1], c2 = r0[x + 1];
-        const acc_t p0 = rp[x - 1], p1 = rp[x], p2 = rp[x + 1];
-        ox[x] =
-            static_cast<scalar_t>((m2 - m0) + acc_t(2) * (c2 - c0) + (p2 - p0));
-        oy[x] = static_cast<scalar_t>((m0 + acc_t(2) * m1 + m2) -
-                                      (p0 + acc_t(2) * p1 + p2));
-        ot[x] = static_cast<scalar_t>(static_cast<acc_t>(r0[x]) -
-                                      static_cast<acc_t>(pr[x]));
-      }
-      for (int64_t x : {int64_t(0), W - 1}) {
-        ox[x] =
-            static_cast<scalar_t>(sobel_x<acc_t>(cur, p.cur.sh, H, W, y, x));
-        oy[x] =
-            static_cast<scalar_t>(sobel_y<acc_t>(cur, p.cur.sh, H, W, y, x));
-        ot[x] = static_cast<scalar_t>(static_cast<acc_t>(r0[x]) -
-                                      static_cast<acc_t>(pr[x]));
-        if (W == 1) break;
-      }
-    }
+    const scalar_t *cur = nullptr, *prev = nullptr;
+    scalar_t* o = nullptr;
+    walk_rows(
+        begin, end, H,
+        [&](int64_t plane) {
+          const int64_t c = plane % C, bs = plane / C;
+          const int64_t s = bs % S, b = bs / S;
+          cur = cur0 + b * p.cur.sb + s * p.cur.ss + c * p.cur.sc;
+          prev = prev0 + b * p.prev.sb + s * p.prev.ss + c * p.prev.sc;
+          o = out + (bs * 3 * C + c) * HW;
+        },
+        [&](int64_t y) {
+          const scalar_t* r0 = cur + y * p.cur.sh;
+          scalar_t* ox = o + y * W;
+          forward_row<scalar_t>(y > 0 ? r0 - p.cur.sh : zero, r0,
+                                y < H - 1 ? r0 + p.cur.sh : zero,
+                                prev + y * p.prev.sh, ox, ox + C * HW,
+                                ox + 2 * C * HW, W);
+        });
   });
+}
+
+// One row of the gradient of a frame: kCur when the frame is the current
+// frame of a pair (gradient rows of Fx: xm, x0, xp, of Fy: ym, yp (zero rows
+// outside), of Ft: gt), kPrev when it is the previous frame of a pair
+// (gradient row of Ft: gn). See frame_grad in off.h.
+template <typename scalar_t, bool kCur, bool kPrev>
+void backward_row(const scalar_t* xm, const scalar_t* x0, const scalar_t* xp,
+                  const scalar_t* ym, const scalar_t* yp, const scalar_t* gt,
+                  const scalar_t* gn, scalar_t* o, int64_t W) {
+  using acc_t = at::opmath_type<scalar_t>;
+#pragma omp simd
+  for (int64_t x = 1; x < W - 1; ++x) {
+    acc_t a = acc_t(0);
+    if (kCur) {
+      a = static_cast<acc_t>(gt[x]) -
+          sobel_x_of<acc_t>(xm[x - 1], xm[x + 1], x0[x - 1], x0[x + 1],
+                            xp[x - 1], xp[x + 1]) -
+          sobel_y_of<acc_t>(ym[x - 1], ym[x], ym[x + 1], yp[x - 1], yp[x],
+                            yp[x + 1]);
+    }
+    if (kPrev) a -= static_cast<acc_t>(gn[x]);
+    o[x] = static_cast<scalar_t>(a);
+  }
+  for (int64_t x : {int64_t(0), W - 1}) {
+    auto v = [&](const scalar_t* row, int64_t i) {
+      return col_or_zero<acc_t>(row, W, i);
+    };
+    acc_t a = acc_t(0);
+    if (kCur) {
+      a = static_cast<acc_t>(gt[x]) -
+          sobel_x_of<acc_t>(v(xm, x - 1), v(xm, x + 1), v(x0, x - 1),
+                            v(x0, x + 1), v(xp, x - 1), v(xp, x + 1)) -
+          sobel_y_of<acc_t>(v(ym, x - 1), v(ym, x), v(ym, x + 1), v(yp, x - 1),
+                            v(yp, x), v(yp, x + 1));
+    }
+    if (kPrev) a -= static_cast<acc_t>(gn[x]);
+    o[x] = static_cast<scalar_t>(a);
+    if (W == 1) break;
+  }
 }
 
 // Gradient of every frame of the (B, S + 1) frame grid from the output
@@ -76,7 +155,6 @@ void forward_kernel(const scalar_t* cur0, const scalar_t* prev0, scalar_t* out,
 template <typename scalar_t>
 void backward_kernel(const scalar_t* g, const View& gv, const Plan& p,
                      const FrameOut<scalar_t>& fo) {
-  using acc_t = at::opmath_type<scalar_t>;
   const int64_t B = p.B, S = p.S, C = p.C, H = p.H, W = p.W;
   const int64_t T = S + 1;
   const int64_t rows = B * T * C * H;
@@ -84,47 +162,49 @@ void backward_kernel(const scalar_t* g, const View& gv, const Plan& p,
   const scalar_t* zero = zero_row.data();
 
   at::parallel_for(0, rows, row_grain(W), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(W);
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t y = r % H;
-      const int64_t plane = r / H;
-      const int64_t c = plane % C;
-      const int64_t bt = plane / C;
-      const int64_t t = bt % T, b = bt / T;
-      std::fill(acc.begin(), acc.end(), acc_t(0));
-      if (t >= 1) {  // frame t is the current frame of pair t - 1
-        const scalar_t* gx = g + b * gv.sb + (t - 1) * gv.ss + c * gv.sc;
-        const scalar_t* gy = gx + C * gv.sc;
-        const scalar_t* gt = gy + C * gv.sc + y * gv.sh;
-        const scalar_t* x0 = gx + y * gv.sh;
-        const scalar_t* xm = y > 0 ? x0 - gv.sh : zero;
-        const scalar_t* xp = y < H - 1 ? x0 + gv.sh : zero;
-        const scalar_t* y0 = gy + y * gv.sh;
-        const scalar_t* ym = y > 0 ? y0 - gv.sh : zero;
-        const scalar_t* yp = y < H - 1 ? y0 + gv.sh : zero;
-        for (int64_t x = 1; x < W - 1; ++x) {
-          const acc_t sx = (acc_t(xm[x + 1]) - acc_t(xm[x - 1])) +
-                           acc_t(2) * (acc_t(x0[x + 1]) - acc_t(x0[x - 1])) +
-                           (acc_t(xp[x + 1]) - acc_t(xp[x - 1]));
-          const acc_t sy =
-              (acc_t(ym[x - 1]) + acc_t(2) * acc_t(ym[x]) + acc_t(ym[x + 1])) -
-              (acc_t(yp[x - 1]) + acc_t(2) * acc_t(yp[x]) + acc_t(yp[x + 1]));
-          acc[x] = acc_t(gt[x]) - sx - sy;
-        }
-        for (int64_t x : {int64_t(0), W - 1}) {
-          acc[x] = acc_t(gt[x]) - sobel_x<acc_t>(gx, gv.sh, H, W, y, x) -
-                   sobel_y<acc_t>(gy, gv.sh, H, W, y, x);
-          if (W == 1) break;
-        }
-      }
-      if (t <= S - 1) {  // frame t is the previous frame of pair t
-        const scalar_t* gt =
-            g + b * gv.sb + t * gv.ss + (2 * C + c) * gv.sc + y * gv.sh;
-        for (int64_t x = 0; x < W; ++x) acc[x] -= acc_t(gt[x]);
-      }
-      scalar_t* o = fo.frame(b, t) + c * H * W + y * W;
-      for (int64_t x = 0; x < W; ++x) o[x] = static_cast<scalar_t>(acc[x]);
-    }
+    // Planes of the current plane's frame: gradients of Fx, Fy, Ft of pair
+    // t - 1 (gx, gy, gt; null for t = 0), of Ft of pair t (gn; null for
+    // t = S), and the output plane o.
+    const scalar_t *gx = nullptr, *gy = nullptr, *gt = nullptr, *gn = nullptr;
+    scalar_t* o = nullptr;
+    walk_rows(
+        begin, end, H,
+        [&](int64_t plane) {
+          const int64_t c = plane % C, bt = plane / C;
+          const int64_t t = bt % T, b = bt / T;
+          gx = gy = gt = gn = nullptr;
+          if (t >= 1) {  // frame t is the current frame of pair t - 1
+            gx = g + b * gv.sb + (t - 1) * gv.ss + c * gv.sc;
+            gy = gx + C * gv.sc;
+            gt = gy + C * gv.sc;
+          }
+          if (t <= S - 1) {  // frame t is the previous frame of pair t
+            gn = g + b * gv.sb + t * gv.ss + (2 * C + c) * gv.sc;
+          }
+          o = fo.frame(b, t) + c * H * W;
+        },
+        [&](int64_t y) {
+          const int64_t sh = gv.sh, off = y * sh;
+          scalar_t* orow = o + y * W;
+          if (gx == nullptr) {
+            backward_row<scalar_t, false, true>(zero, zero, zero, zero, zero,
+                                                zero, gn + off, orow, W);
+            return;
+          }
+          const scalar_t* x0 = gx + off;
+          const scalar_t* y0 = gy + off;
+          const scalar_t* xm = y > 0 ? x0 - sh : zero;
+          const scalar_t* xp = y < H - 1 ? x0 + sh : zero;
+          const scalar_t* ym = y > 0 ? y0 - sh : zero;
+          const scalar_t* yp = y < H - 1 ? y0 + sh : zero;
+          if (gn == nullptr) {
+            backward_row<scalar_t, true, false>(xm, x0, xp, ym, yp, gt + off,
+                                                zero, orow, W);
+          } else {
+            backward_row<scalar_t, true, true>(xm, x0, xp, ym, yp, gt + off,
+                                               gn + off, orow, W);
+          }
+        });
   });
 }
 
