@@ -39,7 +39,7 @@ def test_off_gradients_fwd_bwd(benchmark, impl, size, device):
         fn(a, b).backward(grad)
         _sync(device)
 
-    benchmark.pedantic(step, rounds=5, warmup_rounds=1)
+    benchmark.pedantic(step, rounds=15, warmup_rounds=2)
     ref_a = a.grad.clone()
     a.grad = None
     off.off_gradients_reference(a, b).backward(grad)
@@ -98,7 +98,7 @@ def test_tvnet50_fwd_bwd(benchmark, impl, device):
         net(i0, i1).square().mean().backward()
         _sync(device)
 
-    benchmark.pedantic(step, rounds=3, warmup_rounds=1)
+    benchmark.pedantic(step, rounds=10, warmup_rounds=2)
     benchmark.extra_info["saved_for_backward_MiB"] = _saved_bytes(lambda: net(i0, i1)) / 2**20
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()

@@ -12,14 +12,16 @@
 // outside the image reads a zero row), so it vectorises.
 //
 // Threads: with at least as many pairs as threads, each thread runs all the
-// iterations of its pairs (one fork-join per call, the pair stays in its
-// core's cache); otherwise each pass is split over rows. Filter gradients
+// iterations of one pair, then takes the next free pair (one fork-join per
+// call, the pair stays in its core's cache); otherwise each pass is split
+// over rows. Filter gradients
 // are summed per row, then over the rows of a pair in order, then over the
 // pairs in order: the result does not depend on the number of threads.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <tuple>
 #include <vector>
 
@@ -50,6 +52,18 @@ void for_rows(int64_t N, int64_t H, int64_t W, const F& fn) {
 
 // Whether each thread takes whole pairs (all iterations) rather than rows.
 bool split_by_pair(int64_t N) { return N >= at::get_num_threads(); }
+
+// Runs fn(n) for every pair n in [0, N), one pair at a time per thread:
+// a thread takes the next pair when it is done with one, so a thread that
+// runs slower (a core shared with other processes) takes fewer pairs.
+template <typename F>
+void for_pairs(int64_t N, const F& fn) {
+  std::atomic<int64_t> next{0};
+  const int64_t tasks = std::min<int64_t>(N, at::get_num_threads());
+  at::parallel_for(0, tasks, 1, [&](int64_t, int64_t) {
+    for (int64_t n = next++; n < N; n = next++) fn(n);
+  });
+}
 
 // Planes of one pair and the numbers of one iteration.
 template <typename T>
@@ -162,16 +176,14 @@ void forward_impl(T* u, T* p, const T* warped, const T* wf, const T* wb,
     return iter_of<T>(d, c, wf, wb, it, zero_row.data());
   };
   if (split_by_pair(N)) {
-    at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
-      for (int64_t n = n0; n < n1; ++n) {
-        T* un = u + n * 2 * HW;
-        T* pn = p + n * 4 * HW;
-        for (int64_t it = 0; it < d.K; ++it) {
-          const Iter<T> s = iter(it);
-          save(n, it);
-          rows_u<T>(un, pn, warped + n * 3 * HW, s, 0, H);
-          rows_p<T>(un, pn, s, 0, H);
-        }
+    for_pairs(N, [&](int64_t n) {
+      T* un = u + n * 2 * HW;
+      T* pn = p + n * 4 * HW;
+      for (int64_t it = 0; it < d.K; ++it) {
+        const Iter<T> s = iter(it);
+        save(n, it);
+        rows_u<T>(un, pn, warped + n * 3 * HW, s, 0, H);
+        rows_p<T>(un, pn, s, 0, H);
       }
     });
     return;
@@ -387,18 +399,16 @@ void backward_impl(T* gu, T* gu_next, T* gp, T* gw, T* gwf, T* gwb,
   };
   const bool by_pair = split_by_pair(N);
   if (by_pair) {
-    at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
-      for (int64_t n = n0; n < n1; ++n) {
-        T* a = gu;
-        T* b = gu_next;
-        for (int64_t it = K - 1; it >= 0; --it) {
-          const Iter<T> s = iter_of<T>(d, c, wf, wb, it, zero_row.data());
-          pass_a(s, it, n, 0, H);
-          pass_b(s, a, n, 0, H);
-          pass_c(s, a, b, it, n, 0, H);
-          reduce(it, n);
-          std::swap(a, b);
-        }
+    for_pairs(N, [&](int64_t n) {
+      T* a = gu;
+      T* b = gu_next;
+      for (int64_t it = K - 1; it >= 0; --it) {
+        const Iter<T> s = iter_of<T>(d, c, wf, wb, it, zero_row.data());
+        pass_a(s, it, n, 0, H);
+        pass_b(s, a, n, 0, H);
+        pass_c(s, a, b, it, n, 0, H);
+        reduce(it, n);
+        std::swap(a, b);
       }
     });
   } else {
