@@ -264,9 +264,7 @@ def read(
     want = set(frames) if frames else None
     types, pts, grids, masks, pms, rgbs = [], [], [], [], [], []
     need_pm = residual or accumulate
-    for t, p, rows, im in _decoded_frames(
-        path, mvs=True, fast=fast, pixels=pixels
-    ):
+    for t, p, rows, im in _decoded_frames(path, mvs=True, fast=fast, pixels=pixels):
         v, has = _pixel_motion(rows, h, w)
         lst = b_list if t == _B else 0
         g, m = _grid(v[lst], has[lst], block, hb, wb)
@@ -284,9 +282,7 @@ def read(
         raise RuntimeError(f"{path}: no video frame could be decoded")
     for f in frames:
         if f >= total:
-            raise ValueError(
-                f"{path}: frame {f} is out of range: the video has {total} frames"
-            )
+            raise ValueError(f"{path}: frame {f} is out of range: the video has {total} frames")
     types_a = np.asarray(types, np.uint8)
     mv = np.stack(grids)
     mask = np.stack(masks)

@@ -114,7 +114,7 @@ class VideoInfo:
 def _gop_sizes(types: np.ndarray) -> list[int]:
     starts = [0] + [i for i in range(1, len(types)) if types[i] == 0]
     ends = starts[1:] + [len(types)]
-    return [e - s for s, e in zip(starts, ends)] if len(types) else []
+    return [e - s for s, e in zip(starts, ends, strict=True)] if len(types) else []
 
 
 def probe(path: str | os.PathLike, *, count_frames: bool = True, backend: str = "auto"):
@@ -379,7 +379,11 @@ def read_motion(
         frames=fr,
     )
     return _clip_from(
-        d, block, int(d["height"]), int(d["width"]), rgb_mode,
+        d,
+        block,
+        int(d["height"]),
+        int(d["width"]),
+        rgb_mode,
         {"fps": d["fps"], "time_base": d["time_base"], "path": p},
     )
 
