@@ -265,7 +265,7 @@ void decode_packets(Input& in, AVCodecContext* ctx, const PacketIndex* idx,
   avcodec_flush_buffers(ctx);
   g_last_log.clear();
   bool have_pending_packet = false;  // pkt holds `first`, already read
-  if (first == 0) {
+  if (first == 0 && (in.fresh() || idx == nullptr)) {
     if (!in.fresh()) in.open();
   } else {
     const PacketInfo& target = idx->packets[first];
@@ -415,36 +415,22 @@ void rasterize_grid(const AVMotionVector* mvs, size_t n, int list, int H, int W,
   }
 }
 
-// Per-pixel vectors of both lists.
-struct PixelMotion {
-  std::vector<float> v[2];  // (2, H, W) each: x then y
-  std::vector<uint8_t> has[2];
-
-  void fill(const AVMotionVector* mvs, size_t n, int H, int W) {
-    const size_t hw = static_cast<size_t>(H) * W;
-    for (int l = 0; l < 2; ++l) {
-      v[l].assign(2 * hw, 0.f);
-      has[l].assign(hw, 0);
-    }
-    for (size_t i = 0; i < n; ++i) {
-      const AVMotionVector& m = mvs[i];
-      int l = m.source > 0 ? 1 : 0;
-      int bx = m.dst_x - m.w / 2, by = m.dst_y - m.h / 2;
-      int x0 = std::max(0, bx), x1 = std::min(W, bx + m.w);
-      int y0 = std::max(0, by), y1 = std::min(H, by + m.h);
-      float vx = mv_value(m.motion_x, m.motion_scale, m.src_x, m.dst_x);
-      float vy = mv_value(m.motion_y, m.motion_scale, m.src_y, m.dst_y);
-      for (int y = y0; y < y1; ++y) {
-        size_t row = static_cast<size_t>(y) * W;
-        for (int x = x0; x < x1; ++x) {
-          v[l][row + x] = vx;
-          v[l][hw + row + x] = vy;
-          has[l][row + x] = 1;
-        }
-      }
-    }
-  }
+// A block's pixels inside the frame, and its vector in pixels.
+struct BlockGeom {
+  int x0, x1, y0, y1;
+  float vx, vy;
 };
+
+inline bool block_geom(const AVMotionVector& m, int H, int W, BlockGeom* g) {
+  int bx = m.dst_x - m.w / 2, by = m.dst_y - m.h / 2;
+  g->x0 = std::max(0, bx);
+  g->x1 = std::min(W, bx + m.w);
+  g->y0 = std::max(0, by);
+  g->y1 = std::min(H, by + m.h);
+  g->vx = mv_value(m.motion_x, m.motion_scale, m.src_x, m.dst_x);
+  g->vy = mv_value(m.motion_y, m.motion_scale, m.src_y, m.dst_y);
+  return g->x1 > g->x0 && g->y1 > g->y0;
+}
 
 // Bilinear sample of an RGB (H, W, 3) image at (x, y), edges clamped.
 inline void bilinear_rgb(const uint8_t* img, int H, int W, float x, float y,
@@ -463,6 +449,81 @@ inline void bilinear_rgb(const uint8_t* img, int H, int W, float x, float y,
     float top = a[k] + fx * (bb[k] - a[k]);
     float bot = c[k] + fx * (d[k] - c[k]);
     out[k] = top + fy * (bot - top);
+  }
+}
+
+// Motion-compensated prediction of the pixels that blocks of `list` cover:
+// the reference sampled bilinearly at x + mv (edges clamped). `pred` is
+// (H, W, 3) float, `has` (H, W) marks the pixels written.
+void predict_list(const std::vector<AVMotionVector>& rows, int list,
+                  const uint8_t* ref, int H, int W, float* pred, uint8_t* has) {
+  for (const AVMotionVector& m : rows) {
+    BlockGeom g;
+    if (!in_list(m, list) || !block_geom(m, H, W, &g)) continue;
+    const int ix = static_cast<int>(std::floor(g.vx));
+    const int iy = static_cast<int>(std::floor(g.vy));
+    const float fx = g.vx - ix, fy = g.vy - iy;
+    const bool inside = g.x0 + g.vx >= 0 && g.x1 - 1 + g.vx <= W - 1 &&
+                        g.y0 + g.vy >= 0 && g.y1 - 1 + g.vy <= H - 1;
+    for (int y = g.y0; y < g.y1; ++y) {
+      std::memset(has + static_cast<size_t>(y) * W + g.x0, 1, g.x1 - g.x0);
+      float* out = pred + (static_cast<size_t>(y) * W + g.x0) * 3;
+      const int n = g.x1 - g.x0;
+      if (!inside) {
+        for (int x = g.x0; x < g.x1; ++x, out += 3)
+          bilinear_rgb(ref, H, W, x + g.vx, y + g.vy, out);
+        continue;
+      }
+      const uint8_t* a =
+          ref + (static_cast<size_t>(y + iy) * W + g.x0 + ix) * 3;
+      if (fx == 0.f && fy == 0.f) {
+        for (int i = 0; i < 3 * n; ++i) out[i] = a[i];
+        continue;
+      }
+      // Same operation order as the clamped path: bit-identical results.
+      const int dx = fx > 0.f ? 3 : 0;
+      const size_t dy = fy > 0.f ? static_cast<size_t>(W) * 3 : 0;
+      for (int i = 0; i < 3 * n; ++i) {
+        float p00 = a[i], p01 = a[i + dx], p10 = a[i + dy],
+              p11 = a[i + dy + dx];
+        float top = p00 + fx * (p01 - p00);
+        float bot = p10 + fx * (p11 - p10);
+        out[i] = top + fy * (bot - top);
+      }
+    }
+  }
+}
+
+// CoViAR's trace through one list: acc(p) = v + racc(round(p + v)), the
+// reference's accumulated field at the rounded source pixel.
+void trace_list(const std::vector<AVMotionVector>& rows, int list,
+                const float* racc, int H, int W, float* acc) {
+  const size_t hw = static_cast<size_t>(H) * W;
+  for (const AVMotionVector& m : rows) {
+    BlockGeom g;
+    if (!in_list(m, list) || !block_geom(m, H, W, &g)) continue;
+    // round(x + v) = x + round(v) for integer x.
+    const int sx = static_cast<int>(std::floor(g.vx + 0.5f));
+    const int sy = static_cast<int>(std::floor(g.vy + 0.5f));
+    const bool inside = g.x0 + sx >= 0 && g.x1 - 1 + sx <= W - 1 &&
+                        g.y0 + sy >= 0 && g.y1 - 1 + sy <= H - 1;
+    for (int y = g.y0; y < g.y1; ++y) {
+      const size_t row = static_cast<size_t>(y) * W;
+      if (inside) {
+        const size_t src = static_cast<size_t>(y + sy) * W + sx;
+        for (int x = g.x0; x < g.x1; ++x) {
+          acc[row + x] = g.vx + racc[src + x];
+          acc[hw + row + x] = g.vy + racc[hw + src + x];
+        }
+      } else {
+        const int yy = clampi(y + sy, 0, H - 1);
+        for (int x = g.x0; x < g.x1; ++x) {
+          size_t q = static_cast<size_t>(yy) * W + clampi(x + sx, 0, W - 1);
+          acc[row + x] = g.vx + racc[q];
+          acc[hw + row + x] = g.vy + racc[hw + q];
+        }
+      }
+    }
   }
 }
 
@@ -521,15 +582,13 @@ class FrameProcessor {
     bool keep_rgb = opt_.rgb == kRgbAll
                         ? want_(it.local)
                         : (opt_.rgb == kRgbIFrames && it.type == kI);
-    if (need_rgb_ || (need_state_ && it.type == kI)) {
-      to_rgb(f, it.rgb);
-    }
+    if (need_rgb_) to_rgb(f, it.rgb);
     it.keep_rgb = keep_rgb;
     if (!need_state_) {
       emit(std::move(it));
       return;
     }
-    it.pm.fill(mvs, n, H_, W_);
+    it.rows.assign(mvs, mvs + n);
     if (it.type == kB) {
       pending_.push_back(std::move(it));
       return;
@@ -553,7 +612,7 @@ class FrameProcessor {
     int64_t pts = 0;
     std::vector<float> mv;
     std::vector<uint8_t> mask;
-    PixelMotion pm;
+    std::vector<AVMotionVector> rows;
     std::vector<uint8_t> rgb;  // (H, W, 3)
     std::vector<int16_t> residual;
     bool keep_rgb = false;
@@ -602,34 +661,24 @@ class FrameProcessor {
     const bool has_r0 = r0 && r0->valid, has_r1 = r1 && r1->valid;
     std::vector<float> acc;
     if (opt_.accumulate) {
-      acc.assign(2 * hw, 0.f);
-      if (it.type != kI) {
-        const auto& v0 = it.pm.v[0];
-        const auto& v1 = it.pm.v[1];
-        for (int y = 0; y < H_; ++y) {
-          for (int x = 0; x < W_; ++x) {
-            size_t p = static_cast<size_t>(y) * W_ + x;
-            float ax = 0.f, ay = 0.f;
-            if (it.pm.has[0][p] && has_r0) {
-              trace(r0->acc, x, y, v0[p], v0[hw + p], &ax, &ay);
-            } else if (it.pm.has[1][p] && has_r1) {
-              trace(r1->acc, x, y, v1[p], v1[hw + p], &ax, &ay);
-            } else if (has_r0) {
-              ax = r0->acc[p];
-              ay = r0->acc[hw + p];
-            }
-            acc[p] = ax;
-            acc[hw + p] = ay;
-          }
-        }
-        // The grid shows the accumulated field: each cell's pixel mean.
-        average_to_grid(acc, it.mv);
-      } else {
+      if (it.type == kI) {
+        acc.assign(2 * hw, 0.f);
         std::fill(it.mv.begin(), it.mv.end(), 0.f);
+      } else {
+        // Intra pixels keep the reference's trace (zero motion); list 1
+        // serves the pixels list 0 does not cover.
+        if (has_r0)
+          acc = r0->acc;
+        else
+          acc.assign(2 * hw, 0.f);
+        if (has_r1) trace_list(it.rows, 1, r1->acc.data(), H_, W_, acc.data());
+        if (has_r0) trace_list(it.rows, 0, r0->acc.data(), H_, W_, acc.data());
+        average_to_grid(acc, it.mv);
       }
     }
     if (opt_.residual && want_(it.local)) {
-      it.residual.assign(3 * hw, 0);
+      it.residual.resize(3 * hw);
+      int16_t* res = it.residual.data();
       const uint8_t* cur = it.rgb.data();
       if (opt_.accumulate) {
         const std::vector<uint8_t>& ir = iframe_rgb_;
@@ -640,60 +689,57 @@ class FrameProcessor {
             size_t p = static_cast<size_t>(y) * W_ + x;
             int sx = clampi(iround(x + acc[p]), 0, W_ - 1);
             int sy = clampi(iround(y + acc[hw + p]), 0, H_ - 1);
-            for (int k = 0; k < 3; ++k) {
-              int pr =
-                  ref ? ref[(static_cast<size_t>(sy) * W_ + sx) * 3 + k] : 0;
-              it.residual[k * hw + p] =
-                  static_cast<int16_t>(cur[p * 3 + k] - pr);
-            }
+            const uint8_t* q =
+                ref ? ref + (static_cast<size_t>(sy) * W_ + sx) * 3 : nullptr;
+            for (int k = 0; k < 3; ++k)
+              res[k * hw + p] =
+                  static_cast<int16_t>(cur[p * 3 + k] - (q ? q[k] : 0));
           }
         }
-      } else if (it.type != kI) {
-        float p0[3], p1[3];
-        for (int y = 0; y < H_; ++y) {
-          for (int x = 0; x < W_; ++x) {
-            size_t p = static_cast<size_t>(y) * W_ + x;
-            bool u0 = it.pm.has[0][p] && has_r0;
-            bool u1 = it.pm.has[1][p] && has_r1;
-            float pred[3] = {0, 0, 0};
-            if (u0)
-              bilinear_rgb(r0->rgb.data(), H_, W_, x + it.pm.v[0][p],
-                           y + it.pm.v[0][hw + p], p0);
-            if (u1)
-              bilinear_rgb(r1->rgb.data(), H_, W_, x + it.pm.v[1][p],
-                           y + it.pm.v[1][hw + p], p1);
-            for (int k = 0; k < 3; ++k) {
-              if (u0 && u1)
-                pred[k] = 0.5f * (p0[k] + p1[k]);
-              else if (u0)
-                pred[k] = p0[k];
-              else if (u1)
-                pred[k] = p1[k];
-              else if (has_r0)  // intra: the co-located reference pixel
-                pred[k] = r0->rgb[p * 3 + k];
-              int pr = static_cast<int>(std::floor(pred[k] + 0.5f));
-              it.residual[k * hw + p] =
-                  static_cast<int16_t>(cur[p * 3 + k] - pr);
-            }
+      } else if (it.type == kI) {
+        std::fill(it.residual.begin(), it.residual.end(), 0);
+      } else {
+        pred_[0].resize(3 * hw);
+        has_[0].assign(hw, 0);
+        if (has_r0)
+          predict_list(it.rows, 0, r0->rgb.data(), H_, W_, pred_[0].data(),
+                       has_[0].data());
+        const bool bi = has_r1 && it.type == kB;
+        if (bi) {
+          pred_[1].resize(3 * hw);
+          has_[1].assign(hw, 0);
+          predict_list(it.rows, 1, r1->rgb.data(), H_, W_, pred_[1].data(),
+                       has_[1].data());
+        }
+        const float* p0 = pred_[0].data();
+        const float* p1 = bi ? pred_[1].data() : nullptr;
+        const uint8_t* h0 = has_[0].data();
+        const uint8_t* h1 = bi ? has_[1].data() : nullptr;
+        const uint8_t* colo = has_r0 ? r0->rgb.data() : nullptr;
+        for (size_t p = 0; p < hw; ++p) {
+          const bool u0 = h0[p], u1 = h1 && h1[p];
+          for (int k = 0; k < 3; ++k) {
+            const size_t i = p * 3 + k;
+            float pr;
+            if (u0 && u1)
+              pr = 0.5f * (p0[i] + p1[i]);
+            else if (u0)
+              pr = p0[i];
+            else if (u1)
+              pr = p1[i];
+            else  // intra: the co-located reference pixel
+              pr = colo ? colo[i] : 0.f;
+            res[k * hw + p] = static_cast<int16_t>(
+                cur[i] - static_cast<int>(std::floor(pr + 0.5f)));
           }
         }
       }
     }
     if (self != nullptr) {
       self->valid = true;
-      self->rgb = it.rgb;
+      if (opt_.residual) self->rgb = it.rgb;
       self->acc = std::move(acc);
     }
-  }
-
-  void trace(const std::vector<float>& racc, int x, int y, float vx, float vy,
-             float* ax, float* ay) const {
-    const size_t hw = static_cast<size_t>(H_) * W_;
-    int sx = clampi(iround(x + vx), 0, W_ - 1);
-    int sy = clampi(iround(y + vy), 0, H_ - 1);
-    size_t q = static_cast<size_t>(sy) * W_ + sx;
-    *ax = vx + racc[q];
-    *ay = vy + racc[hw + q];
   }
 
   void average_to_grid(const std::vector<float>& acc, std::vector<float>& mv) {
@@ -762,6 +808,8 @@ class FrameProcessor {
   std::vector<float> count_;
   SwsPtr sws_;
   std::vector<uint8_t> padded_;
+  std::vector<float> pred_[2];
+  std::vector<uint8_t> has_[2];
   Anchor prev_;
   std::vector<uint8_t> iframe_rgb_;
   std::deque<Item> pending_;
@@ -1107,9 +1155,12 @@ ClipResult GopReader::read(int64_t first_chunk, int64_t last_chunk,
   int64_t end = last_chunk + 1 < K ? keys[last_chunk + 1] : -1;
   std::vector<ChunkOutput> chunks;
   try {
+    int64_t stop_after = -1;
+    if (!opt.frames.empty())
+      stop_after = *std::max_element(opt.frames.begin(), opt.frames.end());
     chunks.push_back(decode_chunk(*m.in, ctx.get(), &m.idx, first, end, opt,
                                   m.info.height, m.info.width,
-                                  make_want(opt, 0), -1));
+                                  make_want(opt, 0), stop_after));
   } catch (...) {
     ctx.reset();  // a failed decoder is not reused
     throw;

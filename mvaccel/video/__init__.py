@@ -9,13 +9,21 @@ Conventions: motion vectors ``(T, 2, Hb, Wb)`` float32 in pixels, the codec's di
 ``0 = I, 1 = P, 2 = B``; residuals ``(T, 3, H, W)`` int16 RGB.
 """
 
+from .compressed import CompressedVideo
 from .core import FRAME_TYPES, MotionClip, VideoInfo, native_available, probe, read_motion
+from .encode import reencode
+from .viz import draw_arrows, save_arrows, to_color
 
 __all__ = [
     "FRAME_TYPES",
+    "CompressedVideo",
     "MotionClip",
     "VideoInfo",
+    "draw_arrows",
     "native_available",
     "probe",
     "read_motion",
+    "reencode",
+    "save_arrows",
+    "to_color",
 ]
