@@ -62,3 +62,27 @@ def ffprobe_frame_types(path: Path) -> str:
         check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
     return "".join(line.strip()[:1] for line in out.splitlines() if line.strip())
+
+
+# name: (height, width, frames, dx, dy, ffmpeg args)
+CASES = {
+    "h264_p.mp4": (144, 176, 36, 1.25, -0.5, X264_P),
+    "h264_b.mp4": (144, 176, 36, 1.25, -0.5, X264_B),
+    "mpeg4.avi": (144, 176, 36, 1.5, -0.5, MPEG4),
+    "odd.mp4": (238, 322, 24, 2.0, 1.0, X264_P),
+    "mjpeg.avi": (48, 64, 4, 1.0, 0.0, MJPEG),
+}
+P_STREAMS = ("h264_p.mp4", "mpeg4.avi", "odd.mp4")
+_MADE: dict[str, dict[str, Path]] = {}
+
+
+def make_videos(root: Path) -> dict[str, Path]:
+    """Encode every case of CASES under ``root`` once per process."""
+    key = str(root)
+    if key not in _MADE:
+        root.mkdir(parents=True, exist_ok=True)
+        out = {}
+        for name, (h, w, t, dx, dy, args) in CASES.items():
+            out[name] = encode(texture(h, w, t, dx, dy), root / name, args)
+        _MADE[key] = out
+    return _MADE[key]

@@ -208,15 +208,32 @@ CodecPtr open_decoder(const Input& in, bool export_mvs, bool fast) {
   return ctx;
 }
 
+// A file cut short: the container header promises more frames than the
+// file holds packets for (MP4 sample tables, AVI headers are exact; others
+// leave nb_frames 0 and are not checked). Zero-size (dropped) frames count.
+void check_complete(const Input& in, int64_t packets_seen) {
+  const int64_t declared = in.stream()->nb_frames;
+  if (declared > 0 && packets_seen < declared)
+    throw VideoError(in.path() +
+                     ": the file is truncated: the container "
+                     "declares " +
+                     std::to_string(declared) +
+                     " video frames, the file holds " +
+                     std::to_string(packets_seen));
+}
+
 PacketIndex scan_packets(Input& in) {
   PacketIndex idx;
   if (!in.fresh()) in.open();
   in.touched();
   PacketPtr pkt(av_packet_alloc());
   int err;
+  int64_t seen = 0;
   while ((err = av_read_frame(in.fmt(), pkt.get())) >= 0) {
     PacketRef ref(pkt.get());
-    if (pkt->stream_index != in.stream_index() || pkt->size <= 0) continue;
+    if (pkt->stream_index != in.stream_index()) continue;
+    ++seen;
+    if (pkt->size <= 0) continue;
     PacketInfo p;
     p.pts = pkt->pts;
     p.dts = pkt->dts;
@@ -230,6 +247,7 @@ PacketIndex scan_packets(Input& in) {
     throw VideoError(in.path() + ": read error after packet " +
                      std::to_string(idx.packets.size()) + ": " +
                      ffmpeg_message(err));
+  check_complete(in, seen);
   // A chunk decodes on its own when no later packet of it is shown before
   // its key frame (no open GOP) and timestamps are known to check that.
   bool ok = true;
@@ -312,6 +330,7 @@ void decode_packets(Input& in, AVCodecContext* ctx, const PacketIndex* idx,
   in.touched();
 
   int64_t ord = first;
+  int64_t seen = 0;  // packets of the stream, empty ones too (from the top)
   bool stop = false;
   auto receive_all = [&]() {
     while (!stop) {
@@ -328,14 +347,20 @@ void decode_packets(Input& in, AVCodecContext* ctx, const PacketIndex* idx,
   while (!stop) {
     if (!have_pending_packet) {
       int err = av_read_frame(in.fmt(), pkt.get());
-      if (err == AVERROR_EOF) break;
+      if (err == AVERROR_EOF) {
+        if (first == 0 && end < 0) check_complete(in, seen);
+        break;
+      }
       if (err < 0)
         throw VideoError(in.path() + ": read error at packet " +
                          std::to_string(ord) + ": " + ffmpeg_message(err));
+      if (pkt->stream_index == in.stream_index()) ++seen;
       if (pkt->stream_index != in.stream_index() || pkt->size <= 0) {
         av_packet_unref(pkt.get());
         continue;
       }
+    } else {
+      ++seen;
     }
     have_pending_packet = false;
     if (end >= 0 && ord >= end) {

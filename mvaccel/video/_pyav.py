@@ -89,6 +89,15 @@ def _stream_info(container, stream) -> dict:
     }
 
 
+def _check_complete(path: str, stream, seen: int) -> None:
+    declared = stream.frames
+    if declared and seen < declared:
+        raise RuntimeError(
+            f"{path}: the file is truncated: the container declares {declared} video frames, "
+            f"the file holds {seen}"
+        )
+
+
 class _PtsGuess:
     """FFmpeg's guess_correct_pts (what the native reader's best_effort_timestamp is)."""
 
@@ -149,8 +158,9 @@ def probe(path: str, decode: bool = True) -> dict:
     container, stream = _open(path)
     try:
         info = _stream_info(container, stream)
-        keys, n, pts_ok, pkts = [], 0, True, []
+        keys, n, pts_ok, pkts, seen = [], 0, True, [], 0
         for pkt in container.demux(stream):
+            seen += pkt.dts is not None or pkt.size > 0  # not the demuxer's final flush
             if pkt.size == 0:
                 continue
             if pkt.is_keyframe or n == 0:
@@ -158,6 +168,7 @@ def probe(path: str, decode: bool = True) -> dict:
             pkts.append((pkt.pts, pkt.dts))
             pts_ok &= pkt.pts is not None and pkt.dts is not None
             n += 1
+        _check_complete(path, stream, seen)
     finally:
         container.close()
     info.update(num_packets=n, key_packets=keys, chunks_independent=pts_ok, decoded=decode)
@@ -245,9 +256,7 @@ def read(
     frames=(),
 ) -> dict:
     """Decode a video like ``mvaccel._video.read`` (same arguments and result dict)."""
-    container, stream = _open(path)
-    info = _stream_info(container, stream)
-    container.close()
+    info = probe(path, decode=False)  # also rejects truncated files
     if info["intra_only"]:
         raise ValueError(f"{path}: codec '{info['codec']}' is intra-only: it has no motion vectors")
     if not info["exports_mvs"]:
