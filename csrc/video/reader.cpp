@@ -136,8 +136,11 @@ class Input {
       throw VideoError(path_ + ": video stream has no frame size (" +
                        std::to_string(par->width) + "x" +
                        std::to_string(par->height) + ")");
+    index_entries_ = avformat_index_get_entries_count(stream());
     fresh_ = true;
   }
+
+  int64_t index_entries_at_open() const { return index_entries_; }
 
   AVFormatContext* fmt() const { return fmt_.get(); }
   AVStream* stream() const { return fmt_->streams[stream_index_]; }
@@ -173,6 +176,7 @@ class Input {
   std::string path_;
   FormatPtr fmt_;
   int stream_index_ = -1;
+  int64_t index_entries_ = 0;
   bool fresh_ = true;
 };
 
@@ -208,16 +212,22 @@ CodecPtr open_decoder(const Input& in, bool export_mvs, bool fast) {
   return ctx;
 }
 
-// A file cut short: the container header promises more frames than the
-// file holds packets for (MP4 sample tables, AVI headers are exact; others
-// leave nb_frames 0 and are not checked). Zero-size (dropped) frames count.
+// A file cut short. Where the container's index was read at open time (an
+// MP4 sample table, an AVI idx1 at the end of the file), every indexed packet
+// must arrive. Otherwise the header's frame count must be met (one frame of
+// slack: muxers count a leading timestamp gap as a frame).
 void check_complete(const Input& in, int64_t packets_seen) {
+  const int64_t indexed = in.index_entries_at_open();
   const int64_t declared = in.stream()->nb_frames;
-  if (declared > 0 && packets_seen < declared)
-    throw VideoError(in.path() +
-                     ": the file is truncated: the container "
-                     "declares " +
-                     std::to_string(declared) +
+  std::string what;
+  if (indexed > 1) {
+    if (packets_seen < indexed)
+      what = "its index lists " + std::to_string(indexed);
+  } else if (declared > 0 && packets_seen + 1 < declared) {
+    what = "the container declares " + std::to_string(declared);
+  }
+  if (!what.empty())
+    throw VideoError(in.path() + ": the file is truncated: " + what +
                      " video frames, the file holds " +
                      std::to_string(packets_seen));
 }
