@@ -203,6 +203,10 @@ CodecPtr open_decoder(const Input& in, bool export_mvs, bool fast) {
     // (python_tests/test_video.py checks bit-identity on both codecs).
     ctx->skip_loop_filter = AVDISCARD_ALL;
     ctx->skip_idct = AVDISCARD_ALL;
+    // MPEG-1/2/4 and H.263 decoders can motion-compensate at 1/8 size; the
+    // vectors are parsed and exported at full resolution all the same (the
+    // same test checks it), at a third of the decoding time.
+    ctx->lowres = std::min(3, static_cast<int>(codec->max_lowres));
   }
   err = avcodec_open2(ctx.get(), codec, nullptr);
   if (err < 0)
@@ -418,6 +422,8 @@ void rasterize_grid(const AVMotionVector* mvs, size_t n, int list, int H, int W,
   const size_t cells = static_cast<size_t>(Hb) * Wb;
   std::fill(out, out + 2 * cells, 0.f);
   count.assign(cells, 0.f);
+  const bool pow2 = (b & (b - 1)) == 0;
+  const int shift = pow2 ? __builtin_ctz(static_cast<unsigned>(b)) : 0;
   for (size_t i = 0; i < n; ++i) {
     const AVMotionVector& m = mvs[i];
     if (!in_list(m, list)) continue;
@@ -427,6 +433,19 @@ void rasterize_grid(const AVMotionVector* mvs, size_t n, int list, int H, int W,
     if (x1 <= x0 || y1 <= y0) continue;
     float vx = mv_value(m.motion_x, m.motion_scale, m.src_x, m.dst_x);
     float vy = mv_value(m.motion_y, m.motion_scale, m.src_y, m.dst_y);
+    if (pow2 && ((x0 | y0 | x1 | y1) & (b - 1)) == 0) {
+      // The block covers whole cells: they take its vector (count < 0
+      // marks a final value).
+      for (int cy = y0 >> shift; cy < y1 >> shift; ++cy) {
+        const size_t row = static_cast<size_t>(cy) * Wb;
+        for (int cx = x0 >> shift; cx < x1 >> shift; ++cx) {
+          out[row + cx] = vx;
+          out[cells + row + cx] = vy;
+          count[row + cx] = -1.f;
+        }
+      }
+      continue;
+    }
     for (int cy = y0 / b; cy <= (y1 - 1) / b; ++cy) {
       int oy = std::min(y1, (cy + 1) * b) - std::max(y0, cy * b);
       for (int cx = x0 / b; cx <= (x1 - 1) / b; ++cx) {
@@ -440,13 +459,12 @@ void rasterize_grid(const AVMotionVector* mvs, size_t n, int list, int H, int W,
     }
   }
   for (size_t c = 0; c < cells; ++c) {
-    if (count[c] > 0) {
-      out[c] /= count[c];
-      out[cells + c] /= count[c];
-      mask[c] = 1;
-    } else {
-      mask[c] = 0;
+    const float k = count[c];
+    if (k > 0) {
+      out[c] /= k;
+      out[cells + c] /= k;
     }
+    mask[c] = k != 0.f;
   }
 }
 
@@ -577,6 +595,7 @@ class FrameProcessor {
   // want(local) says whether pixel outputs (residual, RGB of every frame)
   // of the chunk's local frame are kept.
   FrameProcessor(const std::string& path, const ReadOptions& opt, int H, int W,
+                 int lowres, int64_t expected_frames,
                  std::function<bool(int64_t)> want, ChunkOutput* out)
       : path_(path),
         opt_(opt),
@@ -584,16 +603,26 @@ class FrameProcessor {
         W_(W),
         Hb_((H + opt.block - 1) / opt.block),
         Wb_((W + opt.block - 1) / opt.block),
+        lowres_(lowres),
         want_(std::move(want)),
         out_(out) {
     need_state_ = opt.residual || opt.accumulate;
     need_rgb_ = opt.residual || opt.rgb != kRgbNone;
+    if (expected_frames > 0 && expected_frames < (int64_t{1} << 24)) {
+      const size_t cells = static_cast<size_t>(Hb_) * Wb_;
+      out_->mv.reserve(expected_frames * 2 * cells);
+      out_->mask.reserve(expected_frames * cells);
+      out_->type.reserve(expected_frames);
+      out_->pts.reserve(expected_frames);
+    }
   }
 
   int64_t emitted() const { return out_->frames(); }
 
   void on_frame(const AVFrame* f) {
-    if (f->width != W_ || f->height != H_)
+    const int lowres = lowres_;
+    if ((W_ + (1 << lowres) - 1) >> lowres != f->width ||
+        (H_ + (1 << lowres) - 1) >> lowres != f->height)
       throw VideoError(path_ + ": frame " + std::to_string(received_) + " is " +
                        std::to_string(f->width) + "x" +
                        std::to_string(f->height) + ", the stream " +
@@ -609,9 +638,20 @@ class FrameProcessor {
         sd ? reinterpret_cast<const AVMotionVector*>(sd->data) : nullptr;
     size_t n = sd ? sd->size / sizeof(AVMotionVector) : 0;
     const size_t cells = static_cast<size_t>(Hb_) * Wb_;
+    const int list = it.type == kB ? opt_.b_list : 0;
+    if (!need_state_ && !need_rgb_) {
+      // Motion only: rasterize straight into the output.
+      const size_t off = out_->mv.size(), moff = out_->mask.size();
+      out_->mv.resize(off + 2 * cells);
+      out_->mask.resize(moff + cells);
+      rasterize_grid(mvs, n, list, H_, W_, opt_.block, Hb_, Wb_,
+                     out_->mv.data() + off, out_->mask.data() + moff, count_);
+      out_->type.push_back(it.type);
+      out_->pts.push_back(it.pts);
+      return;
+    }
     it.mv.resize(2 * cells);
     it.mask.resize(cells);
-    int list = it.type == kB ? opt_.b_list : 0;
     rasterize_grid(mvs, n, list, H_, W_, opt_.block, Hb_, Wb_, it.mv.data(),
                    it.mask.data(), count_);
     bool keep_rgb = opt_.rgb == kRgbAll
@@ -836,6 +876,7 @@ class FrameProcessor {
   std::string path_;
   ReadOptions opt_;
   int H_, W_, Hb_, Wb_;
+  int lowres_ = 0;  // the decoder's: frames are (W >> lowres) wide
   std::function<bool(int64_t)> want_;
   ChunkOutput* out_;
   bool need_state_ = false, need_rgb_ = false;
@@ -902,18 +943,27 @@ ClipResult assemble(const std::string& path, const ReadOptions& opt, int H,
   std::vector<int64_t> pts;
   std::vector<float> mv;
   std::vector<uint8_t> mask;
-  type.reserve(total);
-  pts.reserve(total);
-  mv.reserve(total * 2 * cells);
-  mask.reserve(total * cells);
   std::unordered_map<int64_t, const std::vector<int16_t>*> res_of;
   std::unordered_map<int64_t, const std::vector<uint8_t>*> rgb_of;
+  if (chunks.size() == 1) {
+    type = std::move(chunks[0].type);
+    pts = std::move(chunks[0].pts);
+    mv = std::move(chunks[0].mv);
+    mask = std::move(chunks[0].mask);
+  } else {
+    type.reserve(total);
+    pts.reserve(total);
+    mv.reserve(total * 2 * cells);
+    mask.reserve(total * cells);
+  }
   for (size_t c = 0; c < chunks.size(); ++c) {
     auto& ch = chunks[c];
-    type.insert(type.end(), ch.type.begin(), ch.type.end());
-    pts.insert(pts.end(), ch.pts.begin(), ch.pts.end());
-    mv.insert(mv.end(), ch.mv.begin(), ch.mv.end());
-    mask.insert(mask.end(), ch.mask.begin(), ch.mask.end());
+    if (chunks.size() > 1) {
+      type.insert(type.end(), ch.type.begin(), ch.type.end());
+      pts.insert(pts.end(), ch.pts.begin(), ch.pts.end());
+      mv.insert(mv.end(), ch.mv.begin(), ch.mv.end());
+      mask.insert(mask.end(), ch.mask.begin(), ch.mask.end());
+    }
     for (auto& e : ch.residual) res_of[bases[c] + e.first] = &e.second;
     for (auto& e : ch.rgb) rgb_of[bases[c] + e.first] = &e.second;
   }
@@ -948,20 +998,31 @@ ClipResult assemble(const std::string& path, const ReadOptions& opt, int H,
   const size_t hw = static_cast<size_t>(H) * W;
   r.T = T;
   r.frame_index = frames;
-  r.mv.resize(T * 2 * cells);
-  r.mask.resize(T * cells);
-  r.frame_type.resize(T);
-  r.pts.resize(T);
-  r.gop_index.resize(T);
+  const bool all = opt.frames.empty();  // every frame in order: no copies
+  if (all) {
+    r.mv = std::move(mv);
+    r.mask = std::move(mask);
+    r.frame_type = type;
+    r.pts = pts;
+    r.gop_index = gop;
+  } else {
+    r.mv.resize(T * 2 * cells);
+    r.mask.resize(T * cells);
+    r.frame_type.resize(T);
+    r.pts.resize(T);
+    r.gop_index.resize(T);
+  }
   if (opt.residual) r.residual.resize(T * 3 * hw);
   for (int64_t i = 0; i < T; ++i) {
     int64_t f = frames[i];
-    std::copy_n(mv.data() + f * 2 * cells, 2 * cells,
-                r.mv.data() + i * 2 * cells);
-    std::copy_n(mask.data() + f * cells, cells, r.mask.data() + i * cells);
-    r.frame_type[i] = type[f];
-    r.pts[i] = pts[f];
-    r.gop_index[i] = gop[f];
+    if (!all) {
+      std::copy_n(mv.data() + f * 2 * cells, 2 * cells,
+                  r.mv.data() + i * 2 * cells);
+      std::copy_n(mask.data() + f * cells, cells, r.mask.data() + i * cells);
+      r.frame_type[i] = type[f];
+      r.pts[i] = pts[f];
+      r.gop_index[i] = gop[f];
+    }
     if (opt.residual) {
       auto it = res_of.find(f);
       if (it == res_of.end())
@@ -1008,7 +1069,10 @@ ChunkOutput decode_chunk(Input& in, AVCodecContext* ctx, const PacketIndex* idx,
                          int H, int W, std::function<bool(int64_t)> want,
                          int64_t stop_after) {
   ChunkOutput out;
-  FrameProcessor proc(in.path(), opt, H, W, std::move(want), &out);
+  int64_t expected = end >= 0 ? end - first : in.stream()->nb_frames - first;
+  if (stop_after >= 0) expected = std::min(expected, stop_after + 1);
+  FrameProcessor proc(in.path(), opt, H, W, ctx->lowres, expected,
+                      std::move(want), &out);
   decode_packets(in, ctx, idx, first, end, [&](const AVFrame* f) {
     proc.on_frame(f);
     return stop_after < 0 || proc.emitted() <= stop_after;
