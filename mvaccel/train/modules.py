@@ -1,0 +1,252 @@
+"""LightningModules of the methods: a TSN-style action classifier and Zhang et al.'s DTMV-CNN.
+
+Batches are ``(x, y)`` for a classifier and ``(mv, flow, y)`` for motion-vector transfer, with
+``x`` either ``(N, C, H, W)`` or ``(N, S, C, H, W)`` (S segments / crops, whose scores are
+averaged: TSN's consensus and the papers' test-time averaging).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import distill
+from ..nn import backbones
+
+BACKBONES = {
+    "clarifai": backbones.ClarifaiNet,
+    "resnet18": backbones.resnet18,
+    "resnet50": backbones.resnet50,
+    "resnet152": backbones.resnet152,
+    "bninception": backbones.BNInception,
+    "resnet3d18": backbones.resnet3d18,
+    "resnet3d50": backbones.resnet3d50,
+    "resnet3d101": backbones.resnet3d101,
+}
+
+
+def build_backbone(name: str, num_classes: int, in_channels: int, **kw) -> nn.Module:
+    """A backbone of :data:`BACKBONES` by name."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; known: {sorted(BACKBONES)}")
+    return BACKBONES[name](num_classes=num_classes, in_channels=in_channels, **kw)
+
+
+@contextlib.contextmanager
+def tapped(model: nn.Module, names: Sequence[str]):
+    """Record the outputs of ``model``'s submodules ``names`` while the block runs.
+
+    Yields a dict that fills with ``name -> output`` on every forward pass.
+    """
+    modules = dict(model.named_modules())
+    missing = [n for n in names if n not in modules]
+    if missing:
+        raise ValueError(f"{type(model).__name__} has no submodules {missing}")
+    store: dict[str, Tensor] = {}
+    handles = [
+        modules[n].register_forward_hook(lambda m, i, o, n=n: store.__setitem__(n, o))
+        for n in names
+    ]
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _fold(x: Tensor, image_dims: int) -> tuple[Tensor, int]:
+    """``(N, S, *image)`` -> ``(N*S, *image)`` and S (1 when there is no segment axis)."""
+    if x.dim() == image_dims + 2:
+        return x.flatten(0, 1), x.shape[1]
+    if x.dim() == image_dims + 1:
+        return x, 1
+    raise ValueError(
+        f"expected input of {image_dims + 1} or {image_dims + 2} dimensions, got shape "
+        f"{tuple(x.shape)}"
+    )
+
+
+class ActionClassifier(L.LightningModule):
+    """A backbone trained with cross-entropy on one modality (RGB, flow, MV, residual).
+
+    Args:
+        backbone: a name of :data:`BACKBONES`.
+        num_classes: classes.
+        in_channels: input channels (3 RGB, 2K stacked flow or MV fields).
+        backbone_kwargs: extra arguments of the backbone (dropout, prelu...).
+        pretrained: a local weights file (cross-modality adapted when channels differ).
+        optimizer: ``"sgd"`` or ``"adam"``; ``lr``, ``momentum``, ``weight_decay`` as usual.
+        milestones: epochs at which the learning rate is multiplied by ``gamma``.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        num_classes: int = 101,
+        in_channels: int = 3,
+        backbone_kwargs: dict | None = None,
+        pretrained: str | None = None,
+        optimizer: str = "sgd",
+        lr: float = 1e-3,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        milestones: Sequence[int] = (),
+        gamma: float = 0.1,
+    ):
+        super().__init__()
+        # Collects the arguments of subclasses' __init__ too; modules are saved as weights.
+        self.save_hyperparameters(ignore=["teacher"])
+        if optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+        self.net = build_backbone(backbone, num_classes, in_channels, **(backbone_kwargs or {}))
+        self.image_dims = 4 if backbone.startswith("resnet3d") else 3
+        if pretrained:
+            backbones.load_weights(self.net, pretrained)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Scores ``(N, num_classes)``, averaged over the segment axis if there is one."""
+        flat, s = _fold(x, self.image_dims)
+        return self.net(flat).view(-1, s, self.hparams.num_classes).mean(1)
+
+    def _step(self, batch, stage: str) -> Tensor:
+        x, y = batch
+        scores = self(x)
+        loss = F.cross_entropy(scores, y)
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(y))
+        self.log(
+            f"{stage}/acc", (scores.argmax(1) == y).float().mean(), prog_bar=True, batch_size=len(y)
+        )
+        return loss
+
+    def training_step(self, batch, batch_idx):  # noqa: D102
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):  # noqa: D102
+        return self._step(batch, "val")
+
+    def predict_step(self, batch, batch_idx):  # noqa: D102
+        x = batch[0] if isinstance(batch, list | tuple) else batch
+        return self(x)
+
+    def configure_optimizers(self):  # noqa: D102
+        hp = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        if hp.optimizer == "sgd":
+            opt = torch.optim.SGD(
+                params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
+            )
+        else:
+            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        if not hp.milestones:
+            return opt
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(hp.milestones), hp.gamma)
+        return {"optimizer": opt, "lr_scheduler": sched}
+
+
+class MotionVectorTransfer(ActionClassifier):
+    """Zhang et al.'s MV-CNN trained from an optical-flow teacher (DTMV-CNN).
+
+    The strategies combine freely: Teacher Initialization (``teacher_init``: the student starts
+    from the teacher's weights), Supervision Transfer (``temperature`` > 0: eq. 4,
+    ``L_TSL + w * L_GT``) and Deeply Connected Transfer (``connect``: eq. 5-6 between the
+    named layers of student and teacher, conv3 ... fc7 by default, weight ``dc_weight``).
+    Teacher and student share the architecture. At test time the student reads only motion
+    vectors: batches of ``(mv, y)``.
+
+    Args:
+        teacher: the flow CNN (frozen); or ``teacher_checkpoint``, a file this class or
+            :class:`ActionClassifier` saved with Lightning, or a plain state dict of the net.
+        teacher_init / temperature / st_weight / connect / dc_weight: the strategies above;
+            ``temperature=0`` and ``connect=()`` with ``teacher_init=False`` is MV-CNN from
+            scratch.
+        **kw: :class:`ActionClassifier`'s arguments (the student's backbone etc.).
+    """
+
+    def __init__(
+        self,
+        teacher: nn.Module | None = None,
+        teacher_checkpoint: str | None = None,
+        teacher_init: bool = True,
+        temperature: float = 2.0,
+        st_weight: float | None = None,
+        connect: Sequence[str] = ("conv3", "conv4", "conv5", "fc6", "fc7"),
+        dc_weight: float = 1.0,
+        **kw,
+    ):
+        super().__init__(**kw)
+        hp = self.hparams
+        if teacher is None:
+            teacher = build_backbone(
+                hp.backbone, hp.num_classes, hp.in_channels, **(hp.backbone_kwargs or {})
+            )
+            if teacher_checkpoint:
+                _load_net(teacher, teacher_checkpoint)
+            elif teacher_init or temperature > 0 or connect:
+                raise ValueError(
+                    "MotionVectorTransfer: the transfer strategies need a teacher: pass "
+                    "teacher=... or teacher_checkpoint=..."
+                )
+        self.teacher = teacher.eval().requires_grad_(False)
+        if teacher_init:
+            self.net.load_state_dict(self.teacher.state_dict())
+        self.connect = tuple(connect)
+
+    def train(self, mode: bool = True):  # noqa: D102  (the teacher stays in eval mode)
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def objective(self, batch) -> dict[str, Tensor]:
+        """The training loss of a ``(mv, flow, y)`` batch and its parts (``loss``, ``dc``...)."""
+        mv, flow, y = batch
+        hp = self.hparams
+        mv_flat, s = _fold(mv, self.image_dims)
+        flow_flat, _ = _fold(flow, self.image_dims)
+        with tapped(self.net, self.connect) as fs:
+            scores = self.net(mv_flat)
+        logits = scores.view(-1, s, hp.num_classes).mean(1)
+        out = {"logits": logits}
+        if hp.temperature > 0 or self.connect:
+            with torch.no_grad(), tapped(self.teacher, self.connect) as ft:
+                t_scores = self.teacher(flow_flat)
+            t_logits = t_scores.view(-1, s, hp.num_classes).mean(1)
+        if hp.temperature > 0:
+            loss = distill.supervision_transfer_loss(
+                logits, t_logits, y, hp.temperature, hp.st_weight
+            )
+        else:
+            loss = F.cross_entropy(logits, y)
+        if self.connect:
+            out["dc"] = distill.deeply_connected_loss(
+                [fs[n] for n in self.connect], [ft[n] for n in self.connect]
+            )
+            loss = loss + hp.dc_weight * out["dc"]
+        out["loss"] = loss
+        return out
+
+    def training_step(self, batch, batch_idx):  # noqa: D102
+        out = self.objective(batch)
+        y = batch[-1]
+        if "dc" in out:
+            self.log("train/dc", out["dc"], batch_size=len(y))
+        self.log("train/loss", out["loss"], prog_bar=True, batch_size=len(y))
+        acc = (out["logits"].argmax(1) == y).float().mean()
+        self.log("train/acc", acc, prog_bar=True, batch_size=len(y))
+        return out["loss"]
+
+
+def _load_net(net: nn.Module, path: str | Path) -> None:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"teacher checkpoint not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if any(k.startswith("net.") for k in state):
+        state = {k[4:]: v for k, v in state.items() if k.startswith("net.")}
+    net.load_state_dict(state)
