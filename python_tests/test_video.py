@@ -196,7 +196,7 @@ def test_mpeg4_asp_bframe_vectors_across_ffmpeg_versions(shared_data):
     diff = (a.mv[bf] - b.mv[bf]).abs().amax(dim=1)
     covered = a.mask[bf]
     frac = float((diff[covered] > 0).float().mean())
-    assert 0.0 < frac < 0.35, frac  # 0.23 measured (FFmpeg 5.1.x vs PyAV 18's)
+    assert 0.0 < frac < 0.45, frac  # 0.32 measured (FFmpeg 5.1.x vs PyAV 18's)
 
 
 # ---- fast path, determinism, threads -----------------------------------------------------
