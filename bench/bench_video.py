@@ -1,7 +1,7 @@
 """Motion-vector extraction: mvaccel's native reader against what a user would run instead.
 
 Default sizes keep ``pytest bench --benchmark-disable`` quick (96 frames at 320x240);
-``MVACCEL_BENCH_FULL=1`` benchmarks 1148-frame videos at 320x240 and 640x480 (the UCF101
+``MVACCEL_BENCH_FULL=1`` benchmarks ~1125-frame videos at 320x240 and 640x480 (the UCF101
 clip of ../shared/data looped, or ffmpeg's testsrc2 without it). Run the single-core groups
 pinned (``taskset -c 0``); the ``parallel`` group needs two cores. See bench/RESULTS.md.
 """
@@ -21,7 +21,7 @@ import mvaccel.video as mv
 
 FFMPEG = shutil.which("ffmpeg")
 FULL = os.environ.get("MVACCEL_BENCH_FULL") == "1"
-LOOPS = 7 if FULL else 0  # 164 * 7 = 1148 frames
+LOOPS = 7 if FULL else 0  # 164 * 7 = 1148 frames asked; the looped timestamps leave ~1125
 SIZES = [(320, 240), (640, 480)] if FULL else [(320, 240)]
 CODECS = {
     "h264": ["-c:v", "libx264", "-preset", "fast", "-bf", "2", "-refs", "1", "-crf", "20"],
