@@ -34,6 +34,8 @@ def load_video() -> ModuleType:
     Raises:
         ImportError: the extension is not built (no FFmpeg at build time), naming the fix.
     """
+    import torch  # noqa: F401  (the extension links against libc10)
+
     try:
         return importlib.import_module("mvaccel._video")
     except ImportError as e:
