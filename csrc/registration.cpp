@@ -29,4 +29,11 @@ TORCH_LIBRARY(mvaccel, m) {
   m.def(
       "_mv_resize_backward(Tensor grad, int in_h, int in_w, str mode) "
       "-> Tensor");
+  // Whole TV-L1 solve for a batch of grey pairs (see csrc/ops/tvl1/tvl1.h).
+  m.def(
+      "tvl1_flow(Tensor I0, Tensor I1, Tensor? init, float tau, float lambda_, "
+      "float theta, int nscales, float scale_step, int warps, float epsilon, "
+      "int inner_iterations, int outer_iterations, int median, int warp, "
+      "int stop_check, int min_size, float dual_eps, float grad_eps) -> "
+      "Tensor");
 }
