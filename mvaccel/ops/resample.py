@@ -92,7 +92,7 @@ def _empty_like_format(ref: Tensor, shape: tuple) -> Tensor:
 
 
 @torch.library.register_fake("mvaccel::block_upsample")
-def _block_upsample_fake(x, block_h, block_w, out_h, out_w, mode):
+def _block_upsample_fake(x, block_h, block_w, out_h, out_w, mode="nearest"):
     _check_mode("mvaccel.block_upsample", mode)
     torch._check(x.dim() == 4, lambda: f"block_upsample: x must be (N, C, Hb, Wb), got {x.shape}")
     torch._check(
@@ -107,7 +107,7 @@ def _block_upsample_backward_fake(grad, in_h, in_w, block_h, block_w, mode):
 
 
 @torch.library.register_fake("mvaccel::mv_resize")
-def _mv_resize_fake(mv, out_h, out_w, mode):
+def _mv_resize_fake(mv, out_h, out_w, mode="bilinear"):
     _check_mode("mvaccel.mv_resize", mode)
     torch._check(
         mv.dim() == 4 and mv.shape[1] == 2,

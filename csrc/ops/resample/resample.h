@@ -114,11 +114,11 @@ struct Plan {
   bool scale_values;          // mv_resize: multiply channel 0/1 values
 
   template <typename acc_t>
-  AxisMap<acc_t> axis_y() const {
+  MVACCEL_HD AxisMap<acc_t> axis_y() const {
     return {in_h, out_h, block_h, static_cast<acc_t>(scale_h), mode};
   }
   template <typename acc_t>
-  AxisMap<acc_t> axis_x() const {
+  MVACCEL_HD AxisMap<acc_t> axis_x() const {
     return {in_w, out_w, block_w, static_cast<acc_t>(scale_w), mode};
   }
 };

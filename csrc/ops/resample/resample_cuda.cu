@@ -3,9 +3,9 @@
 // Layout: one thread per output pixel of a row (blockIdx.x, threadIdx.x) and
 // one grid row per (n, c, y) image row (blockIdx.y, strided when there are
 // more rows than the grid holds), so no thread divides its linear index.
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -113,7 +113,7 @@ at::Tensor run_forward(const at::Tensor& x, const Plan& p) {
   if (out.numel() == 0) return out;
   const int64_t C = x.size(1);
   const int64_t rows = x.size(0) * C * p.out_h;
-  const auto stream = at::cuda::getCurrentCUDAStream();
+  const auto stream = c10::cuda::getCurrentCUDAStream();
   MVACCEL_DISPATCH_FLOATING(x.scalar_type(), "mvaccel_resample_cuda", [&] {
     forward_kernel<scalar_t><<<grid_for(p.out_w, rows), kThreads, 0, stream>>>(
         x.const_data_ptr<scalar_t>(), strides_of(x),
@@ -130,7 +130,7 @@ at::Tensor run_backward(const at::Tensor& grad, const Plan& p) {
   if (gin.numel() == 0) return gin;
   const int64_t C = grad.size(1);
   const int64_t rows = grad.size(0) * C * p.in_h;
-  const auto stream = at::cuda::getCurrentCUDAStream();
+  const auto stream = c10::cuda::getCurrentCUDAStream();
   MVACCEL_DISPATCH_FLOATING(
       grad.scalar_type(), "mvaccel_resample_bwd_cuda", [&] {
         backward_kernel<scalar_t>

@@ -1,0 +1,14 @@
+"""Data layer: split lists, frame sampling and motion-aware transforms."""
+
+from . import sampling, transforms
+from .lists import VideoItem, hmdb51_classes, hmdb51_split, read_class_index, ucf101_split
+
+__all__ = [
+    "VideoItem",
+    "hmdb51_classes",
+    "hmdb51_split",
+    "read_class_index",
+    "sampling",
+    "transforms",
+    "ucf101_split",
+]
