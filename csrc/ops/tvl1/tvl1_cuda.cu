@@ -26,9 +26,9 @@
 // a stopped pair gets 0 iterations and its blocks return at once. The
 // kernel reduces the squared update of its last iteration per pair (one
 // double atomic per block), which the host reads only when a check is due.
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -291,7 +291,7 @@ class BatchSolver {
       : c_(c),
         N_(I0.size(0)),
         sizes_(pyramid_sizes(I0.size(1), I0.size(2), c)),
-        stream_(at::cuda::getCurrentCUDAStream()) {
+        stream_(c10::cuda::getCurrentCUDAStream()) {
     I0s_.push_back(I0);
     I1s_.push_back(I1);
     const float inv = static_cast<float>(1.0 / c.scale_step);
