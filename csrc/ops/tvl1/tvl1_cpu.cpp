@@ -45,12 +45,14 @@ using Plane = std::vector<float>;
 // `serial` or the plane is small, else one chunk per thread.
 template <typename F>
 void for_chunks(int64_t H, int64_t W, bool serial, const F& fn) {
-  // At least 64k pixels per chunk (~0.1 ms of work per pass): below that the
-  // fork/join of a parallel region costs more than it saves, and much more
-  // on a machine whose cores are shared with other work.
+  // At least 256k pixels per chunk (~0.5 ms of work per pass): below that
+  // the fork/join of a parallel region per pass costs more than it saves;
+  // on a machine whose cores are shared with other work (the 2-core machine
+  // of bench/RESULTS.md) a 512x384 pair split over 2 threads ran 8x slower
+  // than on one. Batches use every thread through pair parallelism instead.
   int64_t nchunks = 1;
   if (!serial) {
-    nchunks = std::min<int64_t>({at::get_num_threads(), H / 4, H * W / 65536});
+    nchunks = std::min<int64_t>({at::get_num_threads(), H / 4, H * W / 262144});
     nchunks = std::max<int64_t>(nchunks, 1);
   }
   if (nchunks == 1) {
