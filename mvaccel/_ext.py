@@ -34,6 +34,8 @@ def load_video() -> ModuleType:
     Raises:
         ImportError: the extension is not built (no FFmpeg at build time), naming the fix.
     """
+    import torch  # noqa: F401  (the extension links against libc10)
+
     try:
         return importlib.import_module("mvaccel._video")
     except ImportError as e:
@@ -51,3 +53,16 @@ def has_kernel(op: str, dispatch_key: str) -> bool:
 
     load_ops()
     return torch._C._dispatch_has_kernel_for_dispatch_key(f"mvaccel::{op}", dispatch_key)
+
+
+def public_ops(dispatch_key: str) -> list[str]:
+    """Names of the public ``torch.ops.mvaccel`` ops with a ``dispatch_key`` kernel, sorted."""
+    import torch
+
+    load_ops()
+    names = torch._C._dispatch_get_registrations_for_dispatch_key(dispatch_key)
+    return sorted(
+        n.split("::", 1)[1]
+        for n in names
+        if n.startswith("mvaccel::") and not n.split("::", 1)[1].startswith("_")
+    )

@@ -48,11 +48,10 @@ def collect() -> dict[str, object]:
     except ImportError:
         facts["build"] = "not built (no mvaccel/_build_info.py)"
     try:
-        from ._ext import has_kernel
+        from ._ext import public_ops
 
-        ops = ("block_upsample", "mv_resize")
-        facts["ops (CPU)"] = ", ".join(o for o in ops if has_kernel(o, "CPU")) or "none"
-        facts["ops (CUDA)"] = ", ".join(o for o in ops if has_kernel(o, "CUDA")) or "none"
+        facts["ops (CPU)"] = ", ".join(public_ops("CPU")) or "none"
+        facts["ops (CUDA)"] = ", ".join(public_ops("CUDA")) or "none"
     except ImportError as e:
         facts["ops"] = f"unavailable: {e}"
     try:

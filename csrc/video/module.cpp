@@ -1,17 +1,16 @@
 // mvaccel._video: the FFmpeg side of mvaccel (I/O, not tensor ops), a
 // pybind11 module of its own so the ops build without FFmpeg.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
-
-extern "C" {
-#include <libavcodec/avcodec.h>
-#include <libavformat/avformat.h>
-#include <libavutil/avutil.h>
-#include <libswscale/swscale.h>
-}
+#include <pybind11/stl.h>
 
 #include <string>
+#include <vector>
+
+#include "reader.h"
 
 namespace py = pybind11;
+namespace mv = mvaccel::video;
 
 namespace {
 
@@ -21,10 +20,89 @@ std::string version_string(unsigned v) {
          std::to_string(AV_VERSION_MICRO(v));
 }
 
+// A numpy array that owns the vector's buffer (no copy).
+template <class T>
+py::array own(std::vector<T>&& v, std::vector<py::ssize_t> shape) {
+  auto* heap = new std::vector<T>(std::move(v));
+  py::capsule owner(heap,
+                    [](void* p) { delete static_cast<std::vector<T>*>(p); });
+  return py::array_t<T>(shape, heap->data(), owner);
+}
+
+py::dict info_dict(const mv::StreamInfo& s) {
+  py::dict d;
+  d["codec"] = s.codec;
+  d["codec_long"] = s.codec_long;
+  d["width"] = s.width;
+  d["height"] = s.height;
+  d["fps"] = s.fps;
+  d["time_base"] = py::make_tuple(s.time_base_num, s.time_base_den);
+  d["duration"] = s.duration;
+  d["exports_mvs"] = s.exports_mvs;
+  d["intra_only"] = s.intra_only;
+  return d;
+}
+
+py::dict clip_dict(mv::ClipResult&& r) {
+  py::dict d;
+  const py::ssize_t T = r.T, H = r.H, W = r.W;
+  d["mv"] = own(std::move(r.mv), {T, 2, r.Hb, r.Wb});
+  d["mask"] = own(std::move(r.mask), {T, r.Hb, r.Wb});
+  d["frame_type"] = own(std::move(r.frame_type), {T});
+  d["pts"] = own(std::move(r.pts), {T});
+  d["gop_index"] = own(std::move(r.gop_index), {T});
+  d["frame_index"] = own(std::move(r.frame_index), {T});
+  if (!r.residual.empty() || T == 0)
+    d["residual"] = own(std::move(r.residual), {T, 3, H, W});
+  else
+    d["residual"] = py::none();
+  const py::ssize_t K = static_cast<py::ssize_t>(r.rgb_index.size());
+  d["rgb"] = own(std::move(r.rgb), {K, 3, H, W});
+  d["rgb_index"] = own(std::move(r.rgb_index), {K});
+  d["total_decoded"] = r.total_decoded;
+  d["parallel"] = r.parallel_used;
+  d["block"] = r.block;
+  d["width"] = r.W;
+  d["height"] = r.H;
+  d["fps"] = r.info.fps;
+  d["time_base"] = py::make_tuple(r.info.time_base_num, r.info.time_base_den);
+  return d;
+}
+
+mv::ReadOptions make_options(int block, bool residual, int rgb, bool accumulate,
+                             int fill_iframe, int b_list, int threads,
+                             bool fast, std::vector<int64_t> frames) {
+  mv::ReadOptions o;
+  o.block = block;
+  o.residual = residual;
+  o.rgb = rgb;
+  o.accumulate = accumulate;
+  o.fill_iframe = fill_iframe;
+  o.b_list = b_list;
+  o.threads = threads;
+  o.fast = fast;
+  o.frames = std::move(frames);
+  return o;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_video, m) {
   m.doc() = "mvaccel's FFmpeg reader (compressed-domain video)";
+  static py::exception<mv::VideoError> video_error(m, "VideoError",
+                                                   PyExc_RuntimeError);
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const mv::VideoError& e) {
+      py::set_error(video_error, e.what());
+    } catch (const mv::ArgumentError& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    } catch (const mv::MissingFileError& e) {
+      PyErr_SetString(PyExc_FileNotFoundError, e.what());
+    }
+  });
+
   m.def(
       "ffmpeg_versions",
       [] {
@@ -37,4 +115,79 @@ PYBIND11_MODULE(_video, m) {
         return d;
       },
       "Versions of the FFmpeg libraries this build runs against.");
+
+  m.def(
+      "probe",
+      [](const std::string& path, bool decode) {
+        mv::ProbeResult r;
+        {
+          py::gil_scoped_release nogil;
+          r = mv::probe(path, decode);
+        }
+        py::dict d = info_dict(r.info);
+        d["num_packets"] = r.num_packets;
+        d["key_packets"] = r.key_packets;
+        d["chunks_independent"] = r.chunks_independent;
+        d["decoded"] = r.decoded;
+        const py::ssize_t n = static_cast<py::ssize_t>(r.frame_types.size());
+        d["frame_types"] = own(std::move(r.frame_types), {n});
+        d["pts"] = own(std::move(r.pts), {n});
+        return d;
+      },
+      py::arg("path"), py::arg("decode") = true,
+      "Stream facts; with decode, every frame's type and pts (a decode in "
+      "the fast motion-vector mode).");
+
+  m.def(
+      "read",
+      [](const std::string& path, int block, bool residual, int rgb,
+         bool accumulate, int fill_iframe, int b_list, int threads, bool fast,
+         std::vector<int64_t> frames) {
+        mv::ReadOptions o =
+            make_options(block, residual, rgb, accumulate, fill_iframe, b_list,
+                         threads, fast, std::move(frames));
+        mv::ClipResult r;
+        {
+          py::gil_scoped_release nogil;
+          r = mv::read_clip(path, o);
+        }
+        return clip_dict(std::move(r));
+      },
+      py::arg("path"), py::arg("block") = 8, py::arg("residual") = false,
+      py::arg("rgb") = 0, py::arg("accumulate") = false,
+      py::arg("fill_iframe") = 0, py::arg("b_list") = 0, py::arg("threads") = 1,
+      py::arg("fast") = true, py::arg("frames") = std::vector<int64_t>{},
+      "Motion vectors on the block grid (and residuals, RGB) of a video; "
+      "see mvaccel.video.read_motion.");
+
+  py::class_<mv::GopReader>(m, "GopReader")
+      .def(py::init([](const std::string& path) {
+             py::gil_scoped_release nogil;
+             return new mv::GopReader(path);
+           }),
+           py::arg("path"))
+      .def_property_readonly(
+          "info", [](const mv::GopReader& g) { return info_dict(g.info()); })
+      .def_property_readonly("key_packets", &mv::GopReader::key_packets)
+      .def_property_readonly("num_packets", &mv::GopReader::num_packets)
+      .def(
+          "read",
+          [](mv::GopReader& g, int64_t first, int64_t last, int block,
+             bool residual, int rgb, bool accumulate, int fill_iframe,
+             int b_list, std::vector<int64_t> frames) {
+            mv::ReadOptions o =
+                make_options(block, residual, rgb, accumulate, fill_iframe,
+                             b_list, 1, true, std::move(frames));
+            mv::ClipResult r;
+            {
+              py::gil_scoped_release nogil;
+              r = g.read(first, last, o);
+            }
+            return clip_dict(std::move(r));
+          },
+          py::arg("first"), py::arg("last"), py::arg("block") = 8,
+          py::arg("residual") = false, py::arg("rgb") = 0,
+          py::arg("accumulate") = false, py::arg("fill_iframe") = 0,
+          py::arg("b_list") = 0, py::arg("frames") = std::vector<int64_t>{},
+          "Decode key-frame chunks [first, last] only.");
 }

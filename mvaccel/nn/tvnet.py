@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..ops.resample import mv_resize
 from ..ops.tvnet import TVL1_TAPS, tvnet_iterations, tvnet_iterations_reference
 
 _LUMA = (0.299, 0.587, 0.114)
@@ -74,12 +75,10 @@ def warp_bilinear(planes: Tensor, u: Tensor) -> Tensor:
 
 
 def _resize_flow(u: Tensor, size: tuple[int, int]) -> Tensor:
-    h, w = u.shape[-2:]
-    if (h, w) == tuple(size):
+    # Bilinear (pixel centres) with the values scaled to the new grid, differentiable.
+    if tuple(u.shape[-2:]) == tuple(size):
         return u
-    out = F.interpolate(u, size=size, mode="bilinear", align_corners=False)
-    scale = torch.tensor([size[1] / w, size[0] / h], dtype=u.dtype, device=u.device)
-    return out * scale.view(1, 2, 1, 1)
+    return mv_resize(u, size, "bilinear")
 
 
 class TVNet(nn.Module):

@@ -1,0 +1,1273 @@
+// See reader.h. The per-frame work happens in FrameProcessor, which receives
+// decoded frames in display order for one chunk of the stream (a run of
+// packets that starts at a key frame), so chunks decode on separate threads.
+#include "reader.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+
+namespace mvaccel::video {
+
+namespace {
+
+// ---- FFmpeg log: keep the last error line of this thread for exceptions ----
+
+thread_local std::string g_last_log;
+bool g_verbose = false;
+
+void log_callback(void* avcl, int level, const char* fmt, va_list vl) {
+  if (g_verbose) {
+    va_list copy;
+    va_copy(copy, vl);
+    av_log_default_callback(avcl, level, fmt, copy);
+    va_end(copy);
+  }
+  if (level > AV_LOG_ERROR) return;
+  char line[1024];
+  int print_prefix = 1;
+  av_log_format_line2(avcl, level, fmt, vl, line, sizeof(line), &print_prefix);
+  std::string s(line);
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  if (!s.empty()) g_last_log = s;
+}
+
+struct LogSetup {
+  LogSetup() {
+    const char* v = std::getenv("MVACCEL_FFMPEG_LOG");
+    g_verbose = v != nullptr && v[0] != '\0' && v[0] != '0';
+    av_log_set_callback(log_callback);
+  }
+};
+
+void ensure_log_setup() { static LogSetup setup; }
+
+std::string ffmpeg_message(int err) {
+  std::string m = av_error_string(err);
+  if (!g_last_log.empty()) m += " (FFmpeg: " + g_last_log + ")";
+  return m;
+}
+
+// ---- codec facts ----
+
+bool codec_exports_mvs(AVCodecID id) {
+  switch (id) {
+    case AV_CODEC_ID_H264:
+    case AV_CODEC_ID_MPEG4:
+    case AV_CODEC_ID_MPEG1VIDEO:
+    case AV_CODEC_ID_MPEG2VIDEO:
+    case AV_CODEC_ID_H263:
+    case AV_CODEC_ID_H263P:
+    case AV_CODEC_ID_FLV1:
+    case AV_CODEC_ID_MSMPEG4V2:
+    case AV_CODEC_ID_MSMPEG4V3:
+    case AV_CODEC_ID_WMV1:
+    case AV_CODEC_ID_WMV2:
+      return true;
+    default:
+      return false;
+  }
+}
+
+uint8_t frame_type_code(AVPictureType t) {
+  switch (t) {
+    case AV_PICTURE_TYPE_B:
+    case AV_PICTURE_TYPE_BI:
+      return kB;
+    case AV_PICTURE_TYPE_P:
+    case AV_PICTURE_TYPE_S:
+    case AV_PICTURE_TYPE_SP:
+      return kP;
+    default:
+      return kI;
+  }
+}
+
+// ---- input ----
+
+class Input {
+ public:
+  explicit Input(std::string path) : path_(std::move(path)) { open(); }
+
+  void open() {
+    ensure_log_setup();
+    g_last_log.clear();
+    fmt_.reset();
+    AVFormatContext* raw = nullptr;
+    int err = avformat_open_input(&raw, path_.c_str(), nullptr, nullptr);
+    if (err < 0) {
+      if (err == AVERROR(ENOENT))
+        throw MissingFileError(path_ + ": no such file");
+      throw VideoError(path_ +
+                       ": cannot open as a video: " + ffmpeg_message(err));
+    }
+    fmt_.reset(raw);
+    err = avformat_find_stream_info(raw, nullptr);
+    if (err < 0)
+      throw VideoError(path_ +
+                       ": cannot read stream info: " + ffmpeg_message(err));
+    stream_index_ = -1;
+    for (unsigned i = 0; i < raw->nb_streams; ++i) {
+      AVStream* s = raw->streams[i];
+      if (s->codecpar->codec_type == AVMEDIA_TYPE_VIDEO &&
+          !(s->disposition & AV_DISPOSITION_ATTACHED_PIC)) {
+        stream_index_ = static_cast<int>(i);
+        break;
+      }
+    }
+    if (stream_index_ < 0)
+      throw VideoError(path_ + ": no video stream (" +
+                       std::to_string(raw->nb_streams) +
+                       " streams, none of them video)");
+    AVCodecParameters* par = stream()->codecpar;
+    if (par->width <= 0 || par->height <= 0)
+      throw VideoError(path_ + ": video stream has no frame size (" +
+                       std::to_string(par->width) + "x" +
+                       std::to_string(par->height) + ")");
+    index_entries_ = avformat_index_get_entries_count(stream());
+    fresh_ = true;
+  }
+
+  int64_t index_entries_at_open() const { return index_entries_; }
+
+  AVFormatContext* fmt() const { return fmt_.get(); }
+  AVStream* stream() const { return fmt_->streams[stream_index_]; }
+  int stream_index() const { return stream_index_; }
+  const std::string& path() const { return path_; }
+  bool fresh() const { return fresh_; }
+  void touched() { fresh_ = false; }
+
+  StreamInfo info() const {
+    StreamInfo s;
+    AVStream* st = stream();
+    AVCodecParameters* par = st->codecpar;
+    s.codec = avcodec_get_name(par->codec_id);
+    const AVCodecDescriptor* d = avcodec_descriptor_get(par->codec_id);
+    s.codec_long = d && d->long_name ? d->long_name : s.codec;
+    s.intra_only = d && (d->props & AV_CODEC_PROP_INTRA_ONLY);
+    s.exports_mvs = codec_exports_mvs(par->codec_id);
+    s.width = par->width;
+    s.height = par->height;
+    AVRational r =
+        st->avg_frame_rate.num > 0 ? st->avg_frame_rate : st->r_frame_rate;
+    s.fps = r.den > 0 ? av_q2d(r) : 0.0;
+    s.time_base_num = st->time_base.num;
+    s.time_base_den = st->time_base.den;
+    if (st->duration != AV_NOPTS_VALUE && st->duration > 0)
+      s.duration = st->duration * av_q2d(st->time_base);
+    else if (fmt_->duration != AV_NOPTS_VALUE && fmt_->duration > 0)
+      s.duration = fmt_->duration / static_cast<double>(AV_TIME_BASE);
+    return s;
+  }
+
+ private:
+  std::string path_;
+  FormatPtr fmt_;
+  int stream_index_ = -1;
+  int64_t index_entries_ = 0;
+  bool fresh_ = true;
+};
+
+CodecPtr open_decoder(const Input& in, bool export_mvs, bool fast) {
+  AVCodecParameters* par = in.stream()->codecpar;
+  const AVCodec* codec = avcodec_find_decoder(par->codec_id);
+  if (codec == nullptr)
+    throw VideoError(in.path() + ": this FFmpeg has no decoder for codec '" +
+                     avcodec_get_name(par->codec_id) + "'");
+  CodecPtr ctx(avcodec_alloc_context3(codec));
+  if (!ctx) throw std::bad_alloc();
+  int err = avcodec_parameters_to_context(ctx.get(), par);
+  if (err < 0)
+    throw VideoError(in.path() +
+                     ": bad codec parameters: " + ffmpeg_message(err));
+  // One thread per decoder: frame threads make H.264 B-frame vectors change
+  // from run to run. Parallelism comes from decoding chunks separately.
+  ctx->thread_count = 1;
+  ctx->thread_type = 0;
+  ctx->pkt_timebase = in.stream()->time_base;
+  if (export_mvs) ctx->export_side_data |= AV_CODEC_EXPORT_DATA_MVS;
+  if (fast) {
+    // Vectors do not depend on the loop filter or the inverse transform
+    // (python_tests/test_video.py checks bit-identity on both codecs).
+    ctx->skip_loop_filter = AVDISCARD_ALL;
+    ctx->skip_idct = AVDISCARD_ALL;
+    // MPEG-1/2/4 and H.263 decoders can motion-compensate at 1/8 size; the
+    // vectors are parsed and exported at full resolution all the same (the
+    // same test checks it), at a third of the decoding time.
+    ctx->lowres = std::min(3, static_cast<int>(codec->max_lowres));
+  }
+  err = avcodec_open2(ctx.get(), codec, nullptr);
+  if (err < 0)
+    throw VideoError(in.path() + ": cannot open the " +
+                     avcodec_get_name(par->codec_id) +
+                     " decoder: " + ffmpeg_message(err));
+  return ctx;
+}
+
+// A file cut short. Where the container's index was read at open time (an
+// MP4 sample table, an AVI idx1 at the end of the file), every indexed packet
+// must arrive. Otherwise the header's frame count must be met (one frame of
+// slack: muxers count a leading timestamp gap as a frame).
+void check_complete(const Input& in, int64_t packets_seen) {
+  const int64_t indexed = in.index_entries_at_open();
+  const int64_t declared = in.stream()->nb_frames;
+  std::string what;
+  if (indexed > 1) {
+    if (packets_seen < indexed)
+      what = "its index lists " + std::to_string(indexed);
+  } else if (declared > 0 && packets_seen + 1 < declared) {
+    what = "the container declares " + std::to_string(declared);
+  }
+  if (!what.empty())
+    throw VideoError(in.path() + ": the file is truncated: " + what +
+                     " video frames, the file holds " +
+                     std::to_string(packets_seen));
+}
+
+PacketIndex scan_packets(Input& in) {
+  PacketIndex idx;
+  if (!in.fresh()) in.open();
+  in.touched();
+  PacketPtr pkt(av_packet_alloc());
+  int err;
+  int64_t seen = 0;
+  while ((err = av_read_frame(in.fmt(), pkt.get())) >= 0) {
+    PacketRef ref(pkt.get());
+    if (pkt->stream_index != in.stream_index()) continue;
+    ++seen;
+    if (pkt->size <= 0) continue;
+    PacketInfo p;
+    p.pts = pkt->pts;
+    p.dts = pkt->dts;
+    p.pos = pkt->pos;
+    p.key = (pkt->flags & AV_PKT_FLAG_KEY) != 0;
+    if (p.key || idx.packets.empty())
+      idx.key_packets.push_back(static_cast<int64_t>(idx.packets.size()));
+    idx.packets.push_back(p);
+  }
+  if (err != AVERROR_EOF)
+    throw VideoError(in.path() + ": read error after packet " +
+                     std::to_string(idx.packets.size()) + ": " +
+                     ffmpeg_message(err));
+  check_complete(in, seen);
+  // A chunk decodes on its own when no later packet of it is shown before
+  // its key frame (no open GOP) and timestamps are known to check that.
+  bool ok = true;
+  for (const auto& p : idx.packets)
+    if (p.pts == AV_NOPTS_VALUE || p.dts == AV_NOPTS_VALUE) ok = false;
+  for (size_t k = 1; ok && k < idx.key_packets.size(); ++k) {
+    int64_t a = idx.key_packets[k];
+    int64_t b = k + 1 < idx.key_packets.size()
+                    ? idx.key_packets[k + 1]
+                    : static_cast<int64_t>(idx.packets.size());
+    for (int64_t i = a + 1; i < b; ++i)
+      if (idx.packets[i].pts < idx.packets[a].pts) ok = false;
+    if (idx.packets[a].dts <= idx.packets[a - 1].dts) ok = false;
+  }
+  idx.chunks_independent = ok;
+  return idx;
+}
+
+bool same_packet(const PacketInfo& p, const AVPacket* q) {
+  if (p.pos >= 0 && q->pos >= 0 && p.pos != q->pos) return false;
+  return p.dts == q->dts && p.pts == q->pts;
+}
+
+// Decodes packets [first, end) of the video stream (end < 0: to the end of
+// the file), drains the decoder, and hands every output frame to on_frame,
+// which returns false to stop early.
+template <class OnFrame>
+void decode_packets(Input& in, AVCodecContext* ctx, const PacketIndex* idx,
+                    int64_t first, int64_t end, OnFrame&& on_frame) {
+  PacketPtr pkt(av_packet_alloc());
+  FramePtr frame(av_frame_alloc());
+  if (!pkt || !frame) throw std::bad_alloc();
+  avcodec_flush_buffers(ctx);
+  g_last_log.clear();
+  bool have_pending_packet = false;  // pkt holds `first`, already read
+  if (first == 0 && (in.fresh() || idx == nullptr)) {
+    if (!in.fresh()) in.open();
+  } else {
+    const PacketInfo& target = idx->packets[first];
+    int64_t ts = target.dts != AV_NOPTS_VALUE ? target.dts : target.pts;
+    bool found = false;
+    if (av_seek_frame(in.fmt(), in.stream_index(), ts, AVSEEK_FLAG_BACKWARD) >=
+        0) {
+      while (av_read_frame(in.fmt(), pkt.get()) >= 0) {
+        if (pkt->stream_index != in.stream_index() || pkt->size <= 0) {
+          av_packet_unref(pkt.get());
+          continue;
+        }
+        if (same_packet(target, pkt.get())) {
+          found = true;
+          break;
+        }
+        bool overshot = pkt->dts != AV_NOPTS_VALUE && pkt->dts > target.dts;
+        av_packet_unref(pkt.get());
+        if (overshot) break;
+      }
+    }
+    if (!found) {
+      // The demuxer landed after the key frame: count packets from the top.
+      in.open();
+      in.touched();
+      int64_t n = 0;
+      while (av_read_frame(in.fmt(), pkt.get()) >= 0) {
+        if (pkt->stream_index != in.stream_index() || pkt->size <= 0) {
+          av_packet_unref(pkt.get());
+          continue;
+        }
+        if (n++ == first) {
+          found = true;
+          break;
+        }
+        av_packet_unref(pkt.get());
+      }
+      if (!found)
+        throw VideoError(in.path() + ": packet " + std::to_string(first) +
+                         " not found (file changed since it was indexed?)");
+    }
+    have_pending_packet = true;
+  }
+  in.touched();
+
+  int64_t ord = first;
+  int64_t seen = 0;  // packets of the stream, empty ones too (from the top)
+  bool stop = false;
+  auto receive_all = [&]() {
+    while (!stop) {
+      int err = avcodec_receive_frame(ctx, frame.get());
+      if (err == AVERROR(EAGAIN) || err == AVERROR_EOF) return;
+      if (err < 0)
+        throw VideoError(in.path() + ": decoding failed near packet " +
+                         std::to_string(ord) + ": " + ffmpeg_message(err));
+      bool more = on_frame(frame.get());
+      av_frame_unref(frame.get());
+      if (!more) stop = true;
+    }
+  };
+  while (!stop) {
+    if (!have_pending_packet) {
+      int err = av_read_frame(in.fmt(), pkt.get());
+      if (err == AVERROR_EOF) {
+        if (first == 0 && end < 0) check_complete(in, seen);
+        break;
+      }
+      if (err < 0)
+        throw VideoError(in.path() + ": read error at packet " +
+                         std::to_string(ord) + ": " + ffmpeg_message(err));
+      if (pkt->stream_index == in.stream_index()) ++seen;
+      if (pkt->stream_index != in.stream_index() || pkt->size <= 0) {
+        av_packet_unref(pkt.get());
+        continue;
+      }
+    } else {
+      ++seen;
+    }
+    have_pending_packet = false;
+    if (end >= 0 && ord >= end) {
+      av_packet_unref(pkt.get());
+      break;
+    }
+    int err = avcodec_send_packet(ctx, pkt.get());
+    av_packet_unref(pkt.get());
+    if (err < 0 && err != AVERROR(EAGAIN))
+      throw VideoError(in.path() + ": invalid data in packet " +
+                       std::to_string(ord) + ": " + ffmpeg_message(err));
+    ++ord;
+    receive_all();
+  }
+  if (!stop) {
+    int err = avcodec_send_packet(ctx, nullptr);
+    if (err < 0 && err != AVERROR_EOF)
+      throw VideoError(in.path() +
+                       ": draining the decoder failed: " + ffmpeg_message(err));
+    receive_all();
+  }
+}
+
+// ---- per-frame work ----
+
+inline int iround(float v) { return static_cast<int>(std::floor(v + 0.5f)); }
+inline int clampi(int v, int lo, int hi) {
+  return v < lo ? lo : (v > hi ? hi : v);
+}
+
+inline float mv_value(int motion, int scale, int src, int dst) {
+  return scale > 0 ? static_cast<float>(motion) / static_cast<float>(scale)
+                   : static_cast<float>(src - dst);
+}
+
+bool in_list(const AVMotionVector& m, int list) {
+  return list == 0 ? m.source < 0 : m.source > 0;
+}
+
+// Vectors of one list averaged over each cell of the block grid, weighted
+// by the pixels each block covers inside the cell.
+void rasterize_grid(const AVMotionVector* mvs, size_t n, int list, int H, int W,
+                    int b, int Hb, int Wb, float* out, uint8_t* mask,
+                    std::vector<float>& count) {
+  const size_t cells = static_cast<size_t>(Hb) * Wb;
+  std::fill(out, out + 2 * cells, 0.f);
+  count.assign(cells, 0.f);
+  const bool pow2 = (b & (b - 1)) == 0;
+  const int shift = pow2 ? __builtin_ctz(static_cast<unsigned>(b)) : 0;
+  for (size_t i = 0; i < n; ++i) {
+    const AVMotionVector& m = mvs[i];
+    if (!in_list(m, list)) continue;
+    int bx = m.dst_x - m.w / 2, by = m.dst_y - m.h / 2;
+    int x0 = std::max(0, bx), x1 = std::min(W, bx + m.w);
+    int y0 = std::max(0, by), y1 = std::min(H, by + m.h);
+    if (x1 <= x0 || y1 <= y0) continue;
+    float vx = mv_value(m.motion_x, m.motion_scale, m.src_x, m.dst_x);
+    float vy = mv_value(m.motion_y, m.motion_scale, m.src_y, m.dst_y);
+    if (pow2 && ((x0 | y0 | x1 | y1) & (b - 1)) == 0) {
+      // The block covers whole cells: they take its vector (count < 0
+      // marks a final value).
+      for (int cy = y0 >> shift; cy < y1 >> shift; ++cy) {
+        const size_t row = static_cast<size_t>(cy) * Wb;
+        for (int cx = x0 >> shift; cx < x1 >> shift; ++cx) {
+          out[row + cx] = vx;
+          out[cells + row + cx] = vy;
+          count[row + cx] = -1.f;
+        }
+      }
+      continue;
+    }
+    for (int cy = y0 / b; cy <= (y1 - 1) / b; ++cy) {
+      int oy = std::min(y1, (cy + 1) * b) - std::max(y0, cy * b);
+      for (int cx = x0 / b; cx <= (x1 - 1) / b; ++cx) {
+        int ox = std::min(x1, (cx + 1) * b) - std::max(x0, cx * b);
+        float a = static_cast<float>(ox * oy);
+        size_t c = static_cast<size_t>(cy) * Wb + cx;
+        out[c] += a * vx;
+        out[cells + c] += a * vy;
+        count[c] += a;
+      }
+    }
+  }
+  for (size_t c = 0; c < cells; ++c) {
+    const float k = count[c];
+    if (k > 0) {
+      out[c] /= k;
+      out[cells + c] /= k;
+    }
+    mask[c] = k != 0.f;
+  }
+}
+
+// A block's pixels inside the frame, and its vector in pixels.
+struct BlockGeom {
+  int x0, x1, y0, y1;
+  float vx, vy;
+};
+
+inline bool block_geom(const AVMotionVector& m, int H, int W, BlockGeom* g) {
+  int bx = m.dst_x - m.w / 2, by = m.dst_y - m.h / 2;
+  g->x0 = std::max(0, bx);
+  g->x1 = std::min(W, bx + m.w);
+  g->y0 = std::max(0, by);
+  g->y1 = std::min(H, by + m.h);
+  g->vx = mv_value(m.motion_x, m.motion_scale, m.src_x, m.dst_x);
+  g->vy = mv_value(m.motion_y, m.motion_scale, m.src_y, m.dst_y);
+  return g->x1 > g->x0 && g->y1 > g->y0;
+}
+
+// Bilinear sample of an RGB (H, W, 3) image at (x, y), edges clamped.
+inline void bilinear_rgb(const uint8_t* img, int H, int W, float x, float y,
+                         float out[3]) {
+  x = std::min(std::max(x, 0.f), static_cast<float>(W - 1));
+  y = std::min(std::max(y, 0.f), static_cast<float>(H - 1));
+  int x0 = static_cast<int>(std::floor(x)),
+      y0 = static_cast<int>(std::floor(y));
+  float fx = x - x0, fy = y - y0;
+  int x1 = std::min(x0 + 1, W - 1), y1 = std::min(y0 + 1, H - 1);
+  const uint8_t* a = img + (static_cast<size_t>(y0) * W + x0) * 3;
+  const uint8_t* bb = img + (static_cast<size_t>(y0) * W + x1) * 3;
+  const uint8_t* c = img + (static_cast<size_t>(y1) * W + x0) * 3;
+  const uint8_t* d = img + (static_cast<size_t>(y1) * W + x1) * 3;
+  for (int k = 0; k < 3; ++k) {
+    float top = a[k] + fx * (bb[k] - a[k]);
+    float bot = c[k] + fx * (d[k] - c[k]);
+    out[k] = top + fy * (bot - top);
+  }
+}
+
+// Motion-compensated prediction of the pixels that blocks of `list` cover:
+// the reference sampled bilinearly at x + mv (edges clamped). `pred` is
+// (H, W, 3) float, `has` (H, W) marks the pixels written.
+void predict_list(const std::vector<AVMotionVector>& rows, int list,
+                  const uint8_t* ref, int H, int W, float* pred, uint8_t* has) {
+  for (const AVMotionVector& m : rows) {
+    BlockGeom g;
+    if (!in_list(m, list) || !block_geom(m, H, W, &g)) continue;
+    const int ix = static_cast<int>(std::floor(g.vx));
+    const int iy = static_cast<int>(std::floor(g.vy));
+    const float fx = g.vx - ix, fy = g.vy - iy;
+    const bool inside = g.x0 + g.vx >= 0 && g.x1 - 1 + g.vx <= W - 1 &&
+                        g.y0 + g.vy >= 0 && g.y1 - 1 + g.vy <= H - 1;
+    for (int y = g.y0; y < g.y1; ++y) {
+      std::memset(has + static_cast<size_t>(y) * W + g.x0, 1, g.x1 - g.x0);
+      float* out = pred + (static_cast<size_t>(y) * W + g.x0) * 3;
+      const int n = g.x1 - g.x0;
+      if (!inside) {
+        for (int x = g.x0; x < g.x1; ++x, out += 3)
+          bilinear_rgb(ref, H, W, x + g.vx, y + g.vy, out);
+        continue;
+      }
+      const uint8_t* a =
+          ref + (static_cast<size_t>(y + iy) * W + g.x0 + ix) * 3;
+      if (fx == 0.f && fy == 0.f) {
+        for (int i = 0; i < 3 * n; ++i) out[i] = a[i];
+        continue;
+      }
+      // Same operation order as the clamped path: bit-identical results.
+      const int dx = fx > 0.f ? 3 : 0;
+      const size_t dy = fy > 0.f ? static_cast<size_t>(W) * 3 : 0;
+      for (int i = 0; i < 3 * n; ++i) {
+        float p00 = a[i], p01 = a[i + dx], p10 = a[i + dy],
+              p11 = a[i + dy + dx];
+        float top = p00 + fx * (p01 - p00);
+        float bot = p10 + fx * (p11 - p10);
+        out[i] = top + fy * (bot - top);
+      }
+    }
+  }
+}
+
+// CoViAR's trace through one list: acc(p) = v + racc(round(p + v)), the
+// reference's accumulated field at the rounded source pixel.
+void trace_list(const std::vector<AVMotionVector>& rows, int list,
+                const float* racc, int H, int W, float* acc) {
+  const size_t hw = static_cast<size_t>(H) * W;
+  for (const AVMotionVector& m : rows) {
+    BlockGeom g;
+    if (!in_list(m, list) || !block_geom(m, H, W, &g)) continue;
+    // round(x + v) = x + round(v) for integer x.
+    const int sx = static_cast<int>(std::floor(g.vx + 0.5f));
+    const int sy = static_cast<int>(std::floor(g.vy + 0.5f));
+    const bool inside = g.x0 + sx >= 0 && g.x1 - 1 + sx <= W - 1 &&
+                        g.y0 + sy >= 0 && g.y1 - 1 + sy <= H - 1;
+    for (int y = g.y0; y < g.y1; ++y) {
+      const size_t row = static_cast<size_t>(y) * W;
+      if (inside) {
+        const size_t src = static_cast<size_t>(y + sy) * W + sx;
+        for (int x = g.x0; x < g.x1; ++x) {
+          acc[row + x] = g.vx + racc[src + x];
+          acc[hw + row + x] = g.vy + racc[hw + src + x];
+        }
+      } else {
+        const int yy = clampi(y + sy, 0, H - 1);
+        for (int x = g.x0; x < g.x1; ++x) {
+          size_t q = static_cast<size_t>(yy) * W + clampi(x + sx, 0, W - 1);
+          acc[row + x] = g.vx + racc[q];
+          acc[hw + row + x] = g.vy + racc[hw + q];
+        }
+      }
+    }
+  }
+}
+
+struct ChunkOutput {
+  std::vector<uint8_t> type;
+  std::vector<int64_t> pts;
+  std::vector<float> mv;
+  std::vector<uint8_t> mask;
+  std::vector<std::pair<int64_t, std::vector<int16_t>>> residual;
+  std::vector<std::pair<int64_t, std::vector<uint8_t>>> rgb;
+  int64_t frames() const { return static_cast<int64_t>(type.size()); }
+};
+
+class FrameProcessor {
+ public:
+  // want(local) says whether pixel outputs (residual, RGB of every frame)
+  // of the chunk's local frame are kept.
+  FrameProcessor(const std::string& path, const ReadOptions& opt, int H, int W,
+                 int lowres, int64_t expected_frames,
+                 std::function<bool(int64_t)> want, ChunkOutput* out)
+      : path_(path),
+        opt_(opt),
+        H_(H),
+        W_(W),
+        Hb_((H + opt.block - 1) / opt.block),
+        Wb_((W + opt.block - 1) / opt.block),
+        lowres_(lowres),
+        want_(std::move(want)),
+        out_(out) {
+    need_state_ = opt.residual || opt.accumulate;
+    need_rgb_ = opt.residual || opt.rgb != kRgbNone;
+    if (expected_frames > 0 && expected_frames < (int64_t{1} << 24)) {
+      const size_t cells = static_cast<size_t>(Hb_) * Wb_;
+      out_->mv.reserve(expected_frames * 2 * cells);
+      out_->mask.reserve(expected_frames * cells);
+      out_->type.reserve(expected_frames);
+      out_->pts.reserve(expected_frames);
+    }
+  }
+
+  int64_t emitted() const { return out_->frames(); }
+
+  void on_frame(const AVFrame* f) {
+    const int lowres = lowres_;
+    if ((W_ + (1 << lowres) - 1) >> lowres != f->width ||
+        (H_ + (1 << lowres) - 1) >> lowres != f->height)
+      throw VideoError(path_ + ": frame " + std::to_string(received_) + " is " +
+                       std::to_string(f->width) + "x" +
+                       std::to_string(f->height) + ", the stream " +
+                       std::to_string(W_) + "x" + std::to_string(H_) +
+                       ": size changes are not supported");
+    Item it;
+    it.local = received_++;
+    it.type = frame_type_code(f->pict_type);
+    it.pts = f->best_effort_timestamp;
+    const AVFrameSideData* sd =
+        av_frame_get_side_data(f, AV_FRAME_DATA_MOTION_VECTORS);
+    const AVMotionVector* mvs =
+        sd ? reinterpret_cast<const AVMotionVector*>(sd->data) : nullptr;
+    size_t n = sd ? sd->size / sizeof(AVMotionVector) : 0;
+    const size_t cells = static_cast<size_t>(Hb_) * Wb_;
+    const int list = it.type == kB ? opt_.b_list : 0;
+    if (!need_state_ && !need_rgb_) {
+      // Motion only: rasterize straight into the output.
+      const size_t off = out_->mv.size(), moff = out_->mask.size();
+      out_->mv.resize(off + 2 * cells);
+      out_->mask.resize(moff + cells);
+      rasterize_grid(mvs, n, list, H_, W_, opt_.block, Hb_, Wb_,
+                     out_->mv.data() + off, out_->mask.data() + moff, count_);
+      out_->type.push_back(it.type);
+      out_->pts.push_back(it.pts);
+      return;
+    }
+    it.mv.resize(2 * cells);
+    it.mask.resize(cells);
+    rasterize_grid(mvs, n, list, H_, W_, opt_.block, Hb_, Wb_, it.mv.data(),
+                   it.mask.data(), count_);
+    bool keep_rgb = opt_.rgb == kRgbAll
+                        ? want_(it.local)
+                        : (opt_.rgb == kRgbIFrames && it.type == kI);
+    if (need_rgb_) to_rgb(f, it.rgb);
+    it.keep_rgb = keep_rgb;
+    if (!need_state_) {
+      emit(std::move(it));
+      return;
+    }
+    it.rows.assign(mvs, mvs + n);
+    if (it.type == kB) {
+      pending_.push_back(std::move(it));
+      return;
+    }
+    Anchor next;
+    compute(it, &prev_, nullptr, &next);
+    // B-frames shown before this anchor reference it as their future frame;
+    // a new I-frame starts a new GOP, so they do not trace through it.
+    flush_pending(it.type == kI ? nullptr : &next, &next);
+    if (it.type == kI) iframe_rgb_ = it.rgb;
+    emit(std::move(it));
+    prev_ = std::move(next);
+  }
+
+  void finish() { flush_pending(nullptr, nullptr); }
+
+ private:
+  struct Item {
+    int64_t local = 0;
+    uint8_t type = kI;
+    int64_t pts = 0;
+    std::vector<float> mv;
+    std::vector<uint8_t> mask;
+    std::vector<AVMotionVector> rows;
+    std::vector<uint8_t> rgb;  // (H, W, 3)
+    std::vector<int16_t> residual;
+    bool keep_rgb = false;
+  };
+  struct Anchor {
+    bool valid = false;
+    std::vector<uint8_t> rgb;
+    std::vector<float> acc;  // (2, H, W): traced I-frame position - p
+  };
+
+  void to_rgb(const AVFrame* f, std::vector<uint8_t>& rgb) {
+    sws_.reset(sws_getCachedContext(
+        sws_.release(), W_, H_, static_cast<AVPixelFormat>(f->format), W_, H_,
+        AV_PIX_FMT_RGB24, SWS_BILINEAR, nullptr, nullptr, nullptr));
+    if (!sws_)
+      throw VideoError(path_ + ": no conversion from pixel format " +
+                       std::to_string(f->format) + " to RGB");
+    // swscale's x86 YUV->RGB converts 8 pixels at a time and leaves the last
+    // pixels of a row unwritten unless the stride holds the width rounded up
+    // to 8: convert into padded rows, then pack.
+    const int row = W_ * 3;
+    const int stride = ((W_ + 7) / 8 * 8 * 3 + 63) / 64 * 64;
+    uint8_t* target = nullptr;
+    if (stride == row) {
+      rgb.resize(static_cast<size_t>(H_) * row);
+      target = rgb.data();
+    } else {
+      padded_.resize(static_cast<size_t>(H_) * stride + 64);
+      target = padded_.data();
+    }
+    uint8_t* dst[4] = {target, nullptr, nullptr, nullptr};
+    int dst_stride[4] = {stride, 0, 0, 0};
+    sws_scale(sws_.get(), f->data, f->linesize, 0, H_, dst, dst_stride);
+    if (stride != row) {
+      rgb.resize(static_cast<size_t>(H_) * row);
+      for (int y = 0; y < H_; ++y)
+        std::memcpy(rgb.data() + static_cast<size_t>(y) * row,
+                    padded_.data() + static_cast<size_t>(y) * stride, row);
+    }
+  }
+
+  // Accumulated motion and residual of one frame from its references:
+  // r0 the anchor shown before it, r1 the one after (B-frames only).
+  void compute(Item& it, const Anchor* r0, const Anchor* r1, Anchor* self) {
+    const size_t hw = static_cast<size_t>(H_) * W_;
+    const bool has_r0 = r0 && r0->valid, has_r1 = r1 && r1->valid;
+    std::vector<float> acc;
+    if (opt_.accumulate) {
+      if (it.type == kI) {
+        acc.assign(2 * hw, 0.f);
+        std::fill(it.mv.begin(), it.mv.end(), 0.f);
+      } else {
+        // Intra pixels keep the reference's trace (zero motion); list 1
+        // serves the pixels list 0 does not cover.
+        if (has_r0)
+          acc = r0->acc;
+        else
+          acc.assign(2 * hw, 0.f);
+        if (has_r1) trace_list(it.rows, 1, r1->acc.data(), H_, W_, acc.data());
+        if (has_r0) trace_list(it.rows, 0, r0->acc.data(), H_, W_, acc.data());
+        average_to_grid(acc, it.mv);
+      }
+    }
+    if (opt_.residual && want_(it.local)) {
+      it.residual.resize(3 * hw);
+      int16_t* res = it.residual.data();
+      const uint8_t* cur = it.rgb.data();
+      if (opt_.accumulate) {
+        const std::vector<uint8_t>& ir = iframe_rgb_;
+        const uint8_t* ref =
+            it.type == kI ? cur : (ir.empty() ? nullptr : ir.data());
+        for (int y = 0; y < H_; ++y) {
+          for (int x = 0; x < W_; ++x) {
+            size_t p = static_cast<size_t>(y) * W_ + x;
+            int sx = clampi(iround(x + acc[p]), 0, W_ - 1);
+            int sy = clampi(iround(y + acc[hw + p]), 0, H_ - 1);
+            const uint8_t* q =
+                ref ? ref + (static_cast<size_t>(sy) * W_ + sx) * 3 : nullptr;
+            for (int k = 0; k < 3; ++k)
+              res[k * hw + p] =
+                  static_cast<int16_t>(cur[p * 3 + k] - (q ? q[k] : 0));
+          }
+        }
+      } else if (it.type == kI) {
+        std::fill(it.residual.begin(), it.residual.end(), 0);
+      } else {
+        pred_[0].resize(3 * hw);
+        has_[0].assign(hw, 0);
+        if (has_r0)
+          predict_list(it.rows, 0, r0->rgb.data(), H_, W_, pred_[0].data(),
+                       has_[0].data());
+        const bool bi = has_r1 && it.type == kB;
+        if (bi) {
+          pred_[1].resize(3 * hw);
+          has_[1].assign(hw, 0);
+          predict_list(it.rows, 1, r1->rgb.data(), H_, W_, pred_[1].data(),
+                       has_[1].data());
+        }
+        const float* p0 = pred_[0].data();
+        const float* p1 = bi ? pred_[1].data() : nullptr;
+        const uint8_t* h0 = has_[0].data();
+        const uint8_t* h1 = bi ? has_[1].data() : nullptr;
+        const uint8_t* colo = has_r0 ? r0->rgb.data() : nullptr;
+        for (size_t p = 0; p < hw; ++p) {
+          const bool u0 = h0[p], u1 = h1 && h1[p];
+          for (int k = 0; k < 3; ++k) {
+            const size_t i = p * 3 + k;
+            float pr;
+            if (u0 && u1)
+              pr = 0.5f * (p0[i] + p1[i]);
+            else if (u0)
+              pr = p0[i];
+            else if (u1)
+              pr = p1[i];
+            else  // intra: the co-located reference pixel
+              pr = colo ? colo[i] : 0.f;
+            res[k * hw + p] = static_cast<int16_t>(
+                cur[i] - static_cast<int>(std::floor(pr + 0.5f)));
+          }
+        }
+      }
+    }
+    if (self != nullptr) {
+      self->valid = true;
+      if (opt_.residual) self->rgb = it.rgb;
+      self->acc = std::move(acc);
+    }
+  }
+
+  void average_to_grid(const std::vector<float>& acc, std::vector<float>& mv) {
+    const size_t hw = static_cast<size_t>(H_) * W_;
+    const size_t cells = static_cast<size_t>(Hb_) * Wb_;
+    const int b = opt_.block;
+    std::fill(mv.begin(), mv.end(), 0.f);
+    for (int cy = 0; cy < Hb_; ++cy) {
+      int y1 = std::min(H_, (cy + 1) * b);
+      for (int cx = 0; cx < Wb_; ++cx) {
+        int x1 = std::min(W_, (cx + 1) * b);
+        float sx = 0.f, sy = 0.f;
+        for (int y = cy * b; y < y1; ++y)
+          for (int x = cx * b; x < x1; ++x) {
+            size_t p = static_cast<size_t>(y) * W_ + x;
+            sx += acc[p];
+            sy += acc[hw + p];
+          }
+        float n = static_cast<float>((y1 - cy * b) * (x1 - cx * b));
+        size_t c = static_cast<size_t>(cy) * Wb_ + cx;
+        mv[c] = sx / n;
+        mv[cells + c] = sy / n;
+      }
+    }
+  }
+
+  void flush_pending(const Anchor* next_for_motion, const Anchor* next_pix) {
+    while (!pending_.empty()) {
+      Item it = std::move(pending_.front());
+      pending_.pop_front();
+      if (opt_.accumulate) {
+        compute(it, &prev_, next_for_motion, nullptr);
+      } else {
+        compute(it, &prev_, next_pix, nullptr);
+      }
+      emit(std::move(it));
+    }
+  }
+
+  void emit(Item&& it) {
+    out_->type.push_back(it.type);
+    out_->pts.push_back(it.pts);
+    out_->mv.insert(out_->mv.end(), it.mv.begin(), it.mv.end());
+    out_->mask.insert(out_->mask.end(), it.mask.begin(), it.mask.end());
+    if (opt_.residual && want_(it.local)) {
+      if (it.residual.empty())
+        it.residual.assign(static_cast<size_t>(H_) * W_ * 3, 0);
+      out_->residual.emplace_back(it.local, std::move(it.residual));
+    }
+    if (it.keep_rgb) {
+      const size_t hw = static_cast<size_t>(H_) * W_;
+      std::vector<uint8_t> chw(3 * hw);
+      for (size_t p = 0; p < hw; ++p)
+        for (int k = 0; k < 3; ++k) chw[k * hw + p] = it.rgb[p * 3 + k];
+      out_->rgb.emplace_back(it.local, std::move(chw));
+    }
+  }
+
+  std::string path_;
+  ReadOptions opt_;
+  int H_, W_, Hb_, Wb_;
+  int lowres_ = 0;  // the decoder's: frames are (W >> lowres) wide
+  std::function<bool(int64_t)> want_;
+  ChunkOutput* out_;
+  bool need_state_ = false, need_rgb_ = false;
+  int64_t received_ = 0;
+  std::vector<float> count_;
+  SwsPtr sws_;
+  std::vector<uint8_t> padded_;
+  std::vector<float> pred_[2];
+  std::vector<uint8_t> has_[2];
+  Anchor prev_;
+  std::vector<uint8_t> iframe_rgb_;
+  std::deque<Item> pending_;
+};
+
+void validate(const std::string& path, const StreamInfo& info,
+              const ReadOptions& opt) {
+  if (opt.block < 1 || opt.block > 256)
+    throw ArgumentError("block must be in [1, 256], got " +
+                        std::to_string(opt.block));
+  if (opt.b_list != 0 && opt.b_list != 1)
+    throw ArgumentError("b_list must be 0 (past) or 1 (future), got " +
+                        std::to_string(opt.b_list));
+  if (opt.rgb < kRgbNone || opt.rgb > kRgbAll)
+    throw ArgumentError("bad rgb mode " + std::to_string(opt.rgb));
+  if (opt.threads < 1)
+    throw ArgumentError("threads must be >= 1, got " +
+                        std::to_string(opt.threads));
+  for (int64_t f : opt.frames)
+    if (f < 0)
+      throw ArgumentError(path + ": frame index " + std::to_string(f) +
+                          " is negative");
+  if (info.intra_only)
+    throw ArgumentError(path + ": codec '" + info.codec +
+                        "' is intra-only: it has no motion vectors");
+  if (!info.exports_mvs)
+    throw ArgumentError(path +
+                        ": FFmpeg does not export motion vectors for "
+                        "codec '" +
+                        info.codec +
+                        "' (it does for h264, mpeg4, mpeg1video, mpeg2video, "
+                        "h263, flv1, msmpeg4, wmv1/2); re-encode it, e.g. "
+                        "mvaccel.video.reencode(src, dst, codec='h264')");
+}
+
+// Assembles chunk outputs (in display order) into the result.
+ClipResult assemble(const std::string& path, const ReadOptions& opt, int H,
+                    int W, std::vector<ChunkOutput>& chunks,
+                    const std::vector<int64_t>& bases) {
+  ClipResult r;
+  r.H = H;
+  r.W = W;
+  r.block = opt.block;
+  r.Hb = (H + opt.block - 1) / opt.block;
+  r.Wb = (W + opt.block - 1) / opt.block;
+  const size_t cells = static_cast<size_t>(r.Hb) * r.Wb;
+  int64_t total = 0;
+  for (auto& c : chunks) total += c.frames();
+  r.total_decoded = total;
+  if (total == 0)
+    throw VideoError(
+        path + ": no video frame could be decoded" +
+        (g_last_log.empty() ? std::string() : " (FFmpeg: " + g_last_log + ")"));
+  std::vector<uint8_t> type;
+  std::vector<int64_t> pts;
+  std::vector<float> mv;
+  std::vector<uint8_t> mask;
+  std::unordered_map<int64_t, const std::vector<int16_t>*> res_of;
+  std::unordered_map<int64_t, const std::vector<uint8_t>*> rgb_of;
+  if (chunks.size() == 1) {
+    type = std::move(chunks[0].type);
+    pts = std::move(chunks[0].pts);
+    mv = std::move(chunks[0].mv);
+    mask = std::move(chunks[0].mask);
+  } else {
+    type.reserve(total);
+    pts.reserve(total);
+    mv.reserve(total * 2 * cells);
+    mask.reserve(total * cells);
+  }
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    auto& ch = chunks[c];
+    if (chunks.size() > 1) {
+      type.insert(type.end(), ch.type.begin(), ch.type.end());
+      pts.insert(pts.end(), ch.pts.begin(), ch.pts.end());
+      mv.insert(mv.end(), ch.mv.begin(), ch.mv.end());
+      mask.insert(mask.end(), ch.mask.begin(), ch.mask.end());
+    }
+    for (auto& e : ch.residual) res_of[bases[c] + e.first] = &e.second;
+    for (auto& e : ch.rgb) rgb_of[bases[c] + e.first] = &e.second;
+  }
+  // I-frames: the previous frame's field (Zhang et al.) or zeros.
+  if (!opt.accumulate) {
+    for (int64_t t = 0; t < total; ++t) {
+      if (type[t] != kI) continue;
+      float* dst = mv.data() + t * 2 * cells;
+      if (opt.fill_iframe == kFillPrevious && t > 0)
+        std::copy(dst - 2 * cells, dst, dst);
+      else
+        std::fill(dst, dst + 2 * cells, 0.f);
+    }
+  }
+  std::vector<int64_t> gop(total);
+  int64_t g = 0;
+  for (int64_t t = 0; t < total; ++t) {
+    if (t > 0 && type[t] == kI) ++g;
+    gop[t] = g;
+  }
+  std::vector<int64_t> frames = opt.frames;
+  if (frames.empty()) {
+    frames.resize(total);
+    for (int64_t t = 0; t < total; ++t) frames[t] = t;
+  }
+  for (int64_t f : frames)
+    if (f >= total)
+      throw ArgumentError(path + ": frame " + std::to_string(f) +
+                          " is out of range: the video has " +
+                          std::to_string(total) + " frames");
+  const int64_t T = static_cast<int64_t>(frames.size());
+  const size_t hw = static_cast<size_t>(H) * W;
+  r.T = T;
+  r.frame_index = frames;
+  const bool all = opt.frames.empty();  // every frame in order: no copies
+  if (all) {
+    r.mv = std::move(mv);
+    r.mask = std::move(mask);
+    r.frame_type = type;
+    r.pts = pts;
+    r.gop_index = gop;
+  } else {
+    r.mv.resize(T * 2 * cells);
+    r.mask.resize(T * cells);
+    r.frame_type.resize(T);
+    r.pts.resize(T);
+    r.gop_index.resize(T);
+  }
+  if (opt.residual) r.residual.resize(T * 3 * hw);
+  for (int64_t i = 0; i < T; ++i) {
+    int64_t f = frames[i];
+    if (!all) {
+      std::copy_n(mv.data() + f * 2 * cells, 2 * cells,
+                  r.mv.data() + i * 2 * cells);
+      std::copy_n(mask.data() + f * cells, cells, r.mask.data() + i * cells);
+      r.frame_type[i] = type[f];
+      r.pts[i] = pts[f];
+      r.gop_index[i] = gop[f];
+    }
+    if (opt.residual) {
+      auto it = res_of.find(f);
+      if (it == res_of.end())
+        throw VideoError(path + ": internal: no residual for frame " +
+                         std::to_string(f));
+      std::copy_n(it->second->data(), 3 * hw, r.residual.data() + i * 3 * hw);
+    }
+  }
+  if (opt.rgb == kRgbAll) {
+    r.rgb.resize(T * 3 * hw);
+    r.rgb_index = frames;
+    for (int64_t i = 0; i < T; ++i) {
+      auto it = rgb_of.find(frames[i]);
+      if (it == rgb_of.end())
+        throw VideoError(path + ": internal: no RGB for frame " +
+                         std::to_string(frames[i]));
+      std::copy_n(it->second->data(), 3 * hw, r.rgb.data() + i * 3 * hw);
+    }
+  } else if (opt.rgb == kRgbIFrames) {
+    // The I-frame of every GOP the asked frames touch, in GOP order.
+    std::vector<int64_t> gops;
+    for (int64_t f : frames) gops.push_back(gop[f]);
+    std::sort(gops.begin(), gops.end());
+    gops.erase(std::unique(gops.begin(), gops.end()), gops.end());
+    for (int64_t gg : gops) {
+      int64_t first = -1;
+      for (int64_t t = 0; t < total; ++t)
+        if (gop[t] == gg && type[t] == kI) {
+          first = t;
+          break;
+        }
+      if (first < 0) continue;  // a leading GOP without an I-frame
+      auto it = rgb_of.find(first);
+      if (it == rgb_of.end()) continue;
+      r.rgb_index.push_back(first);
+      r.rgb.insert(r.rgb.end(), it->second->begin(), it->second->end());
+    }
+  }
+  return r;
+}
+
+ChunkOutput decode_chunk(Input& in, AVCodecContext* ctx, const PacketIndex* idx,
+                         int64_t first, int64_t end, const ReadOptions& opt,
+                         int H, int W, std::function<bool(int64_t)> want,
+                         int64_t stop_after) {
+  ChunkOutput out;
+  int64_t expected = end >= 0 ? end - first : in.stream()->nb_frames - first;
+  if (stop_after >= 0) expected = std::min(expected, stop_after + 1);
+  FrameProcessor proc(in.path(), opt, H, W, ctx->lowres, expected,
+                      std::move(want), &out);
+  decode_packets(in, ctx, idx, first, end, [&](const AVFrame* f) {
+    proc.on_frame(f);
+    return stop_after < 0 || proc.emitted() <= stop_after;
+  });
+  proc.finish();
+  return out;
+}
+
+std::function<bool(int64_t)> make_want(const ReadOptions& opt, int64_t base) {
+  if (opt.frames.empty()) return [](int64_t) { return true; };
+  auto set = std::make_shared<std::vector<int64_t>>(opt.frames);
+  std::sort(set->begin(), set->end());
+  return [set, base](int64_t local) {
+    return std::binary_search(set->begin(), set->end(), base + local);
+  };
+}
+
+ClipResult read_sequential(Input& in, const ReadOptions& opt, int H, int W) {
+  bool pix = opt.residual || opt.rgb != kRgbNone;
+  CodecPtr ctx = open_decoder(in, true, opt.fast && !pix);
+  int64_t stop_after = -1;
+  if (!opt.frames.empty())
+    stop_after = *std::max_element(opt.frames.begin(), opt.frames.end());
+  std::vector<ChunkOutput> chunks;
+  chunks.push_back(decode_chunk(in, ctx.get(), nullptr, 0, -1, opt, H, W,
+                                make_want(opt, 0), stop_after));
+  ClipResult r = assemble(in.path(), opt, H, W, chunks, {0});
+  r.info = in.info();
+  return r;
+}
+
+}  // namespace
+
+ProbeResult probe(const std::string& path, bool decode) {
+  Input in(path);
+  ProbeResult r;
+  r.info = in.info();
+  PacketIndex idx = scan_packets(in);
+  r.num_packets = static_cast<int64_t>(idx.packets.size());
+  r.key_packets = idx.key_packets;
+  r.chunks_independent = idx.chunks_independent;
+  if (decode) {
+    CodecPtr ctx = open_decoder(in, false, true);
+    decode_packets(in, ctx.get(), nullptr, 0, -1, [&](const AVFrame* f) {
+      r.frame_types.push_back(frame_type_code(f->pict_type));
+      r.pts.push_back(f->best_effort_timestamp);
+      return true;
+    });
+    r.decoded = true;
+  }
+  return r;
+}
+
+ClipResult read_clip(const std::string& path, const ReadOptions& opt) {
+  Input in(path);
+  StreamInfo info = in.info();
+  validate(path, info, opt);
+  const int H = info.height, W = info.width;
+  if (opt.threads <= 1) return read_sequential(in, opt, H, W);
+
+  PacketIndex idx = scan_packets(in);
+  const int64_t K = static_cast<int64_t>(idx.key_packets.size());
+  if (K < 2 || !idx.chunks_independent) return read_sequential(in, opt, H, W);
+  // Chunks past the last asked frame are not decoded; frame numbers inside
+  // a chunk are assumed to follow packet numbers, checked below.
+  int64_t last_needed = K - 1;
+  if (!opt.frames.empty()) {
+    int64_t fmax = *std::max_element(opt.frames.begin(), opt.frames.end());
+    last_needed = 0;
+    for (int64_t k = 0; k < K; ++k)
+      if (idx.key_packets[k] <= fmax) last_needed = k;
+  }
+  const int64_t nchunks = last_needed + 1;
+  const int64_t npk = static_cast<int64_t>(idx.packets.size());
+  std::vector<ChunkOutput> chunks(nchunks);
+  std::vector<int64_t> bases(nchunks);
+  for (int64_t k = 0; k < nchunks; ++k) bases[k] = idx.key_packets[k];
+  std::atomic<int64_t> next{0};
+  std::mutex err_mu;
+  std::exception_ptr error;
+  const bool pix = opt.residual || opt.rgb != kRgbNone;
+  auto worker = [&](Input* own) {
+    try {
+      std::unique_ptr<Input> mine;
+      if (own == nullptr) {
+        mine = std::make_unique<Input>(path);
+        own = mine.get();
+      }
+      CodecPtr ctx = open_decoder(*own, true, opt.fast && !pix);
+      for (;;) {
+        int64_t k = next.fetch_add(1);
+        if (k >= nchunks) break;
+        {
+          std::lock_guard<std::mutex> lock(err_mu);
+          if (error) break;
+        }
+        int64_t first = idx.key_packets[k];
+        int64_t end = k + 1 < K ? idx.key_packets[k + 1] : -1;
+        chunks[k] = decode_chunk(*own, ctx.get(), &idx, first, end, opt, H, W,
+                                 make_want(opt, first), -1);
+      }
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(err_mu);
+      if (!error) error = std::current_exception();
+    }
+  };
+  const int nthreads =
+      static_cast<int>(std::min<int64_t>(opt.threads, nchunks));
+  std::vector<std::thread> pool;
+  for (int t = 1; t < nthreads; ++t) pool.emplace_back(worker, nullptr);
+  worker(&in);
+  for (auto& th : pool) th.join();
+  if (error) std::rethrow_exception(error);
+  bool consistent = true;
+  for (int64_t k = 0; k < nchunks; ++k) {
+    int64_t expect = (k + 1 < K ? idx.key_packets[k + 1] : npk) - bases[k];
+    if (chunks[k].frames() != expect) consistent = false;
+    if (k > 0 && (chunks[k].frames() == 0 || chunks[k].type[0] != kI))
+      consistent = false;
+  }
+  if (!consistent) {
+    // Frames and packets do not pair up (packed B-frames, dropped frames):
+    // the sequential decode is the definition.
+    Input again(path);
+    return read_sequential(again, opt, H, W);
+  }
+  ClipResult r = assemble(path, opt, H, W, chunks, bases);
+  r.parallel_used = true;
+  r.info = info;
+  return r;
+}
+
+struct GopReader::Impl {
+  std::string path;
+  std::unique_ptr<Input> in;
+  StreamInfo info;
+  PacketIndex idx;
+  CodecPtr mv_ctx, pix_ctx;
+  std::mutex mu;
+};
+
+GopReader::GopReader(const std::string& path) : impl_(new Impl) {
+  impl_->path = path;
+  impl_->in = std::make_unique<Input>(path);
+  impl_->info = impl_->in->info();
+  impl_->idx = scan_packets(*impl_->in);
+  if (impl_->idx.packets.empty())
+    throw VideoError(path + ": the video stream has no packets");
+}
+
+GopReader::~GopReader() = default;
+
+const StreamInfo& GopReader::info() const { return impl_->info; }
+
+const std::vector<int64_t>& GopReader::key_packets() const {
+  return impl_->idx.key_packets;
+}
+
+int64_t GopReader::num_packets() const {
+  return static_cast<int64_t>(impl_->idx.packets.size());
+}
+
+ClipResult GopReader::read(int64_t first_chunk, int64_t last_chunk,
+                           const ReadOptions& opt) {
+  Impl& m = *impl_;
+  std::lock_guard<std::mutex> lock(m.mu);
+  validate(m.path, m.info, opt);
+  const auto& keys = m.idx.key_packets;
+  const int64_t K = static_cast<int64_t>(keys.size());
+  if (first_chunk < 0 || last_chunk >= K || first_chunk > last_chunk)
+    throw ArgumentError(m.path + ": GOP range [" + std::to_string(first_chunk) +
+                        ", " + std::to_string(last_chunk) +
+                        "] is out of range: the video has " +
+                        std::to_string(K) + " GOPs");
+  const bool pix = opt.residual || opt.rgb != kRgbNone;
+  CodecPtr& ctx = pix || !opt.fast ? m.pix_ctx : m.mv_ctx;
+  if (!ctx) ctx = open_decoder(*m.in, true, opt.fast && !pix);
+  int64_t first = keys[first_chunk];
+  int64_t end = last_chunk + 1 < K ? keys[last_chunk + 1] : -1;
+  std::vector<ChunkOutput> chunks;
+  try {
+    int64_t stop_after = -1;
+    if (!opt.frames.empty())
+      stop_after = *std::max_element(opt.frames.begin(), opt.frames.end());
+    chunks.push_back(decode_chunk(*m.in, ctx.get(), &m.idx, first, end, opt,
+                                  m.info.height, m.info.width,
+                                  make_want(opt, 0), stop_after));
+  } catch (...) {
+    ctx.reset();  // a failed decoder is not reused
+    throw;
+  }
+  ClipResult r =
+      assemble(m.path, opt, m.info.height, m.info.width, chunks, {0});
+  r.info = m.info;
+  return r;
+}
+
+}  // namespace mvaccel::video
