@@ -88,7 +88,7 @@ def _extensions():
     # -fno-math-errno -fno-trapping-math change no result (no -ffast-math): they let GCC vectorise
     # loops with std::sqrt and with branches that it turns into selects (clang's defaults).
     fp = ["-fno-math-errno", "-fno-trapping-math"]
-    cxx = [*opt, *fp, "-std=c++17", "-fopenmp", "-Wall", "-Wno-unused-function"]
+    cxx = [*opt, *fp, "-fopenmp", "-Wall", "-Wno-unused-function"]
     with_cuda, why = _want_cuda(torch, CUDA_HOME)
 
     cpp = glob.glob(str(ROOT / "csrc" / "*.cpp")) + glob.glob(
@@ -101,7 +101,7 @@ def _extensions():
     if with_cuda:
         os.environ["TORCH_CUDA_ARCH_LIST"] = archs
         sources += _rel(cu)
-        extra["nvcc"] = [*opt, "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+        extra["nvcc"] = [*opt, "--expt-relaxed-constexpr", "-lineinfo"]
         ext_cls = CUDAExtension
         _say(f"building mvaccel._C with CUDA kernels ({why}); archs {archs}; {len(cu)} .cu files")
     else:
@@ -144,7 +144,7 @@ def _extensions():
                     include_dirs=[str(ROOT / "csrc"), *ffmpeg["include_dirs"]],
                     library_dirs=ffmpeg["library_dirs"],
                     libraries=ffmpeg["libraries"],
-                    extra_compile_args={"cxx": [*opt, "-std=c++17", "-Wall"]},
+                    extra_compile_args={"cxx": [*opt, "-Wall"]},
                 )
             )
     _write_build_info(

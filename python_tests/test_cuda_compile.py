@@ -30,7 +30,7 @@ CMAKE_MACROS = "#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n"
 def nvcc_command(src: Path, obj: Path, shim: Path) -> list[str]:
     """The nvcc call setup.py's CUDA build makes for ``src`` (flags as torch's BuildExtension)."""
     includes = [REPO / "csrc", *cpp.include_paths(), sysconfig.get_paths()["include"], shim]
-    cmd = [shutil.which("nvcc") or "nvcc", "-c", str(src), "-o", str(obj), "-std=c++17", "-O2"]
+    cmd = [shutil.which("nvcc") or "nvcc", "-c", str(src), "-o", str(obj), "-std=c++20", "-O2"]
     cmd += [*cpp.COMMON_NVCC_FLAGS, "-DTORCH_EXTENSION_NAME=_C", "-DTORCH_API_INCLUDE_EXTENSION_H"]
     for a in ARCHS:
         cmd += ["-gencode", f"arch=compute_{a},code=sm_{a}"]

@@ -48,6 +48,26 @@ void forward_kernel(const at::Tensor& x, at::Tensor& out, const Plan& p) {
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(W, 1));
 
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    // Bilinear: each input row is interpolated along x once into a cached
+    // row and shared by every output row that reads it (about 2 * block_h of
+    // them), so an output row is one vectorisable blend of two cached rows.
+    std::vector<acc_t> cache(linear ? 2 * W : 0);
+    int64_t cached[2] = {-1, -1};
+    auto hrow = [&](int64_t key, const scalar_t* src,
+                    int64_t keep) -> const acc_t* {
+      for (int s = 0; s < 2; ++s) {
+        if (cached[s] == key) return cache.data() + s * W;
+      }
+      const int s = cached[0] == keep ? 1 : 0;
+      acc_t* dst = cache.data() + s * W;
+      for (int64_t ox = 0; ox < W; ++ox) {
+        const acc_t wx1 = cols.w1[ox];
+        dst[ox] = (acc_t(1) - wx1) * static_cast<acc_t>(src[cols.off0[ox]]) +
+                  wx1 * static_cast<acc_t>(src[cols.off1[ox]]);
+      }
+      cached[s] = key;
+      return dst;
+    };
     for (int64_t r = begin; r < end; ++r) {
       const int64_t oy = r % H;
       const int64_t c = (r / H) % C;
@@ -74,17 +94,21 @@ void forward_kernel(const at::Tensor& x, at::Tensor& out, const Plan& p) {
               static_cast<scalar_t>(static_cast<acc_t>(r0[cols.off0[ox]]) * f);
         }
       } else {
+        const int64_t plane = (n * C + c) * p.in_h;
+        const int64_t k0 = plane + iy0, k1 = plane + iy1;
+        const acc_t* top = hrow(k0, r0, k1);
+        const acc_t* bot = hrow(k1, r1, k0);
         const acc_t wy0 = (acc_t(1) - wy1) * f;
         const acc_t wy1f = wy1 * f;
-        for (int64_t ox = 0; ox < W; ++ox) {
-          const acc_t wx1 = cols.w1[ox];
-          const acc_t wx0 = acc_t(1) - wx1;
-          const int64_t a = cols.off0[ox], b = cols.off1[ox];
-          const acc_t top =
-              wx0 * static_cast<acc_t>(r0[a]) + wx1 * static_cast<acc_t>(r0[b]);
-          const acc_t bot =
-              wx0 * static_cast<acc_t>(r1[a]) + wx1 * static_cast<acc_t>(r1[b]);
-          o[ox * os3] = static_cast<scalar_t>(wy0 * top + wy1f * bot);
+        if (os3 == 1) {
+#pragma omp simd
+          for (int64_t ox = 0; ox < W; ++ox) {
+            o[ox] = static_cast<scalar_t>(wy0 * top[ox] + wy1f * bot[ox]);
+          }
+        } else {
+          for (int64_t ox = 0; ox < W; ++ox) {
+            o[ox * os3] = static_cast<scalar_t>(wy0 * top[ox] + wy1f * bot[ox]);
+          }
         }
       }
     }
