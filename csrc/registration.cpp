@@ -46,4 +46,11 @@ TORCH_LIBRARY(mvaccel, m) {
       "Tensor states, Tensor u_out, Tensor warped, Tensor wf, Tensor wb, "
       "float l_t, float theta, float taut, float eps, float grad_eps) -> "
       "(Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // Whole TV-L1 solve for a batch of grey pairs (see csrc/ops/tvl1/tvl1.h).
+  m.def(
+      "tvl1_flow(Tensor I0, Tensor I1, Tensor? init, float tau, float lambda_, "
+      "float theta, int nscales, float scale_step, int warps, float epsilon, "
+      "int inner_iterations, int outer_iterations, int median, int warp, "
+      "int stop_check, int min_size, float dual_eps, float grad_eps) -> "
+      "Tensor");
 }
