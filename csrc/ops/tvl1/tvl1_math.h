@@ -119,8 +119,6 @@ MVACCEL_HD T divergence(const T* px, const T* py, I ld, I y, I x) {
 
 // ---------------------------------------------------------------- Additions
 
-<<<<<<< HEAD
-=======
 // threshold_v as one scale factor: d = s * (I1wx, I1wy) with s = l_t, -l_t or
 // -rho/grad (0 when grad <= grad_eps). The same numbers as threshold_v, in a
 // branch-free form that vectorizes.
@@ -412,6 +410,5 @@ constexpr unsigned char kMedian25[kMedian25Steps][3] = {
     {1, 13, 21}, {2, 6, 10},  {2, 7, 11},  {1, 12, 16}, {1, 13, 17},
     {2, 10, 12}, {1, 11, 13}, {2, 11, 12}};
 
->>>>>>> flow
 }  // namespace tvl1
 }  // namespace mvaccel
