@@ -107,7 +107,7 @@ class ActionClassifier(L.LightningModule):
         milestones: Sequence[int] = (),
         gamma: float = 0.1,
         scheduler_interval: str = "epoch",
-        step_seed: int | None = 0,
+        step_seed: int | None = None,
     ):
         super().__init__()
         # Collects the arguments of subclasses' __init__ too; modules are saved as weights.
