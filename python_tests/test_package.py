@@ -66,7 +66,7 @@ def test_unknown_attribute():
 
 
 def test_demo_writes_pngs(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--out", str(tmp_path), "--quick"]) == 0
     pngs = sorted(tmp_path.glob("*.png"))
     assert len(pngs) == 3
     img = np.asarray(Image.open(tmp_path / "mv_resized_224.png"))

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -82,7 +83,14 @@ class ActionClassifier(L.LightningModule):
         backbone_kwargs: extra arguments of the backbone (dropout, prelu...).
         pretrained: a local weights file (cross-modality adapted when channels differ).
         optimizer: ``"sgd"`` or ``"adam"``; ``lr``, ``momentum``, ``weight_decay`` as usual.
-        milestones: epochs at which the learning rate is multiplied by ``gamma``.
+        milestones: epochs (or steps, with ``scheduler_interval="step"``: the papers count
+            iterations) at which the learning rate is multiplied by ``gamma``.
+        scheduler_interval: ``"epoch"`` or ``"step"``.
+
+        step_seed: reseed torch's generator before every training step with
+            ``(step_seed, global_step, rank)``, so the step's random draws (dropout) depend only
+            on the step: a resumed run repeats the uninterrupted one (with the data module's
+            keyed data randomness), and DDP ranks draw differently. None: leave the generator.
     """
 
     def __init__(
@@ -98,12 +106,18 @@ class ActionClassifier(L.LightningModule):
         weight_decay: float = 5e-4,
         milestones: Sequence[int] = (),
         gamma: float = 0.1,
+        scheduler_interval: str = "epoch",
+        step_seed: int | None = None,
     ):
         super().__init__()
         # Collects the arguments of subclasses' __init__ too; modules are saved as weights.
         self.save_hyperparameters(ignore=["teacher"])
         if optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(
+                f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
+            )
         self.net = build_backbone(backbone, num_classes, in_channels, **(backbone_kwargs or {}))
         self.image_dims = 4 if backbone.startswith("resnet3d") else 3
         if pretrained:
@@ -146,7 +160,14 @@ class ActionClassifier(L.LightningModule):
         if not hp.milestones:
             return opt
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(hp.milestones), hp.gamma)
-        return {"optimizer": opt, "lr_scheduler": sched}
+        interval = hp.get("scheduler_interval", "epoch")
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": interval}}
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:  # noqa: D102
+        seed = self.hparams.get("step_seed")
+        if seed is not None:
+            mix = np.random.SeedSequence([seed, self.global_step, self.global_rank])
+            torch.manual_seed(int(mix.generate_state(1, np.uint64)[0] >> 1))
 
 
 class MotionVectorTransfer(ActionClassifier):

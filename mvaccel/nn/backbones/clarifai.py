@@ -18,6 +18,8 @@ class ClarifaiNet(nn.Module):
             papers use K = 10: 20 channels).
         prelu: PReLU activations (Zhang et al.'s temporal net) instead of ReLU (spatial net).
         dropout: ``(fc6, fc7)`` dropout ratios; temporal net (0.9, 0.8), spatial (0.5, 0.5).
+        width: multiplier of every layer's width (1: the paper's 96-256-512-512-512 convs and
+            4096-2048 fc; smaller for quick experiments such as ``make demo``).
 
     Modules ``conv1`` ... ``conv5``, ``fc6``, ``fc7``, ``fc8`` are the stages that Deeply
     Connected Transfer connects (their outputs after the activation: see :attr:`stages`).
@@ -31,8 +33,12 @@ class ClarifaiNet(nn.Module):
         in_channels: int = 20,
         prelu: bool = True,
         dropout: tuple[float, float] = (0.9, 0.8),
+        width: float = 1.0,
     ):
         super().__init__()
+        if width <= 0:
+            raise ValueError(f"ClarifaiNet: width must be > 0, got {width}")
+        c1, c2, c3, f6, f7 = (max(1, round(c * width)) for c in (96, 256, 512, 4096, 2048))
 
         def act(c: int) -> nn.Module:
             return nn.PReLU(c) if prelu else nn.ReLU(inplace=True)
@@ -43,15 +49,15 @@ class ClarifaiNet(nn.Module):
         def pool() -> nn.Module:
             return nn.MaxPool2d(3, 2, ceil_mode=True)
 
-        self.conv1 = nn.Sequential(nn.Conv2d(in_channels, 96, 7, 2), act(96), lrn(), pool())
-        self.conv2 = nn.Sequential(nn.Conv2d(96, 256, 5, 2, 1), act(256), lrn(), pool())
-        self.conv3 = nn.Sequential(nn.Conv2d(256, 512, 3, 1, 1), act(512))
-        self.conv4 = nn.Sequential(nn.Conv2d(512, 512, 3, 1, 1), act(512))
-        self.conv5 = nn.Sequential(nn.Conv2d(512, 512, 3, 1, 1), act(512), pool())
+        self.conv1 = nn.Sequential(nn.Conv2d(in_channels, c1, 7, 2), act(c1), lrn(), pool())
+        self.conv2 = nn.Sequential(nn.Conv2d(c1, c2, 5, 2, 1), act(c2), lrn(), pool())
+        self.conv3 = nn.Sequential(nn.Conv2d(c2, c3, 3, 1, 1), act(c3))
+        self.conv4 = nn.Sequential(nn.Conv2d(c3, c3, 3, 1, 1), act(c3))
+        self.conv5 = nn.Sequential(nn.Conv2d(c3, c3, 3, 1, 1), act(c3), pool())
         self.pool = nn.AdaptiveMaxPool2d((6, 6))  # identity at 224x224; other sizes still fit
-        self.fc6 = nn.Sequential(nn.Linear(512 * 36, 4096), act(4096), nn.Dropout(dropout[0]))
-        self.fc7 = nn.Sequential(nn.Linear(4096, 2048), act(2048), nn.Dropout(dropout[1]))
-        self.fc8 = nn.Linear(2048, num_classes)
+        self.fc6 = nn.Sequential(nn.Linear(c3 * 36, f6), act(f6), nn.Dropout(dropout[0]))
+        self.fc7 = nn.Sequential(nn.Linear(f6, f7), act(f7), nn.Dropout(dropout[1]))
+        self.fc8 = nn.Linear(f7, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(N, in_channels, H, W)`` -> ``(N, num_classes)`` scores."""

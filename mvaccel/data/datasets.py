@@ -1,0 +1,534 @@
+"""Datasets over compressed video, precomputed flow, RGB frames, and teacher/student pairs.
+
+One class, :class:`VideoDataset`, reads any combination of *modalities* of a video at the same
+positions and crops and flips all of them the same way; the named classes fix the modalities:
+
+- ``"mv"``: motion vectors from the bitstream (:func:`mvaccel.video.read_motion`), spread to
+  pixels with the codec's block semantics (``block_upsample``, nearest), ``K`` fields stacked
+  as ``2K`` interleaved channels ``x_1, y_1, x_2, y_2, ...`` (TSN's flow layout). I-frames carry
+  the previous frame's vectors (Zhang et al.); with ``accumulate`` they are CoViAR's vectors
+  traced back to the GOP's I-frame.
+- ``"residual"``: the frames' residuals (``3K`` channels; CoViAR's accumulated residual with
+  ``accumulate``).
+- ``"flow"``: precomputed TV-L1 flow stored as TSN/dense_flow JPEGs (``flow_x_%05d.jpg``,
+  ``flow_y_%05d.jpg``), dequantised back to pixels.
+- ``"rgb"``: decoded frames, from the video or from a folder of ``img_%05d.jpg``.
+
+**Positions and directions.** A video of ``T`` frames has ``T - 1`` motion fields. Field ``t``
+(``t = 1 .. T-1``) is the motion of frame ``t`` relative to frame ``t - 1``: the P-frame's
+vectors (``src - dst``, content of frame ``t`` at ``x`` sits at ``x + mv`` in frame ``t - 1``) and
+the flow file ``flow_x_%05d.jpg`` numbered ``t`` written by ``mvaccel flow --backward``
+(``tvl1(I_t, I_{t-1})``, the same direction; ARCHITECTURE.md). So the teacher's flow and the
+student's motion vectors of one sample describe the same motion in the same sign. Flow made in
+dense_flow's forward order (``tvl1(I_{t-1}, I_t)``, file ``t`` on frame ``t - 1``'s grid) can be
+read with ``flow_negate=True``, which flips its sign (an approximation: it stays on the grid of
+the earlier frame). RGB alone samples frames ``0 .. T-1``; beside a motion modality frame ``t``.
+
+**Values.** Motion in pixels is scaled with every resize (:func:`transforms.resize`), negated in
+x by flips, then clipped to ``±bound`` and mapped by :func:`transforms.normalize_motion`
+(``clip(v) * 127.5 / bound + 128`` then ``(u / 255 - 0.5) / motion_std``: what the flow JPEGs
+hold, centred), the same for teacher and student. RGB: ``/255`` then ImageNet mean and std.
+Residual: ``(r + 128)`` clipped to ``[0, 255]``, ``/255``, minus 0.5, divided by 0.226 (DMC-Net).
+
+**Randomness.** A training sample's positions, crop and flip come from a generator seeded by
+``(seed, epoch, index)`` when the dataset is indexed with ``(index, epoch)`` pairs, as
+:class:`EpochSampler` yields them: the data of a step depends only on the step, not on worker
+processes or on how a run was interrupted and resumed. Indexed with a plain ``int``, a sample
+draws its seed from torch's generator.
+
+**Sample layout.** Every modality comes out as ``(S, C, H, W)`` float32 (``S`` segments, or
+``S * 10`` with ten crops, segment-major within each crop); with ``sampling="clip"`` as
+``(S, C, K, H, W)`` for 3D CNNs. ``__getitem__`` returns ``(*tensors, label)`` in the order of
+``modalities``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, Sampler
+
+from . import sampling as smp
+from . import transforms as tf
+from .lists import VideoItem, read_class_index, ucf101_split
+
+MODALITIES = ("mv", "residual", "flow", "rgb")
+MOTION = ("mv", "flow")
+SAMPLINGS = ("tsn", "gop", "fixed", "clip")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RESIDUAL_STD = 0.226
+
+
+def _kind(modality: str) -> str:
+    return "motion" if modality in MOTION else "image"
+
+
+class _Video:
+    """What one video gives, read lazily and (with ``cache``) kept for the next sample."""
+
+    def __init__(self, ds: VideoDataset, item: VideoItem):
+        self.ds, self.item = ds, item
+        self._clip = None
+        self._flow = None
+        self._flow_dir = None
+        self._rgb = None
+
+    # ---- files ----
+
+    def video_path(self) -> Path:
+        p = self.ds.root / self.item.path
+        if self.ds.video_ext:
+            p = p.with_suffix(self.ds.video_ext)
+        if not p.is_file():
+            raise FileNotFoundError(f"{self.item.path}: video not found at {p}")
+        return p
+
+    def _folder(self, root: Path | None, what: str) -> Path:
+        if root is None:
+            raise ValueError(f"modality {what!r} needs its root folder (flow_root / frame_root)")
+        rel = Path(self.item.path).with_suffix("")
+        d = root / (rel if self.ds.layout == "tree" else rel.name)
+        if not d.is_dir():
+            raise FileNotFoundError(f"{self.item.path}: no {what} folder at {d}")
+        return d
+
+    # ---- compressed domain ----
+
+    def clip(self):
+        if self._clip is None:
+            from ..video import read_motion
+
+            self._clip = read_motion(
+                self.video_path(),
+                block=self.ds.block,
+                residual="residual" in self.ds.modalities,
+                rgb="all" if "rgb" in self.ds.modalities and self.ds.frame_root is None else None,
+                accumulate=self.ds.accumulate,
+            )
+            if len(self._clip) < 2:
+                raise ValueError(f"{self.item.path}: {len(self._clip)} frame(s), need 2 or more")
+        return self._clip
+
+    def num_frames(self) -> int:
+        """Frames every source of the dataset's modalities has (flow: fields + 1)."""
+        mods = self.ds.modalities
+        counts = []
+        if "mv" in mods or "residual" in mods or ("rgb" in mods and self.ds.frame_root is None):
+            counts.append(len(self.clip()))
+        if "flow" in mods:
+            counts.append(self.num_flow() + 1)
+        if "rgb" in mods and self.ds.frame_root is not None:
+            counts.append(len(self._frame_files()))
+        return min(counts)
+
+    # ---- flow JPEGs ----
+
+    def flow_dir(self) -> Path:
+        if self._flow_dir is None:
+            self._flow_dir = self._folder(self.ds.flow_root, "flow")
+        return self._flow_dir
+
+    def num_flow(self) -> int:
+        n = sum(1 for p in os.listdir(self.flow_dir()) if p.startswith("flow_x_"))
+        if n < 1:
+            raise FileNotFoundError(f"{self.item.path}: no flow_x_*.jpg in {self.flow_dir()}")
+        return n
+
+    def _read_flow(self, t: int) -> np.ndarray:
+        from PIL import Image
+
+        d = self.flow_dir()
+        planes = []
+        for axis in "xy":
+            p = d / f"flow_{axis}_{t:05d}.jpg"
+            if not p.is_file():
+                raise FileNotFoundError(f"{self.item.path}: flow field {t} missing ({p})")
+            planes.append(np.asarray(Image.open(p).convert("L")))
+        if planes[0].shape != planes[1].shape:
+            raise ValueError(f"{self.item.path}: flow x and y of field {t} differ in size")
+        return np.stack(planes)
+
+    def flow(self, frames: list[int]) -> Tensor:
+        """``(n, 2, H, W)`` pixels for frame numbers ``frames`` (field t = file t)."""
+        if self.ds.cache:
+            if self._flow is None:
+                n = self.num_flow()
+                self._flow = np.stack([self._read_flow(t) for t in range(1, n + 1)])
+            q = torch.from_numpy(self._flow[[f - 1 for f in frames]])
+        else:
+            q = torch.from_numpy(np.stack([self._read_flow(f) for f in frames]))
+        from ..flow import dequantize
+
+        f = dequantize(q, self.ds.flow_bound)
+        return -f if self.ds.flow_negate else f
+
+    # ---- RGB ----
+
+    def _frame_files(self) -> list[str]:
+        d = self._folder(self.ds.frame_root, "frame")
+        files = sorted(p for p in os.listdir(d) if p.startswith("img_"))
+        if not files:
+            raise FileNotFoundError(f"{self.item.path}: no img_*.jpg in {d}")
+        return files
+
+    def rgb(self, frames: list[int]) -> Tensor:
+        """``(n, 3, H, W)`` uint8 frames ``frames`` (0-based)."""
+        if self.ds.frame_root is None:
+            clip = self.clip()
+            index = {int(v): i for i, v in enumerate(clip.rgb_index)}
+            return clip.rgb[[index[f] for f in frames]]
+        from PIL import Image
+
+        d = self._folder(self.ds.frame_root, "frame")
+        out = []
+        for f in frames:
+            p = d / f"img_{f + 1:05d}.jpg"
+            if not p.is_file():
+                raise FileNotFoundError(f"{self.item.path}: frame {f} missing ({p})")
+            out.append(np.asarray(Image.open(p).convert("RGB")))
+        return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
+
+    # ---- motion vectors and residuals ----
+
+    def mv(self, frames: list[int]) -> Tensor:
+        """``(n, 2, H, W)`` per-pixel vectors in pixels (codec block semantics)."""
+        from ..ops import block_upsample
+
+        clip = self.clip()
+        return block_upsample(clip.mv[frames], clip.block, clip.size, "nearest")
+
+    def residual(self, frames: list[int]) -> Tensor:
+        return self.clip().residual[frames]
+
+    def frame_types(self) -> Tensor:
+        return self.clip().frame_type
+
+
+class VideoDataset(Dataset):
+    """Samples of one or more modalities of the videos of a split, cropped alike.
+
+    Args:
+        items: the videos (:func:`mvaccel.data.ucf101_split`, :func:`hmdb51_split`...).
+        root: folder the items' paths are relative to (the videos).
+        modalities: any of ``"mv"``, ``"residual"``, ``"flow"``, ``"rgb"``, in output order.
+        flow_root: folder of flow JPEG folders (``<root>/<Class>/<video>/flow_x_00001.jpg``
+            with ``layout="tree"``, the layout ``mvaccel flow`` writes; ``<root>/<video>/`` with
+            ``"flat"``, TSN's).
+        frame_root: folder of RGB frame folders (``img_00001.jpg`` ...); None: decode the video.
+        layout: ``"tree"`` or ``"flat"`` (see ``flow_root``).
+        video_ext: replaces the list's extension (``".mp4"`` after ``mvaccel prepare``).
+        num_segments: TSN segments ``S`` (3 to train, 25 to test in the papers).
+        new_length: frames per segment ``K`` (10 stacked motion fields in Zhang et al.; the
+            clip length with ``sampling="clip"``).
+        train: random positions, crops and flips (True) or the test protocol (False).
+        sampling: ``"tsn"`` (segments), ``"gop"`` (TSN segments moved off I-frames, for
+            CoViAR's accumulated motion), ``"fixed"`` (OFF: ``S`` frames at the interval of
+            ``test_segments``), ``"clip"`` (one clip of ``K`` frames ``clip_stride`` apart).
+        test_segments: OFF's ``beta`` for ``"fixed"`` (default ``num_segments``).
+        clip_stride: frame step of ``"clip"``.
+        size: network input ``(H, W)`` or side.
+        scales: multi-scale crop fractions of the short side (TSN: 1, .875, .75, .66;
+            Zhang et al.: 1, .875, .75).
+        flip: random horizontal flips in training (x of motion negated).
+        test_crops: 1 (centre crop) or 10 (corners + centre, and flipped).
+        test_scale: short side the test frames are resized to before cropping (default
+            ``size * 256 / 224``, TSN's 256 for 224).
+        block: motion-vector grid cell in pixels (8: every block H.264/MPEG-4 export).
+        accumulate: CoViAR's accumulated motion / residual.
+        bound: motion clipping bound in pixels (20).
+        motion_std: the last divisor of :func:`transforms.normalize_motion`.
+        flow_bound: the bound the flow JPEGs were quantised with (20).
+        flow_negate: read dense_flow's forward-order flow (see the module docstring).
+        cache: keep each video's decoded data in memory after its first sample (small
+            datasets, the demo and the tests; per DataLoader worker).
+        seed: with ``(index, epoch)`` keys, the seed of the training randomness.
+    """
+
+    def __init__(
+        self,
+        items: Sequence[VideoItem],
+        root: str | Path,
+        modalities: Sequence[str] = ("mv",),
+        *,
+        flow_root: str | Path | None = None,
+        frame_root: str | Path | None = None,
+        layout: str = "tree",
+        video_ext: str | None = None,
+        num_segments: int = 3,
+        new_length: int = 1,
+        train: bool = True,
+        sampling: str = "tsn",
+        test_segments: int | None = None,
+        clip_stride: int = 1,
+        size: int | Sequence[int] = 224,
+        scales: Sequence[float] = tf.TSN_SCALES,
+        flip: bool = True,
+        test_crops: int = 1,
+        test_scale: int | None = None,
+        block: int = 8,
+        accumulate: bool = False,
+        bound: float = 20.0,
+        motion_std: float = 1.0,
+        flow_bound: float = 20.0,
+        flow_negate: bool = False,
+        cache: bool = False,
+        seed: int = 0,
+    ):
+        modalities = tuple(modalities)
+        bad = [m for m in modalities if m not in MODALITIES]
+        if not modalities or bad or len(set(modalities)) != len(modalities):
+            raise ValueError(f"modalities must be distinct names of {MODALITIES}, got {modalities}")
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+        if layout not in ("tree", "flat"):
+            raise ValueError(f"layout must be 'tree' or 'flat', got {layout!r}")
+        if test_crops not in (1, 10):
+            raise ValueError(f"test_crops must be 1 or 10, got {test_crops}")
+        if num_segments < 1 or new_length < 1:
+            raise ValueError(f"num_segments and new_length must be >= 1, got {num_segments}, "
+                             f"{new_length}")  # fmt: skip
+        if "flow" in modalities and flow_root is None:
+            raise ValueError("modality 'flow' needs flow_root")
+        if not items:
+            raise ValueError("no videos: the list is empty")
+        self.items = list(items)
+        self.root = Path(root)
+        self.modalities = modalities
+        self.flow_root = Path(flow_root) if flow_root is not None else None
+        self.frame_root = Path(frame_root) if frame_root is not None else None
+        self.layout, self.video_ext = layout, video_ext
+        self.num_segments, self.new_length = num_segments, new_length
+        self.train, self.sampling = train, sampling
+        self.test_segments = test_segments or num_segments
+        self.clip_stride = clip_stride
+        self.size = (size, size) if isinstance(size, int) else tuple(size)
+        self.test_crops = test_crops
+        self.test_scale = test_scale or round(min(self.size) * 256 / 224)
+        self.cropper = tf.MultiScaleCrop(self.size, tuple(scales), flip=flip)
+        self.block, self.accumulate = block, accumulate
+        self.bound, self.motion_std = bound, motion_std
+        self.flow_bound, self.flow_negate = flow_bound, flow_negate
+        self.cache = cache
+        self.seed = seed
+        self._videos: dict[int, _Video] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def labels(self) -> list[int]:
+        """The label of every item, in order."""
+        return [it.label for it in self.items]
+
+    def video(self, index: int) -> _Video:
+        """The reader of item ``index`` (kept across samples with ``cache``)."""
+        if not self.cache:
+            return _Video(self, self.items[index])
+        if index not in self._videos:
+            self._videos[index] = _Video(self, self.items[index])
+        return self._videos[index]
+
+    # ---- positions ----
+
+    def frames(self, video: _Video, rng: np.random.Generator | None) -> list[list[int]]:
+        """Frame numbers per segment: ``S`` lists of ``K`` frames (one list for clips)."""
+        motion = any(m != "rgb" for m in self.modalities)
+        total = video.num_frames()
+        n = total - 1 if motion else total
+        first = 1 if motion else 0
+        k, s = self.new_length, self.num_segments
+        if self.sampling in ("tsn", "gop"):
+            starts = smp.tsn_segments(n, s, k, self.train, rng)
+        elif self.sampling == "fixed":
+            starts = smp.fixed_interval(max(1, n - k + 1), s, self.test_segments, self.train, rng)
+        else:
+            pos = smp.clip(n, k, self.clip_stride, self.train, rng)
+            return [[first + p for p in pos]]
+        out = [[first + min(st + j, n - 1) for j in range(k)] for st in starts]
+        if self.sampling == "gop":
+            types = video.frame_types()
+            out = [
+                [f + 1 if int(types[f]) == 0 and f + 1 < total else f for f in seg] for seg in out
+            ]
+        return out
+
+    # ---- reading and transforming ----
+
+    def _read(self, video: _Video, modality: str, frames: list[int]) -> Tensor:
+        if modality == "mv":
+            return video.mv(frames)
+        if modality == "flow":
+            return video.flow(frames)
+        if modality == "residual":
+            return video.residual(frames)
+        return video.rgb(frames)
+
+    def raw(self, index: int, rng: np.random.Generator | None = None) -> dict[str, Tensor]:
+        """Uncropped stacks ``(S, K * c, H, W)`` per modality, motion in pixels, all one size."""
+        video = self.video(index)
+        segs = self.frames(video, rng)
+        flat = [f for seg in segs for f in seg]
+        out: dict[str, Tensor] = {}
+        hw = None
+        for m in self.modalities:
+            x = self._read(video, m, flat)  # (S*K, c, H, W)
+            x = x.reshape(len(segs), -1, *x.shape[-2:])
+            if hw is None:
+                hw = tuple(x.shape[-2:])
+            elif tuple(x.shape[-2:]) != hw:  # e.g. flow of the original, MV of the re-encode
+                x = tf.resize(x.float() if m in MOTION else x, hw, _kind(m))
+            out[m] = x
+        return out
+
+    def _normalize(self, modality: str, x: Tensor) -> Tensor:
+        if modality in MOTION:
+            return tf.normalize_motion(x, self.bound, self.motion_std)
+        x = x.float()
+        if modality == "residual":
+            return ((x + 128).clamp(0, 255) / 255 - 0.5) / RESIDUAL_STD
+        c = x.shape[-3]
+        mean = torch.tensor(IMAGENET_MEAN * (c // 3)).view(c, 1, 1)
+        std = torch.tensor(IMAGENET_STD * (c // 3)).view(c, 1, 1)
+        return (x / 255 - mean) / std
+
+    def _test_view(self, x: Tensor, kind: str) -> Tensor:
+        h, w = x.shape[-2:]
+        r = self.test_scale / min(h, w)
+        x = tf.resize(x, (max(1, round(h * r)), max(1, round(w * r))), kind)
+        if self.test_crops == 1:
+            return tf.center_crop(x, self.size, kind)
+        crops = tf.ten_crop(x, self.size, kind)  # (10, S, C, h, w)
+        return crops.flatten(0, 1)
+
+    def __getitem__(self, key: int | tuple[int, int]):
+        if isinstance(key, tuple | list):
+            index, epoch = int(key[0]), int(key[1])
+            seed = [self.seed, epoch, index]
+        else:
+            index, seed = int(key), int(torch.randint(2**62, (1,)))
+        if not 0 <= index < len(self.items):
+            raise IndexError(f"index {index} out of range for {len(self.items)} videos")
+        rng = np.random.default_rng(seed) if self.train else None
+        raw = self.raw(index, rng)
+        clip = self.sampling == "clip"
+        k = self.new_length
+        first = next(iter(raw.values()))
+        params = self.cropper.sample(*first.shape[-2:], rng=rng) if self.train else None
+        outs = []
+        for m, x in raw.items():
+            kind = _kind(m)
+            if not x.is_floating_point():
+                x = x.float()
+            if params is not None:
+                x = tf.apply(x, params, self.size, kind)
+            else:
+                x = self._test_view(x, kind)
+            x = self._normalize(m, x)
+            if clip:  # (S, K*c, H, W) -> (S, c, K, H, W)
+                s, kc, h, w = x.shape
+                x = x.view(s, k, kc // k, h, w).transpose(1, 2)
+            outs.append(x.contiguous())
+        return (*outs, self.items[index].label)
+
+
+class EpochSampler(Sampler):
+    """Yields ``(index, epoch)`` keys, shuffled by ``(seed, epoch)``.
+
+    With :class:`VideoDataset`'s keyed randomness, what a training step sees is a function of
+    the seed and the step (Lightning calls :meth:`set_epoch` before each epoch).
+    """
+
+    def __init__(self, num_items: int, shuffle: bool = True, seed: int = 0, epoch: int = 0):
+        self.num_items, self.shuffle, self.seed, self.epoch = num_items, shuffle, seed, epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order and the randomness of ``epoch``."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_items
+
+    def __iter__(self):
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_items)
+        else:
+            order = np.arange(self.num_items)
+        epoch = self.epoch
+        return iter([(int(i), epoch) for i in order])
+
+
+class CompressedVideoDataset(VideoDataset):
+    """Motion vectors (and, with ``residual=True``, residuals) read from the bitstream."""
+
+    def __init__(self, items, root, *, residual: bool = False, **kw):
+        super().__init__(items, root, ("mv", "residual") if residual else ("mv",), **kw)
+
+
+class FlowDataset(VideoDataset):
+    """Precomputed flow JPEGs (TSN / dense_flow storage); ``root`` is the flow root."""
+
+    def __init__(self, items, root, **kw):
+        super().__init__(items, root, ("flow",), flow_root=root, **kw)
+
+
+class RGBDataset(VideoDataset):
+    """RGB frames decoded from the videos under ``root`` or read from ``frame_root``."""
+
+    def __init__(self, items, root, **kw):
+        super().__init__(items, root, ("rgb",), **kw)
+
+
+class PairedTransferDataset(VideoDataset):
+    """``(mv, flow, label)``: the student's motion vectors and the teacher's flow.
+
+    The same fields (flow file ``t`` with frame ``t``'s vectors) and the same crop and flip.
+    """
+
+    def __init__(self, items, root, flow_root, **kw):
+        super().__init__(items, root, ("mv", "flow"), flow_root=flow_root, **kw)
+
+
+class SyntheticMotionDataset(VideoDataset):
+    """The synthetic motion-class videos (:mod:`mvaccel.data.synthetic`) as a dataset.
+
+    Writes the videos under ``root`` first (resumable: existing files are kept), then reads
+    the ``subset`` of split 1 like UCF101.
+
+    Args:
+        root: where the videos and lists go.
+        subset: ``"train"`` or ``"test"``.
+        spec: what to write (:class:`mvaccel.data.synthetic.SyntheticSpec`).
+        modalities, **kw: as :class:`VideoDataset`.
+    """
+
+    def __init__(self, root, subset: str = "train", spec=None, modalities=("mv",), **kw):
+        from .synthetic import SyntheticSpec, write_synthetic_dataset
+
+        root = write_synthetic_dataset(root, spec or SyntheticSpec())
+        self.classes = read_class_index(Path(root) / "classInd.txt")
+        super().__init__(ucf101_split(root, 1, subset), root, modalities, **kw)
+
+
+def num_channels(modality: str, new_length: int) -> int:
+    """Input channels of a stack of ``new_length`` frames of ``modality`` (2D networks)."""
+    per = 2 if modality in MOTION else 3
+    return per * new_length
+
+
+__all__ = [
+    "MODALITIES",
+    "CompressedVideoDataset",
+    "EpochSampler",
+    "FlowDataset",
+    "PairedTransferDataset",
+    "RGBDataset",
+    "SyntheticMotionDataset",
+    "VideoDataset",
+    "num_channels",
+]

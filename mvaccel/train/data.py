@@ -1,0 +1,191 @@
+"""Lightning data module over a prepared dataset folder (UCF101, HMDB51, synthetic).
+
+The folder is what ``mvaccel prepare ucf101|hmdb51 SRC OUT`` writes::
+
+    OUT/videos/<Class>/<video>.mp4                the (re-encoded) videos
+    OUT/flow/<Class>/<video>/flow_x_00001.jpg     TV-L1 flow, tvl1(I_t, I_{t-1}) in file t
+    OUT/lists/classInd.txt, trainlist0N.txt, testlist0N.txt   (UCF101 format, HMDB51 too)
+
+A folder of videos with UCF101 lists beside them (the synthetic data, an unpacked UCF101) works
+as well: ``videos`` and ``lists`` default to the root itself when those sub-folders are absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from ..data import transforms as tf
+from ..data.datasets import MODALITIES, EpochSampler, VideoDataset, num_channels
+from ..data.lists import hmdb51_classes, hmdb51_split, read_class_index, ucf101_split
+
+
+class VideoDataModule(L.LightningDataModule):
+    """Train / validation loaders of one split, for any modalities.
+
+    Training batches are ``(*modalities, y)`` (``(x, y)`` for a classifier, ``(mv, flow, y)``
+    for motion-vector transfer); validation batches ``(*val_modalities, y)``, by default the
+    first modality only (the student reads only motion vectors at test time).
+
+    Args:
+        root: the prepared dataset folder (see the module docstring).
+        list_format: ``"ucf101"`` (classInd + train/testlist, what ``prepare`` writes for both
+            datasets) or ``"hmdb51"`` (the original ``<class>_test_splitN.txt`` files).
+        split: 1, 2 or 3.
+        list_dir / video_root / flow_root / frame_root: override the folders under ``root``.
+        video_ext: replaces the list's extension when reading videos (None: keep).
+        modalities: training inputs, of ``mv``, ``residual``, ``flow``, ``rgb``.
+        val_modalities: validation inputs (default: ``modalities[:1]``).
+        num_segments / new_length / sampling / size / scales / flip / block / accumulate /
+        bound / motion_std / flow_bound / flow_negate / cache: as
+            :class:`mvaccel.data.VideoDataset`.
+        val_segments / val_crops: the validation protocol (segments, 1 or 10 crops).
+        batch_size / val_batch_size / num_workers: loaders (per process under DDP).
+        synthetic: if given (fields of :class:`mvaccel.data.synthetic.SyntheticSpec`),
+            ``prepare_data`` writes the synthetic videos into ``root`` first.
+        flow_preset: if given and a modality needs flow that is not there yet,
+            ``prepare_data`` computes it (``mvaccel flow --backward --preset flow_preset``).
+        seed: of the training data's order, positions, crops and flips (a function of the seed,
+            the epoch and the video: a resumed run sees the same data as an uninterrupted one).
+    """
+
+    def __init__(
+        self,
+        root: str,
+        list_format: str = "ucf101",
+        split: int = 1,
+        list_dir: str | None = None,
+        video_root: str | None = None,
+        flow_root: str | None = None,
+        frame_root: str | None = None,
+        video_ext: str | None = None,
+        modalities: Sequence[str] = ("mv",),
+        val_modalities: Sequence[str] | None = None,
+        num_segments: int = 3,
+        new_length: int = 10,
+        sampling: str = "tsn",
+        size: int = 224,
+        scales: Sequence[float] = (1.0, 0.875, 0.75),
+        flip: bool = True,
+        block: int = 8,
+        accumulate: bool = False,
+        bound: float = 20.0,
+        motion_std: float = 1.0,
+        flow_bound: float = 20.0,
+        flow_negate: bool = False,
+        val_segments: int = 5,
+        val_crops: int = 1,
+        batch_size: int = 32,
+        val_batch_size: int | None = None,
+        num_workers: int = 4,
+        cache: bool = False,
+        synthetic: dict | None = None,
+        flow_preset: str | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        if list_format not in ("ucf101", "hmdb51"):
+            raise ValueError(f"list_format must be 'ucf101' or 'hmdb51', got {list_format!r}")
+        mods = tuple(modalities)
+        if not mods or any(m not in MODALITIES for m in mods):
+            raise ValueError(f"modalities must be names of {MODALITIES}, got {modalities}")
+        self.modalities = mods
+        self.val_modalities = tuple(val_modalities) if val_modalities else mods[:1]
+        r = Path(root)
+        self.root = r
+        self.list_dir = Path(list_dir) if list_dir else (r / "lists" if (r / "lists").is_dir()
+                                                         else r)  # fmt: skip
+        self.video_root = Path(video_root) if video_root else (
+            r / "videos" if (r / "videos").is_dir() else r)  # fmt: skip
+        self.flow_root = Path(flow_root) if flow_root else r / "flow"
+        self.frame_root = Path(frame_root) if frame_root else None
+
+    # ---- what the model needs to know ----
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names in label order."""
+        if self.hparams.list_format == "hmdb51":
+            return hmdb51_classes(self.list_dir)
+        return read_class_index(self.list_dir / "classInd.txt")
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (read from the lists)."""
+        return len(self.classes)
+
+    @staticmethod
+    def in_channels(modalities: Sequence[str], new_length: int) -> int:
+        """Input channels of the first modality (the network's input)."""
+        return num_channels(list(modalities)[0], new_length)
+
+    # ---- data ----
+
+    def items(self, subset: str):
+        """The split's videos of ``subset``."""
+        fn = hmdb51_split if self.hparams.list_format == "hmdb51" else ucf101_split
+        return fn(self.list_dir, self.hparams.split, subset)
+
+    def prepare_data(self) -> None:
+        """Write the synthetic videos and compute missing flow (when configured)."""
+        hp = self.hparams
+        if hp.synthetic is not None:
+            from ..data.synthetic import SyntheticSpec, write_synthetic_dataset
+
+            spec = dict(hp.synthetic)
+            if "classes" in spec:
+                spec["classes"] = tuple(spec["classes"])
+            write_synthetic_dataset(self.root, SyntheticSpec(**spec))
+        needs_flow = "flow" in self.modalities + self.val_modalities
+        if needs_flow and hp.flow_preset and not self.flow_root.is_dir():
+            from ..cli import main as cli_main
+
+            rc = cli_main(["flow", str(self.video_root), str(self.flow_root), "--backward",
+                           "--preset", hp.flow_preset, "--bound", str(hp.flow_bound),
+                           "--quiet"])  # fmt: skip
+            if rc:
+                raise RuntimeError(f"computing flow into {self.flow_root} failed")
+
+    def dataset(self, subset: str, modalities=None, train: bool | None = None, **overrides):
+        """A :class:`VideoDataset` of ``subset`` with this module's settings."""
+        hp = self.hparams
+        train = subset == "train" if train is None else train
+        kw = dict(
+            flow_root=self.flow_root, frame_root=self.frame_root, video_ext=hp.video_ext,
+            num_segments=hp.num_segments if train else hp.val_segments,
+            new_length=hp.new_length, train=train, sampling=hp.sampling, size=hp.size,
+            scales=tuple(hp.scales) if hp.scales else tf.TSN_SCALES, flip=hp.flip,
+            test_crops=hp.val_crops, block=hp.block, accumulate=hp.accumulate, bound=hp.bound,
+            motion_std=hp.motion_std, flow_bound=hp.flow_bound, flow_negate=hp.flow_negate,
+            cache=hp.cache, seed=hp.seed,
+        )  # fmt: skip
+        kw.update(overrides)
+        mods = modalities or (self.modalities if train else self.val_modalities)
+        return VideoDataset(self.items(subset), self.video_root, mods, **kw)
+
+    def setup(self, stage: str | None = None) -> None:  # noqa: D102
+        if stage in (None, "fit"):
+            self.train_set = self.dataset("train")
+        if stage in (None, "fit", "validate"):
+            self.val_set = self.dataset("test", train=False)
+
+    def _loader(self, ds, batch_size: int, sampler=None) -> DataLoader:
+        n = self.hparams.num_workers
+        return DataLoader(
+            ds, batch_size=batch_size, sampler=sampler, num_workers=n, drop_last=False,
+            persistent_workers=n > 0, pin_memory=False,
+        )  # fmt: skip
+
+    def train_dataloader(self) -> DataLoader:  # noqa: D102
+        # The epoch the trainer is at (restored on resume): Lightning sets later epochs itself.
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        sampler = EpochSampler(len(self.train_set), True, self.hparams.seed, epoch)
+        return self._loader(self.train_set, self.hparams.batch_size, sampler)
+
+    def val_dataloader(self) -> DataLoader:  # noqa: D102
+        hp = self.hparams
+        return self._loader(self.val_set, hp.val_batch_size or hp.batch_size)

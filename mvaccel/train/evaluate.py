@@ -1,0 +1,269 @@
+"""Video-level evaluation (``mvaccel eval``) and score fusion (``mvaccel fuse``).
+
+The papers' protocol: ``S`` segments per video (25), one centre crop or ten crops per segment,
+the network's scores averaged over all of them, top-1 over videos. Per-video scores are saved as
+``.npz`` files (``scores (N, K)`` float32 averaged logits, ``labels (N,)``, ``videos (N,)``,
+``classes (K,)``) and fused by weighted averaging of their softmax probabilities (two-stream:
+spatial : temporal = 1 : 2).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .modules import build_backbone
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A Lightning checkpoint saved by :mod:`mvaccel.train` (on the CPU)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+        raise ValueError(f"{path}: not a Lightning checkpoint of mvaccel.train (no hparams)")
+    return ckpt
+
+
+def network_from_checkpoint(ckpt: dict) -> nn.Module:
+    """The trained network (the student for transfer modules; never the teacher), eval mode."""
+    hp = ckpt["hyper_parameters"]
+    net = build_backbone(
+        hp["backbone"], hp["num_classes"], hp["in_channels"], **(hp.get("backbone_kwargs") or {})
+    )
+    state = {k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    net.load_state_dict(state)
+    return net.eval()
+
+
+def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy of ``(N, K)`` scores."""
+    scores, labels = np.asarray(scores), np.asarray(labels)
+    if scores.ndim != 2 or len(scores) != len(labels):
+        raise ValueError(f"accuracy: scores {scores.shape} and labels {labels.shape} disagree")
+    return float((scores.argmax(1) == labels).mean()) if len(labels) else float("nan")
+
+
+def confusion_matrix(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """``(K, K)`` counts: row = true class, column = predicted class."""
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(cm, (np.asarray(labels), np.asarray(scores).argmax(1)), 1)
+    return cm
+
+
+def mean_class_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over the classes present of their recall (TSN's second number)."""
+    cm = confusion_matrix(scores, labels, np.asarray(scores).shape[1])
+    seen = cm.sum(1) > 0
+    return float((np.diag(cm)[seen] / cm.sum(1)[seen]).mean())
+
+
+def save_scores(path: str | Path, result: dict) -> Path:
+    """Write a result of :func:`evaluate` as ``.npz`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    arrays = {k: np.asarray(v) for k, v in result.items() if k in SCORE_KEYS}
+    meta = {k: v for k, v in result.items() if k not in SCORE_KEYS}
+    np.savez(tmp, **arrays, meta=np.asarray(repr(meta)))
+    tmp.replace(path)
+    return path
+
+
+SCORE_KEYS = ("scores", "labels", "videos", "classes")
+
+
+def load_scores(path: str | Path) -> dict:
+    """Read a :func:`save_scores` file: ``scores``, ``labels``, ``videos``, ``classes``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"score file not found: {path}")
+    with np.load(path, allow_pickle=False) as z:
+        missing = [k for k in ("scores", "labels", "videos") if k not in z]
+        if missing:
+            raise ValueError(f"{path}: not a score file, missing {missing}")
+        out = {k: z[k] for k in z.files if k != "meta"}
+    if out["scores"].ndim != 2 or len(out["scores"]) != len(out["labels"]):
+        raise ValueError(f"{path}: scores {out['scores'].shape}, labels {out['labels'].shape}")
+    return out
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def fuse(
+    results: Sequence[dict], weights: Sequence[float] | None = None, softmax: bool = True
+) -> dict:
+    """Weighted score fusion of several streams over the same videos.
+
+    Args:
+        results: score dicts (:func:`load_scores`); videos are matched by name, so the files
+            may list them in different orders, but must hold the same set.
+        weights: one per result (default all 1; two-stream: RGB 1, temporal 2).
+        softmax: fuse softmax probabilities (True) or the raw averaged scores.
+
+    Returns:
+        A score dict of the fused scores in the first result's video order.
+    """
+    if not results:
+        raise ValueError("fuse: no score files")
+    weights = [1.0] * len(results) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(results):
+        raise ValueError(f"fuse: {len(results)} score files but {len(weights)} weights")
+    ref = results[0]
+    order = {str(v): i for i, v in enumerate(ref["videos"])}
+    total = np.zeros(ref["scores"].shape, np.float64)
+    for r, w in zip(results, weights, strict=True):
+        names = [str(v) for v in r["videos"]]
+        if sorted(names) != sorted(order) or r["scores"].shape != ref["scores"].shape:
+            raise ValueError(
+                "fuse: the score files cover different videos or classes "
+                f"({r['scores'].shape} vs {ref['scores'].shape})"
+            )
+        idx = np.array([order[n] for n in names])
+        if not np.array_equal(np.asarray(r["labels"]), np.asarray(ref["labels"])[idx]):
+            raise ValueError("fuse: the score files disagree on the labels of some videos")
+        s = _softmax(r["scores"].astype(np.float64)) if softmax else r["scores"]
+        total[idx] += w * s
+    out = dict(ref)
+    out["scores"] = (total / sum(weights)).astype(np.float32)
+    return out
+
+
+def fusion_table(
+    results: Sequence[dict],
+    names: Sequence[str],
+    weights: Sequence[float] | None = None,
+    softmax: bool = True,
+) -> list[tuple[str, str, float, float]]:
+    """Rows ``(name, weight, top-1, mean class accuracy)`` per stream and for the fusion."""
+    weights = [1.0] * len(results) if weights is None else list(weights)
+    rows = [
+        (n, f"{w:g}", accuracy(r["scores"], r["labels"]), mean_class_accuracy(r["scores"],
+                                                                                r["labels"]))
+        for n, r, w in zip(names, results, weights, strict=True)
+    ]  # fmt: skip
+    if len(results) > 1:
+        f = fuse(results, weights, softmax)
+        ratio = " : ".join(f"{w:g}" for w in weights)
+        rows.append((
+            "fused", ratio, accuracy(f["scores"], f["labels"]),
+            mean_class_accuracy(f["scores"], f["labels"]),
+        ))  # fmt: skip
+    return rows
+
+
+def format_table(rows, header=("scores", "weight", "top-1", "mean class")) -> str:
+    """A Markdown table of :func:`fusion_table` rows (accuracies in %)."""
+    lines = ["| " + " | ".join(header) + " |", "| --- | --- | ---: | ---: |"]
+    for n, w, a, m in rows:
+        lines.append(f"| {n} | {w} | {100 * a:.1f} | {100 * m:.1f} |")
+    return "\n".join(lines)
+
+
+def evaluate(
+    checkpoint: str | Path,
+    *,
+    subset: str = "test",
+    segments: int = 25,
+    crops: int = 1,
+    batch_size: int = 1,
+    num_workers: int = 0,
+    device: str = "cpu",
+    limit: int | None = None,
+    progress: bool = True,
+    **data_overrides,
+) -> dict:
+    """Video-level scores of a trained checkpoint on a split.
+
+    The data settings come from the checkpoint (the data module's saved hyper-parameters:
+    root, split, new_length, size, bound...), overridable by ``data_overrides`` (any
+    :class:`~mvaccel.train.data.VideoDataModule` argument, e.g. ``root=...``, ``split=2``).
+    The network reads the data module's first validation modality (a transfer student: its
+    motion vectors only).
+
+    Args:
+        checkpoint: a ``.ckpt`` of ``mvaccel train``.
+        subset: ``"test"`` or ``"train"``.
+        segments: segments per video (25 in the papers).
+        crops: 1 (centre) or 10 (corners + centre, flipped too).
+        batch_size: videos per batch.
+        num_workers: data loader workers.
+        device: ``"cpu"``, ``"cuda"``...
+        limit: evaluate only the first ``limit`` videos.
+        progress: show a progress bar.
+        **data_overrides: data module arguments replacing the checkpoint's.
+
+    Returns:
+        ``scores (N, K)`` averaged logits, ``labels``, ``videos``, ``classes``, ``top1``,
+        ``mean_class``, ``modality``, ``segments``, ``crops``, ``cnn_inputs_per_s`` (stacks
+        through the network per second), ``frames_per_s`` (that times the stack length: the
+        paper's per-frame count) and ``videos_per_s`` (with data loading).
+    """
+    from torch.utils.data import DataLoader, Subset
+    from tqdm import tqdm
+
+    from .data import VideoDataModule
+
+    ckpt = load_checkpoint(checkpoint)
+    saved = dict(ckpt.get("datamodule_hyper_parameters") or {})
+    data_hp = {k: v for k, v in saved.items() if not k.startswith("_")}  # LightningCLI's
+    data_hp.update(data_overrides)
+    if "root" not in data_hp:
+        raise ValueError(f"{checkpoint}: no data settings saved; pass root=... (--root)")
+    dm = VideoDataModule(**data_hp)
+    modality = dm.val_modalities[0]
+    ds = dm.dataset(subset, modalities=(modality,), train=False, num_segments=segments,
+                    test_crops=crops)  # fmt: skip
+    net = network_from_checkpoint(ckpt).to(device)
+    if ckpt["hyper_parameters"]["num_classes"] != dm.num_classes:
+        raise ValueError(
+            f"{checkpoint}: trained for {ckpt['hyper_parameters']['num_classes']} classes, "
+            f"the lists have {dm.num_classes}"
+        )
+    n = len(ds) if limit is None else min(limit, len(ds))
+    loader = DataLoader(Subset(ds, range(n)), batch_size=batch_size, num_workers=num_workers)
+    image_dims = 4 if ckpt["hyper_parameters"]["backbone"].startswith("resnet3d") else 3
+    scores, labels = [], []
+    cnn_time, inputs = 0.0, 0
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for x, y in tqdm(loader, total=len(loader), unit="batch", disable=not progress):
+            flat = x.flatten(0, 1).to(device) if x.dim() == image_dims + 2 else x.to(device)
+            if device != "cpu" and torch.cuda.is_available():
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            out = net(flat)
+            if device != "cpu" and torch.cuda.is_available():
+                torch.cuda.synchronize()
+            cnn_time += time.perf_counter() - t
+            inputs += flat.shape[0]
+            scores.append(out.view(len(y), -1, out.shape[-1]).mean(1).float().cpu())
+            labels.append(y)
+    total = time.perf_counter() - t0
+    s = torch.cat(scores).numpy()
+    lab = torch.cat(labels).numpy()
+    k = dm.hparams.new_length
+    return {
+        "scores": s,
+        "labels": lab,
+        "videos": np.asarray([it.path for it in ds.items[:n]]),
+        "classes": np.asarray(dm.classes),
+        "top1": accuracy(s, lab),
+        "mean_class": mean_class_accuracy(s, lab),
+        "modality": modality,
+        "segments": segments,
+        "crops": crops,
+        "checkpoint": str(checkpoint),
+        "cnn_inputs_per_s": inputs / max(cnn_time, 1e-9),
+        "frames_per_s": inputs * k / max(cnn_time, 1e-9),
+        "videos_per_s": n / max(total, 1e-9),
+    }

@@ -1,0 +1,163 @@
+"""Evaluation and fusion: known scores give known accuracies; ``mvaccel eval`` / ``fuse``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from trainkit import tiny_dataset, tiny_overrides
+
+from mvaccel.cli import main
+from mvaccel.train.cli import run
+from mvaccel.train.evaluate import (
+    accuracy,
+    confusion_matrix,
+    evaluate,
+    fuse,
+    fusion_table,
+    load_scores,
+    mean_class_accuracy,
+    network_from_checkpoint,
+    save_scores,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _result(scores, labels, videos=None):
+    scores = np.asarray(scores, np.float32)
+    n = len(labels)
+    return {
+        "scores": scores,
+        "labels": np.asarray(labels),
+        "videos": np.asarray(videos if videos is not None else [f"v{i}" for i in range(n)]),
+        "classes": np.asarray([f"c{k}" for k in range(scores.shape[1])]),
+    }
+
+
+def test_accuracy_confusion_mean_class():
+    scores = np.array([[3, 1, 0], [0, 2, 1], [0, 1, 2], [2, 0, 1], [1, 0, 3]], np.float32)
+    labels = np.array([0, 1, 1, 0, 2])
+    assert accuracy(scores, labels) == pytest.approx(4 / 5)
+    cm = confusion_matrix(scores, labels, 3)
+    assert cm.tolist() == [[2, 0, 0], [0, 1, 1], [0, 0, 1]]
+    assert mean_class_accuracy(scores, labels) == pytest.approx((1 + 0.5 + 1) / 3)
+    with pytest.raises(ValueError, match="disagree"):
+        accuracy(scores, labels[:3])
+
+
+def test_fusion_on_known_scores():
+    # A is right on videos 0-2 with logit margin 3 and wrong on 3-4 with margin 1 (unsure);
+    # B is right on 2-4 with margin 3 and wrong on 0-1 with margin 1.
+    labels = [0, 1, 2, 0, 1]
+    a, b = np.zeros((5, 3)), np.zeros((5, 3))
+    for i, y in enumerate(labels):
+        a[i, y if i <= 2 else (y + 1) % 3] = 3.0 if i <= 2 else 1.0
+        b[i, y if i >= 2 else (y + 2) % 3] = 3.0 if i >= 2 else 1.0
+    ra, rb = _result(a, labels), _result(b, labels)
+    assert accuracy(ra["scores"], ra["labels"]) == pytest.approx(0.6)
+    assert accuracy(rb["scores"], rb["labels"]) == pytest.approx(0.6)
+    # softmax: margin 3 -> (p3, q3, q3), margin 1 -> (p1, q1, q1).
+    p3, q3 = np.e**3 / (np.e**3 + 2), 1 / (np.e**3 + 2)
+    p1, q1 = np.e / (np.e + 2), 1 / (np.e + 2)
+    # 1 : 1: where one stream is sure and right it wins (p3 + q1 > q3 + p1): all 5 right.
+    assert p3 + q1 > q3 + p1
+    f11 = fuse([ra, rb], [1, 1])
+    assert accuracy(f11["scores"], f11["labels"]) == pytest.approx(1.0)
+    # 1 : 5: B outweighs A even where B is unsure (q3 + 5 p1 > p3 + 5 q1): B's 3 of 5.
+    assert q3 + 5 * p1 > p3 + 5 * q1
+    f15 = fuse([ra, rb], [1, 5])
+    assert accuracy(f15["scores"], f15["labels"]) == pytest.approx(0.6)
+    np.testing.assert_allclose(
+        f15["scores"][0], (np.array([p3, q3, q3]) + 5 * np.array([q1, q1, p1])) / 6, rtol=1e-5
+    )
+    rows = fusion_table([ra, rb], ["a", "b"], [1, 5])
+    assert [r[0] for r in rows] == ["a", "b", "fused"] and rows[-1][1] == "1 : 5"
+    assert rows[-1][2] == pytest.approx(0.6) and rows[0][2] == pytest.approx(0.6)
+    # Raw scores instead of probabilities: 1 : 1 sums logits, B's 3 beats A's 1 on 3-4.
+    assert accuracy(fuse([ra, rb], softmax=False)["scores"], ra["labels"]) == pytest.approx(1.0)
+
+
+def test_fusion_matches_videos_by_name_and_checks_them():
+    labels = [0, 1, 2]
+    s = np.eye(3, dtype=np.float32) * 2
+    ra = _result(s, labels)
+    perm = [2, 0, 1]
+    rb = _result(s[perm], np.asarray(labels)[perm], [f"v{i}" for i in perm])
+    f = fuse([ra, rb])
+    assert accuracy(f["scores"], f["labels"]) == 1.0
+    np.testing.assert_allclose(f["scores"], fuse([ra, ra])["scores"], rtol=1e-6)
+    with pytest.raises(ValueError, match="different videos"):
+        fuse([ra, _result(s, labels, ["x", "y", "z"])])
+    with pytest.raises(ValueError, match="weights"):
+        fuse([ra, ra], [1])
+    bad = _result(s, [1, 1, 2])
+    with pytest.raises(ValueError, match="labels"):
+        fuse([ra, bad])
+
+
+def test_score_files_and_fuse_cli(tmp_path, capsys):
+    labels = [0, 1, 1, 2]
+    a = _result(np.eye(3)[[0, 1, 2, 2]] * 2, labels)  # 3 of 4 right
+    b = _result(np.eye(3)[[1, 1, 1, 2]] * 2, labels)  # 3 of 4 right
+    pa, pb = save_scores(tmp_path / "rgb.npz", a), save_scores(tmp_path / "mv.npz", b)
+    back = load_scores(pa)
+    np.testing.assert_array_equal(back["scores"], a["scores"])
+    assert list(back["videos"]) == list(a["videos"])
+    assert main(["fuse", str(pa), str(pb), "--weights", "1", "2", "--out",
+                 str(tmp_path / "f.npz")]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "| rgb | 1 | 75.0 |" in out and "| mv | 2 | 75.0 |" in out
+    # Fused 1 : 2, equal margins: B decides where they differ (video 0 wrong, video 2 right).
+    assert "| fused | 1 : 2 | 75.0 |" in out
+    f = load_scores(tmp_path / "f.npz")
+    assert accuracy(f["scores"], f["labels"]) == 0.75
+    assert main(["fuse", str(tmp_path / "missing.npz")]) == 1
+    (tmp_path / "junk.npz").write_bytes(b"no")
+    assert main(["fuse", str(tmp_path / "junk.npz")]) == 1
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, request):
+    root = tiny_dataset(tmp_path_factory)
+    mp = pytest.MonkeyPatch()
+    mp.setattr("sys.argv", ["mvaccel"])
+    cli = run(["--config", "recipes/mv_cnn_scratch.yaml", *tiny_overrides(root),
+               "--trainer.max_steps=4"])  # fmt: skip
+    mp.undo()
+    path = tmp_path_factory.mktemp("ckpt") / "mv.ckpt"
+    cli.trainer.save_checkpoint(path)
+    return path, cli
+
+
+def test_evaluate_is_the_mean_of_the_network_over_segments(trained):
+    path, cli = trained
+    r = evaluate(path, segments=4, crops=1, progress=False)
+    assert r["scores"].shape == (3, 3) and list(r["labels"]) == [0, 1, 2]
+    assert r["modality"] == "mv" and r["frames_per_s"] > 0
+    # By hand: the same test view through the trained network, averaged over the 4 segments.
+    ds = cli.datamodule.dataset("test", train=False, num_segments=4, test_crops=1)
+    net = network_from_checkpoint(torch.load(path, weights_only=False))
+    with torch.no_grad():
+        want = torch.stack([net(ds[i][0]).mean(0) for i in range(3)]).numpy()
+    np.testing.assert_allclose(r["scores"], want, rtol=1e-4, atol=1e-5)
+    assert r["top1"] == accuracy(want, r["labels"])
+    ten = evaluate(path, segments=2, crops=10, progress=False, limit=2)
+    assert ten["scores"].shape == (2, 3) and ten["crops"] == 10
+
+
+def test_eval_cli_writes_scores(trained, tmp_path, capsys):
+    path, _ = trained
+    out = tmp_path / "s.npz"
+    assert main(["eval", str(path), "--segments", "3", "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "3 videos, mv, 3 segments x 1 crop(s): top-1" in text and "frames/s" in text
+    s = load_scores(out)
+    assert s["scores"].shape == (3, 3) and len(s["classes"]) == 3
+    assert main(["eval", str(tmp_path / "none.ckpt")]) == 1

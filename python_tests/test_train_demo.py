@@ -1,0 +1,32 @@
+"""The demo's pipeline (what ``make demo`` runs) end to end at a micro scale."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.mark.slow
+def test_demo_pipeline_runs_end_to_end(tmp_path):
+    # The whole demo path at a micro scale: prepare, 4 trainings, evaluation, fusion, PNGs.
+    import torch
+
+    from mvaccel.demo import DemoConfig, run
+
+    cfg = DemoConfig(
+        classes=("MoveRight", "RotateCW"), train_per_class=2, test_per_class=1, frames=10,
+        height=48, width=64, size=48, new_length=2, epochs=2, rgb_epochs=1, test_segments=2,
+    )  # fmt: skip
+    threads = torch.get_num_threads()
+    report = run(tmp_path, cfg)
+    assert torch.get_num_threads() == threads
+    res = report["results"]
+    assert set(res) == {"teacher_flow", "rgb_cnn", "mv_cnn_scratch", "mv_cnn_st_ti_dc"}
+    assert all(0.0 <= r["top1"] <= 1.0 and r["cnn_fps"] > 0 for r in res.values())
+    assert res["mv_cnn_scratch"]["motion_fps"] > 0 and res["teacher_flow"]["motion_fps"] > 0
+    for k in ("mv", "flow", "confusion"):
+        img = np.asarray(Image.open(report["pngs"][k]))
+        assert img.ndim == 3 and img.std() > 1
+    assert (tmp_path / "results.md").read_text().startswith("| stream |")
+    assert (tmp_path / "scores" / "mv_cnn_st_ti_dc.npz").is_file()
