@@ -22,14 +22,7 @@ from mvaccel.data.datasets import (
 from mvaccel.flow import dequantize, write_flow_jpgs
 from mvaccel.ops import block_upsample
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors: a second thread only contends on the shared 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

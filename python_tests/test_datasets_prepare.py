@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from mvaccel import video
 from mvaccel.cli import main
@@ -11,13 +10,7 @@ from mvaccel.data import hmdb51_split, ucf101_split
 from mvaccel.data.synthetic import SyntheticSpec, write_synthetic_dataset
 from mvaccel.train.data import VideoDataModule
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,7 @@ from mvaccel.train.evaluate import (
     save_scores,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _result(scores, labels, videos=None):

@@ -159,15 +159,6 @@ def _moving_clips(n, gen, t=3, size=16, step=2):
     return clips, labels
 
 
-@pytest.fixture
-def one_thread():
-    # Many tiny ops: with 2 threads on a shared, loaded machine OpenMP's waits cost 20x.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_off_network_fits_a_tiny_motion_task(one_thread):
     # Direction of motion of a random texture: appearance alone says nothing; the temporal
     # difference and the Sobel gradients say it all.

@@ -13,14 +13,6 @@ from mvaccel.nn import TVNet
 from mvaccel.nn.tvnet import warp_bilinear
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _texture(n, h, w, gen, dtype=torch.float64):
     t = torch.rand(n, 1, h + 8, w + 8, generator=gen, dtype=dtype)
     return F.avg_pool2d(t, 5, 1, 2)[:, :, 4 : 4 + h, 4 : 4 + w]
