@@ -46,6 +46,8 @@ def tiny_overrides(root: Path, teacher: Path | None = None) -> list[str]:
         "--trainer.enable_checkpointing=false", "--trainer.callbacks=[]",
         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
         "--trainer.num_sanity_val_steps=0", "--trainer.limit_val_batches=0",
+        # LightningCLI saves its config.yaml there (the working directory otherwise).
+        f"--trainer.default_root_dir={Path(root).parent / 'runs'}",
     ]  # fmt: skip
     if teacher is not None:
         args.append(f"--model.init_args.teacher_checkpoint={teacher}")
