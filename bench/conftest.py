@@ -5,20 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-
-def _cuda_ready() -> bool:
-    if not torch.cuda.is_available():
-        return False
-    from mvaccel._ext import has_kernel
-
-    return has_kernel("block_upsample", "CUDA")
-
+from mvaccel._ext import cuda_ops_ready
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
 
 def pytest_collection_modifyitems(config, items):
-    if _cuda_ready():
+    if cuda_ops_ready():
         return
     skip = pytest.mark.skip(reason="needs a CUDA build of mvaccel and a GPU")
     for item in items:

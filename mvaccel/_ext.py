@@ -66,3 +66,10 @@ def public_ops(dispatch_key: str) -> list[str]:
         for n in names
         if n.startswith("mvaccel::") and not n.split("::", 1)[1].startswith("_")
     )
+
+
+def cuda_ops_ready() -> bool:
+    """A GPU is visible and this build of ``mvaccel._C`` has CUDA kernels (what CUDA tests need)."""
+    import torch
+
+    return torch.cuda.is_available() and has_kernel("block_upsample", "CUDA")

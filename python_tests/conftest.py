@@ -8,21 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from mvaccel._ext import cuda_ops_ready
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MVACCEL_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-def cuda_ready() -> bool:
-    """A GPU is visible and this build has CUDA kernels."""
-    if not torch.cuda.is_available():
-        return False
-    from mvaccel._ext import has_kernel
-
-    return has_kernel("block_upsample", "CUDA")
-
-
 def pytest_collection_modifyitems(config, items):
-    if cuda_ready():
+    if cuda_ops_ready():
         return
     skip = pytest.mark.skip(reason="needs a CUDA build of mvaccel and a GPU")
     for item in items:

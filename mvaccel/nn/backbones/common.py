@@ -8,6 +8,26 @@ import torch
 from torch import nn
 
 
+def residual_stages(block, layers, conv, norm) -> list[nn.Sequential]:
+    """ResNet's four stages (64, 128, 256, 512 planes; strides 1, 2, 2, 2) for 2D or 3D blocks.
+
+    ``block(inplanes, planes, stride, downsample)`` with an ``expansion`` attribute; ``conv`` and
+    ``norm`` are ``nn.Conv2d``/``nn.BatchNorm2d`` or their 3D twins (the 1x1 shortcut, type B).
+    Module names inside match torchvision's and Hara et al.'s (``0.downsample.0`` ...).
+    """
+    inplanes, stages = 64, []
+    for planes, blocks, stride in zip((64, 128, 256, 512), layers, (1, 2, 2, 2), strict=True):
+        out = planes * block.expansion
+        down = None
+        if stride != 1 or inplanes != out:
+            down = nn.Sequential(conv(inplanes, out, 1, stride, bias=False), norm(out))
+        mods = [block(inplanes, planes, stride, down)]
+        mods += [block(out, planes) for _ in range(1, blocks)]
+        stages.append(nn.Sequential(*mods))
+        inplanes = out
+    return stages
+
+
 def first_conv(model: nn.Module) -> tuple[str, nn.Module]:
     """The model's first convolution (the one that sees the input), by module order."""
     for name, m in model.named_modules():

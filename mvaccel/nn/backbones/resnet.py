@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .common import set_in_channels
+from .common import residual_stages, set_in_channels
 
 
 class BasicBlock(nn.Module):
@@ -71,15 +71,12 @@ class ResNet(nn.Module):
 
     def __init__(self, block, layers, num_classes=1000, in_channels=3, dropout=0.0):
         super().__init__()
-        self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.layer1 = self._stage(block, 64, layers[0], 1)
-        self.layer2 = self._stage(block, 128, layers[1], 2)
-        self.layer3 = self._stage(block, 256, layers[2], 2)
-        self.layer4 = self._stage(block, 512, layers[3], 2)
+        stages = residual_stages(block, layers, nn.Conv2d, nn.BatchNorm2d)
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.num_features = 512 * block.expansion
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -91,18 +88,6 @@ class ResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         set_in_channels(self, in_channels)
-
-    def _stage(self, block, planes, blocks, stride):
-        down = None
-        if stride != 1 or self.inplanes != planes * block.expansion:
-            down = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
-                nn.BatchNorm2d(planes * block.expansion),
-            )
-        mods = [block(self.inplanes, planes, stride, down)]
-        self.inplanes = planes * block.expansion
-        mods += [block(self.inplanes, planes) for _ in range(1, blocks)]
-        return nn.Sequential(*mods)
 
     def features(self, x: Tensor) -> Tensor:
         """The pooled ``(N, num_features)`` features before the classifier."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .common import set_in_channels
+from .common import residual_stages, set_in_channels
 
 
 class BasicBlock3d(nn.Module):
@@ -68,15 +68,12 @@ class ResNet3d(nn.Module):
 
     def __init__(self, block, layers, num_classes=400, in_channels=3):
         super().__init__()
-        self.inplanes = 64
         self.conv1 = nn.Conv3d(3, 64, 7, (1, 2, 2), 3, bias=False)
         self.bn1 = nn.BatchNorm3d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool3d(3, 2, 1)
-        self.layer1 = self._stage(block, 64, layers[0], 1)
-        self.layer2 = self._stage(block, 128, layers[1], 2)
-        self.layer3 = self._stage(block, 256, layers[2], 2)
-        self.layer4 = self._stage(block, 512, layers[3], 2)
+        stages = residual_stages(block, layers, nn.Conv3d, nn.BatchNorm3d)
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.avgpool = nn.AdaptiveAvgPool3d(1)
         self.num_features = 512 * block.expansion
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
@@ -84,18 +81,6 @@ class ResNet3d(nn.Module):
             if isinstance(m, nn.Conv3d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         set_in_channels(self, in_channels)
-
-    def _stage(self, block, planes, blocks, stride):
-        down = None
-        if stride != 1 or self.inplanes != planes * block.expansion:
-            down = nn.Sequential(
-                nn.Conv3d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
-                nn.BatchNorm3d(planes * block.expansion),
-            )
-        mods = [block(self.inplanes, planes, stride, down)]
-        self.inplanes = planes * block.expansion
-        mods += [block(self.inplanes, planes) for _ in range(1, blocks)]
-        return nn.Sequential(*mods)
 
     def features(self, x: Tensor) -> Tensor:
         """Pooled ``(N, num_features)`` features."""
