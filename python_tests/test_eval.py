@@ -17,6 +17,7 @@ from mvaccel.train.evaluate import (
     fusion_table,
     load_scores,
     mean_class_accuracy,
+    module_from_checkpoint,
     network_from_checkpoint,
     save_scores,
 )
@@ -155,3 +156,17 @@ def test_eval_cli_writes_scores(trained, tmp_path, capsys):
     s = load_scores(out)
     assert s["scores"].shape == (3, 3) and len(s["classes"]) == 3
     assert main(["eval", str(tmp_path / "none.ckpt")]) == 1
+
+
+def test_checkpoint_names_its_module_class_and_bad_ones_are_refused(trained, tmp_path):
+    path, _ = trained
+    ckpt = torch.load(path, weights_only=False)
+    assert ckpt["mvaccel_module"] == "mvaccel.train.modules.ActionClassifier"
+    assert type(module_from_checkpoint(ckpt)).__name__ == "ActionClassifier"
+    with pytest.raises(ValueError, match="unknown module class"):
+        module_from_checkpoint({**ckpt, "mvaccel_module": "mvaccel.train.modules.Nope"})
+    with pytest.raises(ValueError, match="not an mvaccel.train module"):
+        module_from_checkpoint({**ckpt, "mvaccel_module": "torch.nn.Linear"})
+    state = {k: v for k, v in ckpt["state_dict"].items() if not k.endswith("weight")}
+    with pytest.raises(ValueError, match="does not fit ActionClassifier: missing"):
+        module_from_checkpoint({**ckpt, "state_dict": state})

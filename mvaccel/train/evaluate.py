@@ -17,8 +17,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from .modules import build_backbone
-
 
 def load_checkpoint(path: str | Path) -> dict:
     """A Lightning checkpoint saved by :mod:`mvaccel.train` (on the CPU)."""
@@ -31,15 +29,53 @@ def load_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def network_from_checkpoint(ckpt: dict) -> nn.Module:
-    """The trained network (the student for transfer modules; never the teacher), eval mode."""
+def _module_class(ckpt: dict) -> type:
+    """The LightningModule class that saved ``ckpt``."""
+    import importlib
+
+    from .modules import ActionClassifier, MotionVectorTransfer
+
     hp = ckpt["hyper_parameters"]
-    net = build_backbone(
-        hp["backbone"], hp["num_classes"], hp["in_channels"], **(hp.get("backbone_kwargs") or {})
-    )
-    state = {k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    net.load_state_dict(state)
-    return net.eval()
+    name = ckpt.get("mvaccel_module") or hp.get("_class_path")
+    if name is None:  # checkpoints of earlier versions: a classifier or a transfer student
+        return MotionVectorTransfer if "teacher_init" in hp else ActionClassifier
+    module, _, qualname = name.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), qualname)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"checkpoint of unknown module class {name!r}: {e}") from e
+    if not (isinstance(cls, type) and issubclass(cls, ActionClassifier)):
+        raise ValueError(f"checkpoint module class {name!r} is not an mvaccel.train module")
+    return cls
+
+
+def module_from_checkpoint(ckpt: dict):
+    """The method's LightningModule, rebuilt for inference (no teacher) with the trained weights.
+
+    The class is the one that saved the checkpoint; its ``INFERENCE_OVERRIDES`` replace
+    training-only hyper-parameters, and weights under its ``TRAINING_ONLY`` prefixes may be
+    left out. Any other missing or unexpected weight is an error.
+    """
+    cls = _module_class(ckpt)
+    hp = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
+    hp.update(cls.INFERENCE_OVERRIDES)
+    model = cls(**hp)
+    missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+    unexpected = [k for k in unexpected if not k.startswith(cls.TRAINING_ONLY)]
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint does not fit {cls.__name__}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    return model.eval()
+
+
+def network_from_checkpoint(ckpt: dict) -> nn.Module:
+    """The trained network evaluation runs, in eval mode (a student, never its teacher).
+
+    :meth:`ActionClassifier.inference_network` of :func:`module_from_checkpoint`.
+    """
+    return module_from_checkpoint(ckpt).inference_network().eval()
 
 
 def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -187,8 +223,8 @@ def evaluate(
     The data settings come from the checkpoint (the data module's saved hyper-parameters:
     root, split, new_length, size, bound...), overridable by ``data_overrides`` (any
     :class:`~mvaccel.train.data.VideoDataModule` argument, e.g. ``root=...``, ``split=2``).
-    The network reads the data module's first validation modality (a transfer student: its
-    motion vectors only).
+    The network reads the data module's validation modalities (a transfer student: its motion
+    vectors only; DMC-Net: vectors and residuals), one tensor each.
 
     Args:
         checkpoint: a ``.ckpt`` of ``mvaccel train``.
@@ -220,8 +256,8 @@ def evaluate(
     if "root" not in data_hp:
         raise ValueError(f"{checkpoint}: no data settings saved; pass root=... (--root)")
     dm = VideoDataModule(**data_hp)
-    modality = dm.val_modalities[0]
-    ds = dm.dataset(subset, modalities=(modality,), train=False, num_segments=segments,
+    modalities = dm.val_modalities
+    ds = dm.dataset(subset, modalities=modalities, train=False, num_segments=segments,
                     test_crops=crops)  # fmt: skip
     net = network_from_checkpoint(ckpt).to(device)
     if ckpt["hyper_parameters"]["num_classes"] != dm.num_classes:
@@ -231,21 +267,21 @@ def evaluate(
         )
     n = len(ds) if limit is None else min(limit, len(ds))
     loader = DataLoader(Subset(ds, range(n)), batch_size=batch_size, num_workers=num_workers)
-    image_dims = 4 if ckpt["hyper_parameters"]["backbone"].startswith("resnet3d") else 3
     scores, labels = [], []
     cnn_time, inputs = 0.0, 0
     t0 = time.perf_counter()
     with torch.inference_mode():
-        for x, y in tqdm(loader, total=len(loader), unit="batch", disable=not progress):
-            flat = x.flatten(0, 1).to(device) if x.dim() == image_dims + 2 else x.to(device)
+        for *xs, y in tqdm(loader, total=len(loader), unit="batch", disable=not progress):
+            # Every sample is (S, ...): fold the segments (and crops) into the batch.
+            flats = [x.flatten(0, 1).to(device) for x in xs]
             if device != "cpu" and torch.cuda.is_available():
                 torch.cuda.synchronize()
             t = time.perf_counter()
-            out = net(flat)
+            out = net(*flats)
             if device != "cpu" and torch.cuda.is_available():
                 torch.cuda.synchronize()
             cnn_time += time.perf_counter() - t
-            inputs += flat.shape[0]
+            inputs += flats[0].shape[0]
             scores.append(out.view(len(y), -1, out.shape[-1]).mean(1).float().cpu())
             labels.append(y)
     total = time.perf_counter() - t0
@@ -259,7 +295,7 @@ def evaluate(
         "classes": np.asarray(dm.classes),
         "top1": accuracy(s, lab),
         "mean_class": mean_class_accuracy(s, lab),
-        "modality": modality,
+        "modality": "+".join(modalities),
         "segments": segments,
         "crops": crops,
         "checkpoint": str(checkpoint),

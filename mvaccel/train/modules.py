@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import lightning as L
 import numpy as np
@@ -91,7 +92,19 @@ class ActionClassifier(L.LightningModule):
             ``(step_seed, global_step, rank)``, so the step's random draws (dropout) depend only
             on the step: a resumed run repeats the uninterrupted one (with the data module's
             keyed data randomness), and DDP ranks draw differently. None: leave the generator.
+
+    **Methods.** Every method's module derives from this class (LightningCLI's
+    ``model.class_path`` and ``mvaccel eval`` rely on it) and keeps ``num_classes`` and
+    ``in_channels`` (filled in from the data). Evaluation rebuilds the module from a
+    checkpoint's hyper-parameters updated with :attr:`INFERENCE_OVERRIDES` (e.g. no teacher),
+    loads the weights (keys under :attr:`TRAINING_ONLY` may be absent from the rebuilt module)
+    and runs :meth:`inference_network` on the data module's validation modalities.
     """
+
+    #: hyper-parameters replaced when a checkpoint is rebuilt for inference only.
+    INFERENCE_OVERRIDES: ClassVar[dict] = {}
+    #: state-dict prefixes of training-only parts (teachers, discriminators).
+    TRAINING_ONLY: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -122,6 +135,18 @@ class ActionClassifier(L.LightningModule):
         self.image_dims = 4 if backbone.startswith("resnet3d") else 3
         if pretrained:
             backbones.load_weights(self.net, pretrained)
+
+    def inference_network(self) -> nn.Module:
+        """What evaluation runs: one tensor per validation modality in, scores out.
+
+        Each input is ``(N * S, ...)`` (segments folded into the batch); the output is
+        ``(N * S, K)`` scores.
+        """
+        return self.net
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:  # noqa: D102
+        cls = type(self)
+        checkpoint["mvaccel_module"] = f"{cls.__module__}.{cls.__qualname__}"
 
     def forward(self, x: Tensor) -> Tensor:
         """Scores ``(N, num_classes)``, averaged over the segment axis if there is one."""
@@ -188,6 +213,11 @@ class MotionVectorTransfer(ActionClassifier):
             scratch.
         **kw: :class:`ActionClassifier`'s arguments (the student's backbone etc.).
     """
+
+    INFERENCE_OVERRIDES: ClassVar[dict] = dict(
+        teacher_checkpoint=None, teacher_init=False, temperature=0.0, connect=()
+    )
+    TRAINING_ONLY: ClassVar[tuple[str, ...]] = ("teacher.",)
 
     def __init__(
         self,
