@@ -53,8 +53,8 @@ def build(name: str, args: list[str], steps: int = 6) -> MvaccelCLI:
 
 def tvnet_args(root, teacher=None, frames: int = 3) -> list[str]:
     args = [*tiny_overrides(root), *SMALL, f"--data.new_length={frames}",
-            f"--model.init_args.bound={FLOW_BOUND}",
-            f"--model.init_args.motion_std={MOTION_STD}"]  # fmt: skip
+            f"--model.init_args.flow_clip={FLOW_BOUND}",
+            f"--model.init_args.flow_std={MOTION_STD}"]  # fmt: skip
     if teacher is not None:
         args.append(f"--model.init_args.classifier_checkpoint={teacher}")
     return args
@@ -158,7 +158,7 @@ def test_tvnet_recipe_builds_the_paper_model(tvnet_run, flow_net):
     model = tvnet_run["model"]
     hp = model.hparams
     assert isinstance(model, TVNetClassifier)
-    assert (hp.scales, hp.warps, hp.iters) == (1, 1, 50)  # TVNet-50
+    assert (hp.tvnet_scales, hp.warps, hp.iters) == (1, 1, 50)  # TVNet-50
     assert hp.flow_weight == 0.1 and hp.tvnet_lr_div == 255.0
     assert hp.in_channels == 9 and model.flow_channels == 4  # 3 RGB frames -> 2 flows
     assert model.tvnet.wf.requires_grad and model.tvnet.u0.shape == (1, 2, 224, 224)
@@ -226,7 +226,7 @@ def test_untrained_tvnet_flow_stack_is_tvl1(root):
     from mvaccel.flow import tvl1
 
     model = TVNetClassifier(in_channels=9, num_classes=3, backbone="clarifai",
-                            backbone_kwargs={"width": 0.0625}, bound=5.0)  # fmt: skip
+                            backbone_kwargs={"width": 0.0625}, flow_clip=5.0)  # fmt: skip
     dm = VideoDataModule(root=str(root), modalities=["rgb"], new_length=3, size=48,
                          num_workers=0, cache=True)  # fmt: skip
     x = dm.dataset("train")[(0, 0)][0]  # (1, 9, 48, 48)
@@ -325,3 +325,81 @@ def test_clear_errors(root, flow_net, tmp_path):
     with pytest.raises(ValueError, match="must start with 'rgb'"):
         cli = build("tvnet_e2e", [*tvnet_args(root), "--data.modalities=[flow]"], 1)
         cli.trainer.fit(cli.model, cli.datamodule)
+
+
+def test_recipe_trains_from_the_data_module_with_its_loggers(root, tmp_path):
+    """A real fit: data module batches, CSV + TensorBoard loggers (hparams of model and data
+    are logged together, so their names must not clash), a checkpoint evaluate() reads."""
+    logger = ("--trainer.logger=[{class_path: lightning.pytorch.loggers.CSVLogger, init_args: "
+              f"{{save_dir: {tmp_path}}}}}, {{class_path: lightning.pytorch.loggers."
+              f"TensorBoardLogger, init_args: {{save_dir: {tmp_path}}}}}]")  # fmt: skip
+    cli = build("tvnet_e2e", [*tvnet_args(root), logger], 2)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    assert cli.trainer.global_step == 2
+    path = tmp_path / "e2e.ckpt"
+    cli.trainer.save_checkpoint(path)
+    r = evaluate(path, segments=1, progress=False)  # data settings from the checkpoint
+    assert r["scores"].shape == (3, 3)
+
+
+@pytest.fixture(scope="module")
+def demo_ctx(tmp_path_factory):
+    """A micro version of the demo's first table: prepared data, flow CNN, RGB CNN, scores."""
+    from mvaccel.demo import DemoConfig, _motion_fps, _prepare, _train
+    from mvaccel.demo_parts import DemoContext
+
+    cfg = DemoConfig(
+        classes=("MoveRight", "MoveLeft", "RotateCW"), train_per_class=2, test_per_class=1,
+        frames=10, height=48, width=64, size=48, new_length=2, epochs=2, rgb_epochs=1,
+        test_segments=2,
+    )  # fmt: skip
+    out = tmp_path_factory.mktemp("demo")
+    root = _prepare(cfg, out)
+    ctx = DemoContext(cfg=cfg, root=root, runs=out / "runs", scores=out / "scores")
+    for name in ("teacher_flow", "rgb_cnn"):
+        ctx.checkpoints[name] = _train(cfg, root, name, ctx.runs, ctx.checkpoints.get(
+            "teacher_flow"))  # fmt: skip
+        ctx.results[name] = evaluate(ctx.checkpoints[name], segments=2, progress=False)
+    ctx.motion_fps.update(_motion_fps(cfg, root))
+    return ctx
+
+
+def test_demo_part_rows(demo_ctx, monkeypatch):
+    from mvaccel.demo_parts import tvnet as part
+    from mvaccel.train.evaluate import fuse, load_scores
+
+    monkeypatch.setattr(part, "EPOCHS", 2)
+    rows = part.run(demo_ctx)
+    names = [r.name for r in rows]
+    assert names == [
+        "TVNet-50 + OF-CNN, no training", "TVNet-50 end to end (L_c + 0.1 L_f)",
+        "TVNet-50 e2e + RGB (1 : 2)", "Two-stream RGB + TV-L1 flow (1 : 1.5)",
+        "Two-stream RGB + TV-L1 flow (1 : 2)",
+    ]  # fmt: skip
+    for r in rows:
+        assert 0 <= r.top1 <= 1 and 0 <= r.mean_class <= 1
+        assert all(v > 0 for v in r.stage_fps.values()) and r.total_fps > 0
+    e2e = rows[1]
+    assert "initialised from the TV-L1 flow CNN" in e2e.note and e2e.train_s > 0
+    assert set(e2e.stage_fps) == {"decode", "tvnet", "network"}
+    # The fused rows are the fusions of the score files.
+    tv = load_scores(demo_ctx.scores / "tvnet_e2e.npz")
+    rgb, flow = demo_ctx.results["rgb_cnn"], demo_ctx.results["teacher_flow"]
+    for row, parts, w in ((rows[2], [rgb, tv], 2), (rows[3], [rgb, flow], 1.5),
+                          (rows[4], [rgb, flow], 2)):  # fmt: skip
+        f = fuse(parts, [1, w])
+        assert row.top1 == pytest.approx(float((f["scores"].argmax(1) == f["labels"]).mean()))
+
+
+def test_demo_part_without_a_fitting_flow_cnn_trains_from_scratch(demo_ctx, monkeypatch):
+    from dataclasses import replace
+
+    from mvaccel.demo_parts import tvnet as part
+
+    monkeypatch.setattr(part, "EPOCHS", 1)
+    # A flow CNN on 2 fields cannot start a 3-field TVNet classifier: said, not crashed.
+    ctx = replace(demo_ctx, cfg=replace(demo_ctx.cfg, new_length=3), results={},
+                  runs=demo_ctx.runs / "scratch", scores=demo_ctx.scores / "scratch")  # fmt: skip
+    rows = part.run(ctx)
+    assert [r.name for r in rows] == ["TVNet-50 end to end (L_c + 0.1 L_f)"]
+    assert "classifier from scratch" in rows[0].note and "new_length must be 3" in rows[0].note

@@ -4,8 +4,8 @@ A training sample is a stack of ``K + 1`` consecutive RGB frames (``VideoDataMod
 ``modalities: [rgb]`` and ``new_length: K + 1``; the paper: 6 frames, 5 flows). TVNet
 (:class:`mvaccel.nn.TVNet`, TV-L1 unrolled, trainable ``u0`` and filters) computes the flow of
 every consecutive pair; the ``K`` fields are stacked as ``2K`` channels ``x_1, y_1, x_2, ...``
-and normalised exactly as the flow CNN's input (clip to ``±bound``, ``normalize_motion`` with
-``motion_std``), so a classifier trained on stored TV-L1 flow (``recipes/teacher_flow.yaml``,
+and normalised exactly as the flow CNN's input (clip to ``±flow_clip``, ``normalize_motion``
+with ``flow_std``), so a classifier trained on stored TV-L1 flow (``recipes/teacher_flow.yaml``,
 a TSN BN-Inception or ResNet flow net) initialises the classifier. The loss is eq. 13,
 ``L = L_c + 0.1 * L_f``, with ``L_f`` the TV-L1 energy of TVNet's flow (eq. 1 with the exact,
 warped data term: :func:`mvaccel.distill.tvl1_energy`); TVNet's learning rate is the
@@ -135,8 +135,8 @@ class TVNetClassifier(ActionClassifier):
     Args:
         in_channels: the RGB stack's channels, ``3 * (K + 1)`` (linked from the data:
             ``modalities: [rgb]``, ``new_length: K + 1``); the classifier gets ``2K``.
-        scales / warps / iters: TVNet-``scales``-``warps``-``iters`` (the paper's TVNet-50:
-            1, 1, 50).
+        tvnet_scales / warps / iters: TVNet-``scales``-``warps``-``iters`` (the paper's
+            TVNet-50: 1, 1, 50).
         tau / lbda / theta / zfactor: TV-L1's parameters (0.25, 0.15, 0.3; pyramid ratio 0.5).
         tvnet_trainable: ``"filters"`` and/or ``"u0"`` (the paper trains both); ``[]`` freezes
             TVNet ("TVNet-50 (no training)" of Table 3).
@@ -149,8 +149,9 @@ class TVNetClassifier(ActionClassifier):
         tvnet_lr_div: TVNet's learning rate is ``lr / tvnet_lr_div`` (255, the paper's).
         tvnet_weight_decay: weight decay of TVNet's parameters (0: decay would pull the TV-L1
             taps and ``u0`` towards zero; the paper does not say).
-        bound / motion_std: the flow normalisation of the classifier's training data (set them
-            to the flow CNN's ``data.bound`` and ``data.motion_std``).
+        flow_clip / flow_std: the flow normalisation of the classifier's training data (set
+            them to the flow CNN's ``data.bound`` and ``data.motion_std``; other names than the
+            data module's, whose hyper-parameters Lightning logs beside these).
         direction: ``"backward"`` or ``"forward"`` (module docstring).
         classifier_checkpoint: a flow-trained classifier to start from: a checkpoint of
             ``mvaccel train`` (e.g. ``recipes/teacher_flow.yaml``'s ActionClassifier, same
@@ -166,7 +167,7 @@ class TVNetClassifier(ActionClassifier):
     def __init__(
         self,
         in_channels: int = 18,
-        scales: int = 1,
+        tvnet_scales: int = 1,
         warps: int = 1,
         iters: int = 50,
         tau: float = 0.25,
@@ -180,8 +181,8 @@ class TVNetClassifier(ActionClassifier):
         flow_weight: float = 0.1,
         tvnet_lr_div: float = 255.0,
         tvnet_weight_decay: float = 0.0,
-        bound: float = 20.0,
-        motion_std: float = 1.0,
+        flow_clip: float = 20.0,
+        flow_std: float = 1.0,
         direction: str = "backward",
         classifier_checkpoint: str | None = None,
         channels_last: bool = False,
@@ -209,7 +210,7 @@ class TVNetClassifier(ActionClassifier):
                              f"{self.hparams.backbone!r}")  # fmt: skip
         self.flow_channels = flow_channels
         self.tvnet = TVNet(
-            scales=scales, warps=warps, iters=iters, tau=tau, lbda=lbda, theta=theta,
+            scales=tvnet_scales, warps=warps, iters=iters, tau=tau, lbda=lbda, theta=theta,
             zfactor=zfactor, trainable=tuple(tvnet_trainable),
             size=tuple(tvnet_size) if tvnet_size else None, preprocess=preprocess, fused=fused,
         )  # fmt: skip
@@ -218,7 +219,7 @@ class TVNetClassifier(ActionClassifier):
                                  flow_channels)  # fmt: skip
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        self._settings = dict(bound=bound, motion_std=motion_std, direction=direction,
+        self._settings = dict(bound=flow_clip, motion_std=flow_std, direction=direction,
                               channels_last=channels_last)  # fmt: skip
 
     @property
