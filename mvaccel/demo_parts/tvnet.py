@@ -117,6 +117,7 @@ def run(ctx: DemoContext) -> list[MethodResult]:
                  "TV-L1-trained flow CNN",
         ))  # fmt: skip
     tr = trainer(EPOCHS)
+    taps = model.tvnet.wf.detach().clone()
     t0 = time.perf_counter()
     tr.fit(model, dm)
     train_s = time.perf_counter() - t0
@@ -128,8 +129,10 @@ def run(ctx: DemoContext) -> list[MethodResult]:
     rows.append(MethodResult(
         "TVNet-50 end to end (L_c + 0.1 L_f)", "rgb", r["top1"], r["mean_class"], stages,
         train_s=train_s,
-        note=f"{tr.global_step} steps, TVNet lr = lr / 255, {init}; TVNet runs on the "
-             f"{cfg.size}x{cfg.size} network crops, TV-L1 (two-stream rows) on whole frames",
+        note=f"{tr.global_step} steps, TVNet lr = lr / 255 (its filters moved by at most "
+             f"{float((model.tvnet.wf.detach() - taps).abs().max()):.1e}), {init}; TVNet runs "
+             f"on the {cfg.size}x{cfg.size} network crops, TV-L1 (two-stream rows) on whole "
+             "frames",
     ))  # fmt: skip
 
     rgb, flow = ctx.results.get("rgb_cnn"), ctx.results.get("teacher_flow")
