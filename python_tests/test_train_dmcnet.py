@@ -356,3 +356,34 @@ def test_bad_settings_fail_clearly(tmp_path):
     x = torch.randn(1, 1, 2, 16, 16)
     with pytest.raises(ValueError, match=r"\(mv, residual, flow, y\)"):
         m.training_step((x, torch.randn(1, 1, 3, 16, 16), torch.tensor([0])), 0)
+
+
+# ---- the demo part ----
+
+
+def test_demo_part_rows(root, tmp_path):
+    from mvaccel.demo import DemoConfig
+    from mvaccel.demo_parts import DemoContext
+    from mvaccel.demo_parts.dmcnet import DMCDemoConfig, run
+    from mvaccel.train.evaluate import fuse, load_scores
+
+    cfg = DemoConfig(size=48, batch_size=3, test_segments=2, bound=5.0)
+    ctx = DemoContext(cfg=cfg, root=root, runs=tmp_path / "runs", scores=tmp_path / "scores")
+    small = DMCDemoConfig(coviar_epochs=1, flow_epochs=1, stage1_epochs=2, stage2_epochs=1,
+                          timing_videos=1)  # fmt: skip
+    rows = run(ctx, small)
+    names = [r.name for r in rows]
+    assert names[:4] == ["CoViAR I-frame", "CoViAR MV (accumulated)",
+                         "CoViAR residual (accumulated)", "DMC-Net (MV + R -> DMC)"]  # fmt: skip
+    assert names[4].endswith("(2:1:1)") and names[5].endswith("(2:1:1:1)")
+    for r in rows:
+        assert 0 <= r.top1 <= 1 and 0 <= r.mean_class <= 1
+        assert all(v > 0 and np.isfinite(v) for v in r.stage_fps.values()), r
+        assert r.total_fps < min(r.stage_fps.values())
+    assert rows[3].inputs == "mv + residual" and set(rows[3].stage_fps) == {
+        "read", "generator", "classifier"}  # fmt: skip
+    # The fusion rows are the weighted sums of the saved score files.
+    files = {n: load_scores(ctx.scores / f"{n}.npz") for n in
+             ("coviar_iframe", "coviar_mv", "coviar_residual", "dmc_net")}  # fmt: skip
+    f = fuse(list(files.values()), [2, 1, 1, 1], softmax=False)
+    assert rows[5].top1 == pytest.approx(float((f["scores"].argmax(1) == f["labels"]).mean()))
