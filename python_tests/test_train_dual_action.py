@@ -296,3 +296,25 @@ def test_bad_inputs_fail_clearly(root, teacher, tmp_path):
     # Through the recipe: jsonargparse reports the module's error.
     with pytest.raises((ValueError, FileNotFoundError), match="teacher checkpoint not found"):
         build("dual_action_stream", [*tiny_overrides(root, tmp_path / "none.ckpt"), *TINY])
+
+
+def test_demo_part_rows(root, tmp_path):
+    from mvaccel.demo import DemoConfig
+    from mvaccel.demo_parts import DemoContext
+    from mvaccel.demo_parts import dual_action as part
+    from mvaccel.train.evaluate import fuse, load_scores
+
+    cfg = DemoConfig(size=48, bound=5.0, motion_std=0.05)
+    ctx = DemoContext(cfg, root, tmp_path / "runs", tmp_path / "scores")
+    rows = part.run(ctx, clip_len=4, epochs=2, fusion_epochs=1, batch_size=3)
+    assert [r.inputs for r in rows] == ["flow", "rgb", "rgb", "rgb + flow", "rgb + flow"]
+    for r in rows:
+        assert 0 <= r.mean_class <= 1 and r.top1 in (0, 1 / 3, 2 / 3, 1), r  # 3 test videos
+        assert all(v > 0 for v in r.stage_fps.values()) and r.total_fps > 0
+        assert ("flow" in r.stage_fps) == ("flow" in r.inputs)
+    # the RGB-only rows skip TV-L1: faster end to end than the flow stream
+    assert rows[2].total_fps > rows[0].total_fps
+    saved = {n: load_scores(ctx.scores / f"dual_action_{n}.npz")
+             for n in ("flow_teacher", "dual_action")}  # fmt: skip
+    avg = fuse([saved["dual_action"], saved["flow_teacher"]], [1, 1])
+    assert rows[3].top1 == pytest.approx(float((avg["scores"].argmax(1) == avg["labels"]).mean()))
