@@ -63,11 +63,22 @@ def video() -> Path:
 
 
 def _net(in_channels: int, device: str) -> torch.nn.Module:
+    """A randomly initialised network whose BatchNorm statistics are those of a random clip.
+
+    Untrained statistics (mean 0, variance 1) let activations grow or vanish through the
+    blocks, and denormal floats slow CPU convolutions several times: not what a trained
+    network computes.
+    """
     torch.manual_seed(0)
     if FULL:
         net = build_backbone("resnet3d101", NUM_CLASSES, in_channels)
     else:
         net = resnet3d(18, 0.25, num_classes=NUM_CLASSES, in_channels=in_channels)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.momentum = 1.0
+    with torch.no_grad():
+        net.train()(torch.randn(2, in_channels, CLIP, SIZE, SIZE))
     net = net.eval().to(device)
     if device == "cuda":
         net = net.to(memory_format=torch.channels_last_3d)
