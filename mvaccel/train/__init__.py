@@ -2,13 +2,17 @@
 
 from .coviar import CoViARStream
 from .dmcnet import DMCNet
+from .dual_action import ClipClassifier, DualActionFusion, DualActionStream
 from .modules import BACKBONES, ActionClassifier, MotionVectorTransfer, build_backbone, tapped
 
 __all__ = [
     "BACKBONES",
     "ActionClassifier",
+    "ClipClassifier",
     "CoViARStream",
     "DMCNet",
+    "DualActionFusion",
+    "DualActionStream",
     "MotionVectorTransfer",
     "build_backbone",
     "tapped",
