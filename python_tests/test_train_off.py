@@ -325,3 +325,31 @@ def test_clear_errors(root, ckpts, tmp_path):
         _tiny(2, taps=[["conv2.1"], ["nope"]])
     with pytest.raises(ValueError, match=">= 2 segments"):
         _tiny(2)(torch.randn(1, 1, 3, 48, 48))
+
+
+def test_demo_part_runs_on_tiny_data(root, tmp_path):
+    from mvaccel.demo import DemoConfig
+    from mvaccel.demo_parts import DemoContext, MethodResult
+    from mvaccel.demo_parts import off as part
+
+    cfg = DemoConfig(size=48, epochs=2, rgb_epochs=3, batch_size=3, width_mult=0.0625)
+    ctx = DemoContext(cfg=cfg, root=root, runs=tmp_path / "runs", scores=tmp_path / "scores")
+    rows = part.run(ctx)
+    assert [r.name for r in rows] == [
+        "TSN RGB (OFF stage 1)", "OFF(RGB), stage 2", "OFF(RGB), stage 3",
+        "RGB + OFF(RGB) 1 : 1, stage 3",
+    ]  # fmt: skip
+    assert all(isinstance(r, MethodResult) and r.inputs == "rgb" for r in rows)
+    assert all(0 <= r.top1 <= 1 and 0 <= r.mean_class <= 1 for r in rows)
+    assert set(rows[0].stage_fps) == {"decode", "backbone"}
+    assert all(set(r.stage_fps) == {"decode", "backbone", "off"} for r in rows[1:])
+    assert all(v > 0 for r in rows for v in r.stage_fps.values())
+    assert rows[1].total_fps < rows[0].total_fps  # OFF adds a stage
+    assert all(r.train_s > 0 for r in rows[:3]) and rows[3].train_s == 0
+    files = sorted(p.name for p in (tmp_path / "scores").iterdir())
+    assert files == ["off_s1_backbone.npz", "off_s2_off.npz", "off_s3_fused.npz", "off_s3_off.npz"]
+    from mvaccel.train.evaluate import accuracy, load_scores
+
+    fused = load_scores(tmp_path / "scores" / "off_s3_fused.npz")
+    assert fused["scores"].shape == (3, 3)
+    assert accuracy(fused["scores"], fused["labels"]) == rows[3].top1
