@@ -4,6 +4,7 @@ from .coviar import CoViARStream
 from .dmcnet import DMCNet
 from .dual_action import ClipClassifier, DualActionFusion, DualActionStream
 from .modules import BACKBONES, ActionClassifier, MotionVectorTransfer, build_backbone, tapped
+from .off import OFFNetwork
 
 __all__ = [
     "BACKBONES",
@@ -14,6 +15,7 @@ __all__ = [
     "DualActionFusion",
     "DualActionStream",
     "MotionVectorTransfer",
+    "OFFNetwork",
     "build_backbone",
     "tapped",
 ]
