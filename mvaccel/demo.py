@@ -12,6 +12,9 @@
 4. Video-level evaluation (25 segments, centre crop), two-stream fusion (RGB 1 : temporal 2),
    frames/s of motion extraction and of the CNN, and PNGs: a motion-vector field, the TV-L1 flow
    of the same frame, the DTMV-CNN's confusion matrix.
+5. The second table: every other method of the papers trained and evaluated on the same data
+   (:mod:`mvaccel.demo_parts`: DMC-Net and the CoViAR streams, OFF, TVNet end to end,
+   two-stream, Dual-action Stream), accuracy and end-to-end frames/s per stage side by side.
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ class DemoConfig:
     test_segments: int = 25
     streams: tuple[str, ...] = ("teacher_flow", "rgb_cnn", "mv_cnn_scratch", "mv_cnn_st_ti_dc")
     classes: tuple[str, ...] | None = None  # None: all nine motion classes
+    methods: tuple[str, ...] | None = None  # parts of the second table (None: all of PARTS)
 
 
 def synthetic_block_field(hb: int, wb: int, block: int) -> torch.Tensor:
@@ -345,11 +349,64 @@ def pipeline(cfg: DemoConfig, out: Path) -> dict:
     for k, p in pngs.items():
         print(f"wrote {k:9s} {p}")
     assert abs(mean_class_accuracy(r["scores"], r["labels"]) - r["mean_class"]) < 1e-9
+    rows = methods_step(cfg, root, out, ckpts, results, fps)
+    methods_text = methods_table(rows)
+    print()
+    print(methods_text)
+    print("(one CPU thread; frames/s per stage: a video's frames over the stage's time; total = "
+          "the stages in sequence; fusion rows run every stream they fuse)")  # fmt: skip
     report = {"config": asdict(cfg), "results": summary, "table": text,
+              "methods": [dict(asdict(r), total_fps=r.total_fps) for r in rows],
+              "methods_table": methods_text,
               "pngs": {k: str(v) for k, v in pngs.items()}}  # fmt: skip
     (out / "results.json").write_text(json.dumps(report, indent=1, default=str))
-    (out / "results.md").write_text(text + "\n")
+    (out / "results.md").write_text(text + "\n\n" + methods_text + "\n")
     return report
+
+
+def methods_step(cfg: DemoConfig, root: Path, out: Path, ckpts: dict, results: dict,
+                 fps: dict) -> list:  # fmt: skip
+    """Step 5: the MV-CNN rows of the first table, then every part of :mod:`.demo_parts`."""
+    import importlib
+
+    from .demo_parts import PARTS, DemoContext, MethodResult
+
+    rows = []
+    for name in ("mv_cnn_scratch", "mv_cnn_st_ti_dc", "teacher_flow"):
+        if name in results:
+            r = results[name]
+            motion = "read MV" if STREAMS[name][0] == "mv" else "decode + TV-L1"
+            rows.append(MethodResult(
+                LABELS[name], STREAMS[name][0], r["top1"], r["mean_class"],
+                {motion: fps[STREAMS[name][0]], "network": r["frames_per_s"]},
+            ))  # fmt: skip
+    ctx = DemoContext(
+        cfg=cfg, root=root, runs=out / "runs", scores=out / "scores", checkpoints=dict(ckpts),
+        results=dict(results), motion_fps=dict(fps),
+    )  # fmt: skip
+    for part in PARTS if cfg.methods is None else cfg.methods:
+        module = importlib.import_module(f"{__package__}.demo_parts.{part}")
+        t0 = time.perf_counter()
+        got = module.run(ctx)
+        print(f"method part {part}: {len(got)} rows in {time.perf_counter() - t0:.1f} s")
+        rows.extend(got)
+    return rows
+
+
+def methods_table(rows) -> str:
+    """The second table: one row per method, accuracy and frames/s per stage."""
+    lines = [
+        "| method | test input | top-1 % | mean class % | frames/s per stage | total fps "
+        "| train s | note |",
+        "| --- | --- | ---: | ---: | --- | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        stages = ", ".join(f"{k} {v:.0f}" for k, v in r.stage_fps.items())
+        lines.append(
+            f"| {r.name} | {r.inputs} | {100 * r.top1:.1f} | {100 * r.mean_class:.1f} | "
+            f"{stages} | {r.total_fps:.0f} | {r.train_s:.0f} | {r.note} |"
+        )
+    return "\n".join(lines)
 
 
 def run(

@@ -83,3 +83,22 @@ def test_cross_modality_load(tmp_path):
         B.load_weights(B.resnet18(num_classes=101), path, strict=True)
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         B.load_weights(flow, tmp_path / "nope.pth")
+
+
+def test_load_weights_of_a_lightning_checkpoint_and_of_a_foreign_file(tmp_path):
+    from mvaccel.train import ActionClassifier
+
+    trained = ActionClassifier(backbone="resnet18", num_classes=5, in_channels=4)
+    teacher = B.resnet18(num_classes=5, in_channels=4)  # a submodule that must not load
+    state = {f"net.{k}": v for k, v in trained.net.state_dict().items()}
+    state.update({f"teacher.{k}": torch.zeros_like(v) for k, v in teacher.state_dict().items()})
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": state, "hyper_parameters": {"backbone": "resnet18"}}, path)
+    net = B.resnet18(num_classes=5, in_channels=4)
+    report = B.load_weights(net, path)
+    assert report["missing"] == [] and report["skipped"] == []
+    torch.testing.assert_close(net.layer4[1].conv2.weight, trained.net.layer4[1].conv2.weight)
+    other = tmp_path / "other.pth"
+    torch.save({"encoder.weight": torch.zeros(3)}, other)
+    with pytest.raises(ValueError, match="none of its 1 tensors belongs to ResNet"):
+        B.load_weights(net, other)

@@ -28,5 +28,10 @@ def test_demo_pipeline_runs_end_to_end(tmp_path):
     for k in ("mv", "flow", "confusion"):
         img = np.asarray(Image.open(report["pngs"][k]))
         assert img.ndim == 3 and img.std() > 1
-    assert (tmp_path / "results.md").read_text().startswith("| stream |")
+    md = (tmp_path / "results.md").read_text()
+    assert md.startswith("| stream |") and "| method | test input |" in md
+    assert [m["name"] for m in report["methods"]][:2] == [
+        "MV-CNN from scratch",
+        "DTMV-CNN ST+TI+DC",
+    ]
     assert (tmp_path / "scores" / "mv_cnn_st_ti_dc.npz").is_file()

@@ -122,3 +122,17 @@ def test_tapped_records_and_cleans_up():
 def test_unknown_backbone():
     with pytest.raises(ValueError, match="unknown backbone"):
         ActionClassifier("vgg16")
+
+
+def test_datamodule_channels_of_clips_and_the_fixed_interval_count(tmp_path_factory):
+    from trainkit import tiny_dataset
+
+    from mvaccel.train.data import VideoDataModule
+
+    assert VideoDataModule.in_channels(["rgb"], 16, "clip") == 3  # (3, 16, H, W) clips
+    assert VideoDataModule.in_channels(["flow"], 10) == 20  # a stack of 10 fields
+    root = tiny_dataset(tmp_path_factory)
+    dm = VideoDataModule(root=str(root), modalities=["rgb"], sampling="fixed", num_segments=3,
+                         test_segments=7, val_segments=5, num_workers=0)  # fmt: skip
+    assert dm.dataset("train").test_segments == 7  # OFF's beta fixes the training interval
+    assert dm.dataset("test", train=False).test_segments == 5  # at test: the count sampled

@@ -13,6 +13,9 @@ positions and crops and flips all of them the same way; the named classes fix th
 - ``"flow"``: precomputed TV-L1 flow stored as TSN/dense_flow JPEGs (``flow_x_%05d.jpg``,
   ``flow_y_%05d.jpg``), dequantised back to pixels.
 - ``"rgb"``: decoded frames, from the video or from a folder of ``img_%05d.jpg``.
+- ``"iframe"``: CoViAR's I-frame stream: for every sampled frame, the decoded I-frame of the
+  GOP holding it (the GOP's key frame, as CoViAR's ``load(..., representation=0)`` returns
+  for ``gop_pos = 0``); read from the bitstream, only the I-frames are converted to RGB.
 
 **Positions and directions.** A video of ``T`` frames has ``T - 1`` motion fields. Field ``t``
 (``t = 1 .. T-1``) is the motion of frame ``t`` relative to frame ``t - 1``: the P-frame's
@@ -22,7 +25,8 @@ the flow file ``flow_x_%05d.jpg`` numbered ``t`` written by ``mvaccel flow --bac
 student's motion vectors of one sample describe the same motion in the same sign. Flow made in
 dense_flow's forward order (``tvl1(I_{t-1}, I_t)``, file ``t`` on frame ``t - 1``'s grid) can be
 read with ``flow_negate=True``, which flips its sign (an approximation: it stays on the grid of
-the earlier frame). RGB alone samples frames ``0 .. T-1``; beside a motion modality frame ``t``.
+the earlier frame). RGB (and I-frames) alone sample frames ``0 .. T-1``; beside a motion
+modality frame ``t``.
 
 **Values.** Motion in pixels is scaled with every resize (:func:`transforms.resize`), negated in
 x by flips, then clipped to ``±bound`` and mapped by :func:`transforms.normalize_motion`
@@ -57,8 +61,10 @@ from . import sampling as smp
 from . import transforms as tf
 from .lists import VideoItem, read_class_index, ucf101_split
 
-MODALITIES = ("mv", "residual", "flow", "rgb")
+MODALITIES = ("mv", "residual", "flow", "rgb", "iframe")
 MOTION = ("mv", "flow")
+#: modalities defined on motion fields (frames 1 .. T-1): they shift the sampling by one frame
+FIELDS = ("mv", "residual", "flow")
 SAMPLINGS = ("tsn", "gop", "fixed", "clip")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -104,11 +110,17 @@ class _Video:
         if self._clip is None:
             from ..video import read_motion
 
+            mods = self.ds.modalities
+            rgb = None
+            if "rgb" in mods and self.ds.frame_root is None:
+                rgb = "all"
+            elif "iframe" in mods:
+                rgb = "iframes"
             self._clip = read_motion(
                 self.video_path(),
                 block=self.ds.block,
-                residual="residual" in self.ds.modalities,
-                rgb="all" if "rgb" in self.ds.modalities and self.ds.frame_root is None else None,
+                residual="residual" in mods,
+                rgb=rgb,
                 accumulate=self.ds.accumulate,
             )
             if len(self._clip) < 2:
@@ -119,7 +131,8 @@ class _Video:
         """Frames every source of the dataset's modalities has (flow: fields + 1)."""
         mods = self.ds.modalities
         counts = []
-        if "mv" in mods or "residual" in mods or ("rgb" in mods and self.ds.frame_root is None):
+        from_video = ("mv", "residual", "iframe")
+        if any(m in mods for m in from_video) or ("rgb" in mods and self.ds.frame_root is None):
             counts.append(len(self.clip()))
         if "flow" in mods:
             counts.append(self.num_flow() + 1)
@@ -194,6 +207,17 @@ class _Video:
             out.append(np.asarray(Image.open(p).convert("RGB")))
         return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
 
+    def iframe(self, frames: list[int]) -> Tensor:
+        """``(n, 3, H, W)`` uint8: the I-frame of the GOP of each frame in ``frames``."""
+        clip = self.clip()
+        keys = clip.frame_index[clip.frame_type == 0].numpy()
+        pos = np.searchsorted(keys, np.asarray(frames), side="right") - 1
+        if len(keys) == 0 or (pos < 0).any():  # a stream that does not start with a key frame
+            bad = [f for f, p in zip(frames, pos, strict=True) if p < 0]
+            raise ValueError(f"{self.item.path}: frames {bad} come before the first I-frame")
+        row = {int(v): i for i, v in enumerate(clip.rgb_index)}
+        return clip.rgb[[row[int(k)] for k in keys[pos]]]
+
     # ---- motion vectors and residuals ----
 
     def mv(self, frames: list[int]) -> Tensor:
@@ -216,7 +240,8 @@ class VideoDataset(Dataset):
     Args:
         items: the videos (:func:`mvaccel.data.ucf101_split`, :func:`hmdb51_split`...).
         root: folder the items' paths are relative to (the videos).
-        modalities: any of ``"mv"``, ``"residual"``, ``"flow"``, ``"rgb"``, in output order.
+        modalities: any of ``"mv"``, ``"residual"``, ``"flow"``, ``"rgb"``, ``"iframe"``, in
+            output order.
         flow_root: folder of flow JPEG folders (``<root>/<Class>/<video>/flow_x_00001.jpg``
             with ``layout="tree"``, the layout ``mvaccel flow`` writes; ``<root>/<video>/`` with
             ``"flat"``, TSN's).
@@ -338,7 +363,7 @@ class VideoDataset(Dataset):
 
     def frames(self, video: _Video, rng: np.random.Generator | None) -> list[list[int]]:
         """Frame numbers per segment: ``S`` lists of ``K`` frames (one list for clips)."""
-        motion = any(m != "rgb" for m in self.modalities)
+        motion = any(m in FIELDS for m in self.modalities)
         total = video.num_frames()
         n = total - 1 if motion else total
         first = 1 if motion else 0
@@ -367,6 +392,8 @@ class VideoDataset(Dataset):
             return video.flow(frames)
         if modality == "residual":
             return video.residual(frames)
+        if modality == "iframe":
+            return video.iframe(frames)
         return video.rgb(frames)
 
     def raw(self, index: int, rng: np.random.Generator | None = None) -> dict[str, Tensor]:

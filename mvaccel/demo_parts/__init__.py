@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 #: modules of this package, in the order of the table's rows
-PARTS: tuple[str, ...] = ()
+PARTS: tuple[str, ...] = ("dmcnet", "off", "dual_action")
 
 
 @dataclass

@@ -7,11 +7,17 @@ torch model, :mod:`mvaccel.nn.backbones` has the papers' networks).
 
 from . import backbones
 from .common import BN_INCEPTION_TAPS, RESNET_TAPS, FeatureTaps, SegmentConsensus
+from .dmcnet import DMCDiscriminator, DMCGenerator, DMCNetwork
+from .fusion import AttentionFusion
 from .off import OFFLayer, OFFSubNetwork, OFFUnit, RawOFF, ResidualBlock
 from .tvnet import TVNet
 
 __all__ = [
+    "AttentionFusion",
     "BN_INCEPTION_TAPS",
+    "DMCDiscriminator",
+    "DMCGenerator",
+    "DMCNetwork",
     "RESNET_TAPS",
     "FeatureTaps",
     "OFFLayer",

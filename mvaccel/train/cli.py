@@ -21,8 +21,8 @@ from .modules import ActionClassifier
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
-def _in_channels(modalities, new_length) -> int:
-    return VideoDataModule.in_channels(modalities, new_length)
+def _in_channels(modalities, new_length, sampling="tsn") -> int:
+    return VideoDataModule.in_channels(modalities, new_length, sampling)
 
 
 class MvaccelCLI(LightningCLI):
@@ -30,7 +30,7 @@ class MvaccelCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: D102
         parser.link_arguments(
-            ("data.modalities", "data.new_length"),
+            ("data.modalities", "data.new_length", "data.sampling"),
             "model.init_args.in_channels",
             compute_fn=_in_channels,
         )

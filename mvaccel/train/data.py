@@ -39,9 +39,11 @@ class VideoDataModule(L.LightningDataModule):
         video_ext: replaces the list's extension when reading videos (None: keep).
         modalities: training inputs, of ``mv``, ``residual``, ``flow``, ``rgb``.
         val_modalities: validation inputs (default: ``modalities[:1]``).
-        num_segments / new_length / sampling / size / scales / flip / block / accumulate /
-        bound / motion_std / flow_bound / flow_negate / cache: as
-            :class:`mvaccel.data.VideoDataset`.
+        num_segments / new_length / sampling / test_segments / clip_stride / size / scales /
+        flip / block / accumulate / bound / motion_std / flow_bound / flow_negate / cache: as
+            :class:`mvaccel.data.VideoDataset` (``test_segments``: OFF's beta, the count that
+            fixes the training interval of ``sampling="fixed"``; default ``val_segments``;
+            at test the interval comes from the segments sampled).
         val_segments / val_crops: the validation protocol (segments, 1 or 10 crops).
         batch_size / val_batch_size / num_workers: loaders (per process under DDP).
         synthetic: if given (fields of :class:`mvaccel.data.synthetic.SyntheticSpec`),
@@ -67,6 +69,8 @@ class VideoDataModule(L.LightningDataModule):
         num_segments: int = 3,
         new_length: int = 10,
         sampling: str = "tsn",
+        test_segments: int | None = None,
+        clip_stride: int = 1,
         size: int = 224,
         scales: Sequence[float] = (1.0, 0.875, 0.75),
         flip: bool = True,
@@ -119,9 +123,13 @@ class VideoDataModule(L.LightningDataModule):
         return len(self.classes)
 
     @staticmethod
-    def in_channels(modalities: Sequence[str], new_length: int) -> int:
-        """Input channels of the first modality (the network's input)."""
-        return num_channels(list(modalities)[0], new_length)
+    def in_channels(modalities: Sequence[str], new_length: int, sampling: str = "tsn") -> int:
+        """Input channels of the first modality (the network's input).
+
+        A 2D stack of ``new_length`` frames has ``new_length`` times a frame's channels; a clip
+        (``sampling="clip"``, ``(C, K, H, W)`` for 3D CNNs) has a frame's channels.
+        """
+        return num_channels(list(modalities)[0], 1 if sampling == "clip" else new_length)
 
     # ---- data ----
 
@@ -157,7 +165,10 @@ class VideoDataModule(L.LightningDataModule):
         kw = dict(
             flow_root=self.flow_root, frame_root=self.frame_root, video_ext=hp.video_ext,
             num_segments=hp.num_segments if train else hp.val_segments,
-            new_length=hp.new_length, train=train, sampling=hp.sampling, size=hp.size,
+            new_length=hp.new_length, train=train, sampling=hp.sampling,
+            # At test the count sampled is beta itself; in training beta is configured.
+            test_segments=(hp.get("test_segments") or hp.val_segments) if train else None,
+            clip_stride=hp.get("clip_stride", 1), size=hp.size,
             scales=tuple(hp.scales) if hp.scales else tf.TSN_SCALES, flip=hp.flip,
             test_crops=hp.val_crops, block=hp.block, accumulate=hp.accumulate, bound=hp.bound,
             motion_std=hp.motion_std, flow_bound=hp.flow_bound, flow_negate=hp.flow_negate,

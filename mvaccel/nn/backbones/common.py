@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -75,10 +76,12 @@ def set_in_channels(model: nn.Module, in_channels: int) -> nn.Module:
 def load_weights(model: nn.Module, path: str | Path, strict: bool = False) -> dict[str, list]:
     """Load a local checkpoint into ``model``; nothing is ever downloaded.
 
-    Accepts a plain state dict or a checkpoint holding one under ``state_dict`` / ``model``,
-    strips DataParallel's ``module.`` prefix, adapts a first-layer kernel with a different
-    input-channel count (cross-modality, :func:`cross_modality_weight`), and skips tensors whose
-    shapes differ (a classifier for another number of classes) unless ``strict``.
+    Accepts a plain state dict or a checkpoint holding one under ``state_dict`` / ``model``
+    (a Lightning checkpoint of :mod:`mvaccel.train`: the ``net.`` weights, i.e. the trained
+    network and never a teacher), strips DataParallel's ``module.`` prefix, adapts a first-layer
+    kernel with a different input-channel count (cross-modality,
+    :func:`cross_modality_weight`), and skips tensors whose shapes differ (a classifier for
+    another number of classes) unless ``strict``.
 
     Returns:
         ``{"missing": [...], "unexpected": [...], "skipped": [...], "adapted": [...]}``.
@@ -86,16 +89,29 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = False) -> di
     Raises:
         FileNotFoundError: no file at ``path``.
         RuntimeError: ``strict`` and the keys or shapes do not match.
+        ValueError: not a state dict, or none of its tensors belongs to ``model``.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # Lightning checkpoints may pickle hyper-parameter objects
+        state = torch.load(path, map_location="cpu", weights_only=False)
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: holds no state dict")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     own = model.state_dict()
+    if not any(k in own for k in state) and any(k.startswith("net.") for k in state):
+        state = {k[4:]: v for k, v in state.items() if k.startswith("net.")}  # Lightning
+    if not any(k in own for k in state):
+        raise ValueError(
+            f"{path}: none of its {len(state)} tensors belongs to {type(model).__name__} "
+            f"(its keys start {sorted(state)[:3]}, the model's {sorted(own)[:3]})"
+        )
     conv_name, conv = first_conv(model)
     report: dict[str, list] = {"skipped": [], "adapted": []}
     filtered = {}
