@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 #: modules of this package, in the order of the table's rows
-PARTS: tuple[str, ...] = ("dmcnet", "off", "dual_action")
+PARTS: tuple[str, ...] = ("dmcnet", "off", "tvnet", "dual_action")
 
 
 @dataclass
