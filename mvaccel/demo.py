@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -40,6 +41,8 @@ STREAMS = {
     "mv_cnn_ti_dc": ("mv", dict(teacher_init=True, temperature=0.0, connect=DC_LAYERS)),
     "mv_cnn_st_ti_dc": ("mv", dict(teacher_init=True, temperature=2.0, connect=DC_LAYERS)),
 }
+#: training time of the first table's streams in the last run, by stream name
+TRAIN_SECONDS: dict[str, float] = {}
 LABELS = {
     "teacher_flow": "OF-CNN (teacher, TV-L1)",
     "rgb_cnn": "RGB CNN",
@@ -208,6 +211,7 @@ def _train(cfg: DemoConfig, root: Path, name: str, runs: Path, teacher: Path | N
     )  # fmt: skip
     t0 = time.perf_counter()
     trainer.fit(model, dm)
+    TRAIN_SECONDS[name] = time.perf_counter() - t0
     path = runs / name / "last.ckpt"
     trainer.save_checkpoint(path)
     print(f"trained {LABELS[name]:24s} {trainer.global_step:5d} steps in "
@@ -379,6 +383,8 @@ def methods_step(cfg: DemoConfig, root: Path, out: Path, ckpts: dict, results: d
             rows.append(MethodResult(
                 LABELS[name], STREAMS[name][0], r["top1"], r["mean_class"],
                 {motion: fps[STREAMS[name][0]], "network": r["frames_per_s"]},
+                TRAIN_SECONDS.get(name, 0.0),
+                "the first table's" + (" (flow teacher alone)" if name == "teacher_flow" else ""),
             ))  # fmt: skip
     ctx = DemoContext(
         cfg=cfg, root=root, runs=out / "runs", scores=out / "scores", checkpoints=dict(ckpts),
@@ -440,10 +446,21 @@ def run(
         cfg.streams = tuple(STREAMS)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    # Lightning's per-trainer banners ("GPU available: False", tips) would drown the demo's lines
+    # (levels set after Lightning's import, which configures its loggers).
+    import lightning  # noqa: F401
+
+    quiet = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric",
+                                            "lightning_utilities")]  # fmt: skip
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.WARNING)
     try:
         report = pipeline(cfg, out)
     finally:
         torch.set_num_threads(before)
+        for q, lv in zip(quiet, levels, strict=True):
+            q.setLevel(lv)
     report["pngs"].update({k: str(v) for k, v in paths.items()})
     print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     return report
