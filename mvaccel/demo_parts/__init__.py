@@ -82,3 +82,27 @@ def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[Any, float]:
         out = fn()
         best = min(best, time.perf_counter() - t0)
     return out, best
+
+
+def fit(ctx: DemoContext, part: str, name: str, model, dm, epochs: int) -> tuple[Path, float]:
+    """Train ``model`` on ``dm`` for ``epochs`` on the CPU; its checkpoint and seconds taken.
+
+    The demo's way: seeded, no validation, a CSV log under ``ctx.runs/part/name``.
+    """
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    L.seed_everything(ctx.cfg.seed, verbose=False)
+    runs = ctx.runs / part
+    trainer = L.Trainer(
+        max_epochs=epochs, accelerator="cpu", devices=1, logger=CSVLogger(runs, name, ""),
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=5,
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    trainer.fit(model, dm)
+    took = time.perf_counter() - t0
+    path = runs / name / "last.ckpt"
+    trainer.save_checkpoint(path)
+    print(f"trained {name:24s} {trainer.global_step:4d} steps in {took:5.1f} s -> {path}")
+    return path, took

@@ -17,13 +17,11 @@ DMC-Net), the networks are timed on the test protocol's batches (25 segments of 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from . import DemoContext, MethodResult, timed
+from . import DemoContext, MethodResult, fit, timed
 
 #: CoViAR's fusion weights (combine.py) and DMC-Net's fourth stream
 FUSION = {"coviar_iframe": 2.0, "coviar_mv": 1.0, "coviar_residual": 1.0, "dmc_net": 1.0}
@@ -63,26 +61,6 @@ def _dm(ctx: DemoContext, modalities, val=None, **kw):
     )  # fmt: skip
     args.update(kw)
     return VideoDataModule(**args)
-
-
-def _fit(ctx: DemoContext, name: str, model, dm, epochs: int) -> tuple[Path, float]:
-    import lightning as L
-    from lightning.pytorch.loggers import CSVLogger
-
-    L.seed_everything(ctx.cfg.seed, verbose=False)
-    runs = ctx.runs / "dmcnet"
-    trainer = L.Trainer(
-        max_epochs=epochs, accelerator="cpu", devices=1, logger=CSVLogger(runs, name, ""),
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=5,
-    )  # fmt: skip
-    t0 = time.perf_counter()
-    trainer.fit(model, dm)
-    took = time.perf_counter() - t0
-    path = runs / name / "last.ckpt"
-    trainer.save_checkpoint(path)
-    print(f"trained {name:18s} {epochs:3d} epochs in {took:6.1f} s -> {path}")
-    return path, took
 
 
 def _clarifai(ctx: DemoContext, prelu: bool) -> dict:
@@ -138,7 +116,7 @@ def run(ctx: DemoContext, config: DMCDemoConfig | None = None) -> list[MethodRes
             representation=rep, num_classes=dm.num_classes,
             in_channels=dm.in_channels(dm.modalities, 1), **_clarifai(ctx, rep == "mv"), **common,
         )  # fmt: skip
-        ckpts[name], train_s[name] = _fit(ctx, name, model, dm, cc.coviar_epochs)
+        ckpts[name], train_s[name] = fit(ctx, "dmcnet", name, model, dm, cc.coviar_epochs)
 
     # ---- DMC-Net: a flow classifier, then stage 1 and stage 2 ----
     # The demo's motion scaling (its tiny nets want larger inputs than DMC-Net's / 0.226).
@@ -146,16 +124,16 @@ def run(ctx: DemoContext, config: DMCDemoConfig | None = None) -> list[MethodRes
     dm = _dm(ctx, ["flow"], num_segments=cc.num_segments, sampling="gop", **motion)
     flow_net = CoViARStream(representation="flow", data_bn=False, num_classes=dm.num_classes,
                             in_channels=2, **_clarifai(ctx, True), **common)  # fmt: skip
-    flow_ckpt, flow_s = _fit(ctx, "dmc_flow_teacher", flow_net, dm, cc.flow_epochs)
+    flow_ckpt, flow_s = fit(ctx, "dmcnet", "dmc_flow_teacher", flow_net, dm, cc.flow_epochs)
     dmc_common = dict(num_classes=dm.num_classes, in_channels=2, lr=cc.dmc_lr,
                       milestones=(), **_clarifai(ctx, True))  # fmt: skip
     dm = _dm(ctx, ["mv", "residual", "flow"], ["mv", "residual"], num_segments=cc.num_segments,
              sampling="gop", accumulate=False, **motion)  # fmt: skip
     s1 = DMCNet(stage="reconstruction", flow_checkpoint=str(flow_ckpt), **dmc_common)
-    s1_ckpt, s1_s = _fit(ctx, "dmc_net_stage1", s1, dm, cc.stage1_epochs)
+    s1_ckpt, s1_s = fit(ctx, "dmcnet", "dmc_net_stage1", s1, dm, cc.stage1_epochs)
     s2 = DMCNet(stage="adversarial", init_checkpoint=str(s1_ckpt), flow_block=0,
                 mse_only_epochs=0, **dmc_common)  # fmt: skip
-    ckpts["dmc_net"], s2_s = _fit(ctx, "dmc_net", s2, dm, cc.stage2_epochs)
+    ckpts["dmc_net"], s2_s = fit(ctx, "dmcnet", "dmc_net", s2, dm, cc.stage2_epochs)
     train_s["dmc_net"] = flow_s + s1_s + s2_s
 
     for name, path in ckpts.items():

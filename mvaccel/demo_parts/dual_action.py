@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import DemoContext, MethodResult, timed
+from . import DemoContext, MethodResult, fit, timed
 
 #: the tiny network of every row
 BACKBONE = dict(backbone="resnet3d", backbone_kwargs=dict(depth=10, width=0.125))
@@ -33,27 +33,6 @@ def _datamodule(ctx: DemoContext, modalities, val_modalities, clip_len: int, bat
         flow_bound=cfg.bound, motion_std=cfg.motion_std, batch_size=batch_size, num_workers=0,
         cache=True, seed=cfg.seed, flip=False, val_segments=1,
     )  # fmt: skip
-
-
-def _fit(ctx: DemoContext, name: str, model, dm, epochs: int) -> tuple[Path, float]:
-    """Train ``model``; its checkpoint and the training time in seconds."""
-    import lightning as L
-    from lightning.pytorch.loggers import CSVLogger
-
-    L.seed_everything(ctx.cfg.seed, verbose=False)
-    runs = ctx.runs / "dual_action"
-    trainer = L.Trainer(
-        max_epochs=epochs, accelerator="cpu", devices=1, logger=CSVLogger(runs, name, ""),
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=5,
-    )  # fmt: skip
-    t0 = time.perf_counter()
-    trainer.fit(model, dm)
-    took = time.perf_counter() - t0
-    path = runs / name / "last.ckpt"
-    trainer.save_checkpoint(path)
-    print(f"trained {name:24s} {trainer.global_step:4d} steps in {took:5.1f} s -> {path}")
-    return path, took
 
 
 def _stage_fps(ctx: DemoContext, videos: int = 4) -> dict[str, float]:
@@ -104,7 +83,7 @@ def run(
         return _datamodule(ctx, mods, val, clip_len, batch_size)
 
     flow_dm = dm(["flow"], ["flow"])
-    teacher, t_teacher = _fit(ctx, "flow_teacher", ClipClassifier(
+    teacher, t_teacher = fit(ctx, "dual_action", "flow_teacher", ClipClassifier(
         clip_channels=2, num_classes=flow_dm.num_classes, **common), flow_dm, epochs)  # fmt: skip
     students = {}
     for name, loss in (("rgb_ce", "ce"), ("dual_action", "dual_action")):
@@ -113,13 +92,15 @@ def run(
             teacher_checkpoint=str(teacher) if loss != "ce" else None, loss=loss, alpha=50.0,
             clip_channels=3, num_classes=d.num_classes, **common,
         )  # fmt: skip
-        students[name] = _fit(ctx, name, model, d, epochs)
+        students[name] = fit(ctx, "dual_action", name, model, d, epochs)
     fusion_dm = dm(["rgb", "flow"], ["rgb", "flow"])
     fusion = DualActionFusion(
         rgb_checkpoint=str(students["dual_action"][0]), flow_checkpoint=str(teacher),
         num_classes=fusion_dm.num_classes, clip_channels=3, **common,
     )  # fmt: skip
-    fusion_ckpt, t_fusion = _fit(ctx, "attention_fusion", fusion, fusion_dm, fusion_epochs)
+    fusion_ckpt, t_fusion = fit(
+        ctx, "dual_action", "attention_fusion", fusion, fusion_dm, fusion_epochs
+    )
 
     results = {}
     for name, path in (("flow_teacher", teacher), ("rgb_ce", students["rgb_ce"][0]),
