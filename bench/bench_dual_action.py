@@ -27,7 +27,7 @@ import torch
 
 from mvaccel.data import transforms as tf
 from mvaccel.flow import flow_video
-from mvaccel.train.dual_action import resnet3d
+from mvaccel.nn.backbones import resnet3d
 from mvaccel.train.modules import build_backbone
 from mvaccel.video import read_motion
 

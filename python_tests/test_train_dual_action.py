@@ -15,10 +15,11 @@ from trainkit import tiny_dataset, tiny_overrides
 
 from mvaccel import distill
 from mvaccel.nn import AttentionFusion, FeatureTaps
+from mvaccel.nn.backbones import resnet3d
 from mvaccel.train import ActionClassifier, ClipClassifier, DualActionFusion, DualActionStream
 from mvaccel.train.cli import MvaccelCLI
 from mvaccel.train.data import VideoDataModule
-from mvaccel.train.dual_action import CLIP_LEVELS, load_stream, resnet3d
+from mvaccel.train.dual_action import CLIP_LEVELS, load_stream
 from mvaccel.train.evaluate import evaluate, load_checkpoint, network_from_checkpoint
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"

@@ -17,7 +17,7 @@ Three LightningModules, all subclasses of :class:`~mvaccel.train.ActionClassifie
 channels from ``clip_channels`` (3 RGB, 2 flow) and ignore the linked value.
 
 **Backbones.** ``resnet3d18`` / ``50`` / ``101`` of :data:`~mvaccel.train.BACKBONES` (the paper:
-ResNet-101) and ``"resnet3d"``, registered by this module: :func:`resnet3d` of any depth and a
+ResNet-101) and ``"resnet3d"`` (:func:`mvaccel.nn.backbones.resnet3d`): any depth and a
 width multiplier (the demo's and the tests' tiny networks).
 """
 
@@ -32,10 +32,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import distill
-from ..nn.backbones.common import set_in_channels
-from ..nn.backbones.resnet3d import BasicBlock3d, Bottleneck3d
+from ..nn.backbones.resnet3d import resnet3d
 from ..nn.fusion import AttentionFusion
-from .modules import BACKBONES, ActionClassifier, _fold, build_backbone, tapped
+from .modules import ActionClassifier, _fold, build_backbone, tapped
 
 #: The levels the student matches (eq. 2 and 3, i = 1 ... n-1): the four stages' outputs and the
 #: pooled features before the classifier (``f_(n-1)``, MAR's only level).
@@ -44,86 +43,6 @@ CLIP_LEVELS: tuple[str, ...] = ("layer1", "layer2", "layer3", "layer4", "avgpool
 LOSSES = ("dual_action", "mae", "gram", "mar", "ce")
 #: ``gram_reduction`` values: how eq. 3's L1 norm reduces the ``C x C`` entries.
 GRAM_REDUCTIONS = ("mean", "sum")
-
-_DEPTHS = {
-    10: (BasicBlock3d, (1, 1, 1, 1)),
-    18: (BasicBlock3d, (2, 2, 2, 2)),
-    34: (BasicBlock3d, (3, 4, 6, 3)),
-    50: (Bottleneck3d, (3, 4, 6, 3)),
-    101: (Bottleneck3d, (3, 4, 23, 3)),
-    152: (Bottleneck3d, (3, 8, 36, 3)),
-}
-
-
-class ScaledResNet3d(nn.Module):
-    """Hara et al.'s 3D ResNet with every width multiplied by ``width`` (tiny clip networks).
-
-    The structure and module names of :class:`mvaccel.nn.backbones.ResNet3d` (7x7x7 stem with
-    stride (1, 2, 2), 3x3x3/2 max pool, ``layer1`` ... ``layer4``, ``avgpool``, ``fc``); at
-    ``width=1`` it is that network. Stage ``i`` has ``round(64 * width) * 2**i`` planes.
-
-    Args:
-        depth: 10, 18, 34 (basic blocks), 50, 101, 152 (bottlenecks).
-        width: multiplier of the channel counts (0.125: 8 ... 64 planes).
-        num_classes: outputs (0: features only).
-        in_channels: channels per frame (3 RGB, 2 flow).
-
-    Shapes:
-        ``(N, in_channels, T, H, W)`` -> ``(N, num_classes)``.
-    """
-
-    def __init__(self, depth: int = 18, width: float = 1.0, num_classes: int = 400,
-                 in_channels: int = 3):  # fmt: skip
-        super().__init__()
-        if depth not in _DEPTHS:
-            raise ValueError(f"resnet3d: depth must be one of {sorted(_DEPTHS)}, got {depth}")
-        if not width > 0:
-            raise ValueError(f"resnet3d: width must be > 0, got {width}")
-        block, layers = _DEPTHS[depth]
-        base = max(1, round(64 * width))
-        self.conv1 = nn.Conv3d(3, base, 7, (1, 2, 2), 3, bias=False)
-        self.bn1 = nn.BatchNorm3d(base)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool3d(3, 2, 1)
-        inplanes = base
-        for i, (blocks, stride) in enumerate(zip(layers, (1, 2, 2, 2), strict=True)):
-            planes = base * 2**i
-            out = planes * block.expansion
-            down = None
-            if stride != 1 or inplanes != out:
-                down = nn.Sequential(nn.Conv3d(inplanes, out, 1, stride, bias=False),
-                                     nn.BatchNorm3d(out))  # fmt: skip
-            mods = [block(inplanes, planes, stride, down)]
-            mods += [block(out, planes) for _ in range(1, blocks)]
-            setattr(self, f"layer{i + 1}", nn.Sequential(*mods))
-            inplanes = out
-        self.avgpool = nn.AdaptiveAvgPool3d(1)
-        self.num_features = inplanes
-        self.fc = nn.Linear(inplanes, num_classes) if num_classes else nn.Identity()
-        for m in self.modules():
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        set_in_channels(self, in_channels)
-
-    def features(self, x: Tensor) -> Tensor:
-        """Pooled ``(N, num_features)`` features."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.avgpool(x).flatten(1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Scores ``(N, num_classes)``."""
-        return self.fc(self.features(x))
-
-
-def resnet3d(depth: int = 18, width: float = 1.0, **kw) -> ScaledResNet3d:
-    """A 3D ResNet of ``depth`` at ``width`` times the channels (backbone name ``"resnet3d"``)."""
-    return ScaledResNet3d(depth, width, **kw)
-
-
-# The tiny clip networks by name, for every module of mvaccel.train (the teacher recipe is a
-# ClipClassifier, but a plain ActionClassifier checkpoint names its backbone the same way).
-BACKBONES.setdefault("resnet3d", resnet3d)
 
 
 def load_stream(net: nn.Module, path: str | Path, role: str) -> None:
@@ -504,7 +423,6 @@ __all__ = [
     "DualActionFusion",
     "DualActionStream",
     "FusedStreams",
-    "ScaledResNet3d",
     "load_stream",
     "mean_gram_loss",
     "resnet3d",

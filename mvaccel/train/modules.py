@@ -27,6 +27,7 @@ BACKBONES = {
     "resnet50": backbones.resnet50,
     "resnet152": backbones.resnet152,
     "bninception": backbones.BNInception,
+    "resnet3d": backbones.resnet3d,  # any depth and width: backbone_kwargs {depth, width}
     "resnet3d18": backbones.resnet3d18,
     "resnet3d50": backbones.resnet3d50,
     "resnet3d101": backbones.resnet3d101,
@@ -173,9 +174,16 @@ class ActionClassifier(L.LightningModule):
         x = batch[0] if isinstance(batch, list | tuple) else batch
         return self(x)
 
+    def param_groups(self) -> list[dict]:
+        """The optimizer's parameter groups: all trainable parameters in one by default.
+
+        Methods override it for per-part learning rates (TVNet's lr / 255, CoViAR's multipliers).
+        """
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
     def configure_optimizers(self):  # noqa: D102
         hp = self.hparams
-        params = [p for p in self.parameters() if p.requires_grad]
+        params = self.param_groups()
         if hp.optimizer == "sgd":
             opt = torch.optim.SGD(
                 params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay

@@ -306,21 +306,6 @@ class TVNetClassifier(ActionClassifier):
             })  # fmt: skip
         return groups
 
-    def configure_optimizers(self):  # noqa: D102
-        hp = self.hparams
-        groups = self.param_groups()
-        if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(
-                groups, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
-            )
-        else:
-            opt = torch.optim.Adam(groups, lr=hp.lr, weight_decay=hp.weight_decay)
-        if not hp.milestones:
-            return opt
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(hp.milestones), hp.gamma)
-        interval = hp.get("scheduler_interval", "epoch")
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": interval}}
-
 
 def load_flow_classifier(
     net: nn.Module, path: str | Path, backbone: str | None = None, in_channels: int | None = None

@@ -10,7 +10,7 @@ from .bninception import BNInception
 from .clarifai import ClarifaiNet
 from .common import cross_modality_weight, load_weights, set_in_channels
 from .resnet import ResNet, resnet18, resnet50, resnet152
-from .resnet3d import ResNet3d, resnet3d18, resnet3d50, resnet3d101
+from .resnet3d import ResNet3d, resnet3d, resnet3d18, resnet3d50, resnet3d101
 
 __all__ = [
     "BNInception",
@@ -20,6 +20,7 @@ __all__ = [
     "cross_modality_weight",
     "load_weights",
     "resnet18",
+    "resnet3d",
     "resnet3d18",
     "resnet3d50",
     "resnet3d101",

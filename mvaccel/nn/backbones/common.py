@@ -9,15 +9,16 @@ import torch
 from torch import nn
 
 
-def residual_stages(block, layers, conv, norm) -> list[nn.Sequential]:
-    """ResNet's four stages (64, 128, 256, 512 planes; strides 1, 2, 2, 2) for 2D or 3D blocks.
+def residual_stages(block, layers, conv, norm, base: int = 64) -> list[nn.Sequential]:
+    """ResNet's four stages for 2D or 3D blocks: ``base`` x 1, 2, 4, 8 planes, strides 1, 2, 2, 2.
 
     ``block(inplanes, planes, stride, downsample)`` with an ``expansion`` attribute; ``conv`` and
     ``norm`` are ``nn.Conv2d``/``nn.BatchNorm2d`` or their 3D twins (the 1x1 shortcut, type B).
     Module names inside match torchvision's and Hara et al.'s (``0.downsample.0`` ...).
     """
-    inplanes, stages = 64, []
-    for planes, blocks, stride in zip((64, 128, 256, 512), layers, (1, 2, 2, 2), strict=True):
+    inplanes, stages = base, []
+    widths = (base, 2 * base, 4 * base, 8 * base)
+    for planes, blocks, stride in zip(widths, layers, (1, 2, 2, 2), strict=True):
         out = planes * block.expansion
         down = None
         if stride != 1 or inplanes != out:

@@ -64,18 +64,22 @@ class ResNet3d(nn.Module):
         layers: blocks per stage.
         num_classes: outputs (0: features only).
         in_channels: 3 for RGB clips, 2 for flow clips.
+        width: multiplier of the channel counts (0.125: 8 ... 64 planes; tiny demo nets).
     """
 
-    def __init__(self, block, layers, num_classes=400, in_channels=3):
+    def __init__(self, block, layers, num_classes=400, in_channels=3, width: float = 1.0):
         super().__init__()
-        self.conv1 = nn.Conv3d(3, 64, 7, (1, 2, 2), 3, bias=False)
-        self.bn1 = nn.BatchNorm3d(64)
+        if not width > 0:
+            raise ValueError(f"resnet3d: width must be > 0, got {width}")
+        base = max(1, round(64 * width))
+        self.conv1 = nn.Conv3d(3, base, 7, (1, 2, 2), 3, bias=False)
+        self.bn1 = nn.BatchNorm3d(base)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool3d(3, 2, 1)
-        stages = residual_stages(block, layers, nn.Conv3d, nn.BatchNorm3d)
+        stages = residual_stages(block, layers, nn.Conv3d, nn.BatchNorm3d, base)
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.avgpool = nn.AdaptiveAvgPool3d(1)
-        self.num_features = 512 * block.expansion
+        self.num_features = 8 * base * block.expansion
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
         for m in self.modules():
             if isinstance(m, nn.Conv3d):
@@ -106,3 +110,21 @@ def resnet3d50(**kw) -> ResNet3d:
 def resnet3d101(**kw) -> ResNet3d:
     """3D ResNet-101 (the Dual-action Stream's network)."""
     return ResNet3d(Bottleneck3d, (3, 4, 23, 3), **kw)
+
+
+_DEPTHS = {
+    10: (BasicBlock3d, (1, 1, 1, 1)),
+    18: (BasicBlock3d, (2, 2, 2, 2)),
+    34: (BasicBlock3d, (3, 4, 6, 3)),
+    50: (Bottleneck3d, (3, 4, 6, 3)),
+    101: (Bottleneck3d, (3, 4, 23, 3)),
+    152: (Bottleneck3d, (3, 8, 36, 3)),
+}
+
+
+def resnet3d(depth: int = 18, width: float = 1.0, **kw) -> ResNet3d:
+    """A 3D ResNet of ``depth`` (10, 18, 34, 50, 101, 152) at ``width`` times the channels."""
+    if depth not in _DEPTHS:
+        raise ValueError(f"resnet3d: depth must be one of {sorted(_DEPTHS)}, got {depth}")
+    block, layers = _DEPTHS[depth]
+    return ResNet3d(block, layers, width=width, **kw)
