@@ -68,10 +68,11 @@ def save_png(image: np.ndarray | Tensor, path: str | Path) -> Path:
     arr = image.detach().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
     if arr.dtype != np.uint8:
         raise ValueError(f"save_png: expected a uint8 image, got {arr.dtype}")
+    from ._io import atomic_path
+
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(arr).save(tmp, format="PNG")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(arr).save(tmp, format="PNG")
     return path
 
 

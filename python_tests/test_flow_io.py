@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mvaccel.commands.flow import find_items, parse_shard
+from mvaccel._io import parse_shard
 from mvaccel.flow import (
     TVL1Params,
     aae,
@@ -24,7 +25,9 @@ from mvaccel.flow import (
     tvl1,
     write_flo,
     write_flow_jpgs,
+    write_video_flow,
 )
+from mvaccel.flow.video import find_flow_sources
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = TVL1Params(nscales=1, warps=1, inner_iterations=5, outer_iterations=1, median=1)
@@ -176,7 +179,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_cli_tree_resume_and_shards(tmp_path):
     make_tree(tmp_path / "src")
-    items = find_items(tmp_path / "src")
+    items = find_flow_sources(tmp_path / "src")
     assert [str(r) for _, r in items] == ["a/v0", "a/v1", "b/v0"]
     r = cli(str(tmp_path / "src"), str(tmp_path / "s0"), "--preset", "tvnet", "--shard", "0/2")
     assert r.returncode == 0, r.stderr
@@ -187,7 +190,7 @@ def test_cli_tree_resume_and_shards(tmp_path):
     # rerun: nothing to do, and the finished files stay untouched
     stamp = (tmp_path / "s0" / "a" / "v0" / "flow_x_00001.jpg").stat().st_mtime_ns
     r = cli(str(tmp_path / "src"), str(tmp_path / "s0"), "--preset", "tvnet", "--shard", "0/2")
-    assert r.returncode == 0 and "2 already done" in r.stdout, r.stdout
+    assert r.returncode == 0 and "2 already done" in r.stderr, r.stderr
     assert (tmp_path / "s0" / "a" / "v0" / "flow_x_00001.jpg").stat().st_mtime_ns == stamp
     assert not list((tmp_path / "s0").rglob(".*tmp*"))
 
@@ -215,3 +218,69 @@ def test_cli_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="0 <= i < n"):
         parse_shard("2/2")
     assert parse_shard("1/4") == (1, 4)
+
+
+def test_cli_flow_is_backward_by_default_and_says_so(tmp_path):
+    """Written flow follows the MVs (file k = tvl1(I_k, I_{k-1})) unless --forward is asked."""
+    make_tree(tmp_path / "src")
+    one = tmp_path / "src" / "a" / "v0"
+    for flag, name in (([], "b"), (["--forward"], "f")):
+        r = cli(str(one), str(tmp_path / name), "--preset", "tvnet", "--format", "flo", *flag)
+        assert r.returncode == 0, r.stderr
+    fr = torch.stack([torch.from_numpy(np.array(Image.open(p))) for p in sorted(one.iterdir())])
+    fr = fr[:, None]
+    params = TVL1Params.preset("tvnet")
+    torch.testing.assert_close(read_flo(tmp_path / "b" / "v0" / "flow_00001.flo"),
+                               tvl1(fr[1:2], fr[0:1], params)[0])  # fmt: skip
+    torch.testing.assert_close(read_flo(tmp_path / "f" / "v0" / "flow_00001.flo"),
+                               tvl1(fr[0:1], fr[1:2], params)[0])  # fmt: skip
+    meta = json.loads((tmp_path / "b" / "v0" / "meta.json").read_text())
+    assert meta["direction"] == "backward" and meta["file_k"] == "tvl1(I_k, I_{k-1})"
+    assert meta["pairs"] == 3 and meta["preset"] == "tvnet"
+    assert json.loads((tmp_path / "f" / "v0" / "meta.json").read_text())["direction"] == "forward"
+
+
+def test_nan_flow_is_an_error_not_minus_bound(tmp_path):
+    f = torch.zeros(1, 2, 4, 4)
+    f[0, 0, 1, 1] = float("nan")
+    with pytest.raises(ValueError, match="1 NaN"):
+        quantize(f)
+    with pytest.raises(ValueError, match="NaN"):
+        write_flow_jpgs(tmp_path, f)
+    assert not list(tmp_path.iterdir())
+    assert quantize(torch.tensor([float("inf"), -float("inf")])).tolist() == [255, 0]
+
+
+def test_truncated_jpeg_names_its_file(tmp_path):
+    d = tmp_path / "frames"
+    d.mkdir()
+    for i, f in enumerate(frames(3)):
+        Image.fromarray(f[0].numpy()).save(d / f"{i:04d}.jpg", quality=98)
+    bad = d / "0001.jpg"
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    with pytest.raises(ValueError, match="0001.jpg"):
+        flow_video(d, TINY)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
+def test_cuda_device_without_gpu_is_a_clear_error(tmp_path):
+    with pytest.raises(RuntimeError, match="no GPU"):
+        flow_video(frames(3), TINY, device="cuda")
+
+
+def test_write_video_flow_is_atomic_and_hidden_temps_are_skipped(tmp_path, monkeypatch):
+    dest = tmp_path / "out" / "v"
+
+    def boom(*a, **k):
+        raise RuntimeError("solver died")
+
+    monkeypatch.setattr("mvaccel.flow.video.flow_video", boom)
+    with pytest.raises(RuntimeError, match="solver died"):
+        write_video_flow(frames(3), dest, TINY)
+    assert list((tmp_path / "out").iterdir()) == []  # no half-written folder, no temporary
+    monkeypatch.undo()
+    # a killed run's hidden temporaries are not sources
+    make_tree(tmp_path / "src")
+    (tmp_path / "src" / "a" / ".v9.tmp-0-1-x").mkdir()
+    (tmp_path / "src" / "a" / ".v_x.mp4.tmp-00000000-1-ab.mp4").write_bytes(b"partial")
+    assert [str(r) for _, r in find_flow_sources(tmp_path / "src")] == ["a/v0", "a/v1", "b/v0"]

@@ -5,142 +5,38 @@ Output per video (a folder named after it, the tree mirrored under OUT):
 - ``jpg``: ``flow_x_%05d.jpg`` / ``flow_y_%05d.jpg`` from 1, dense_flow's uint8 mapping of
   ``[-bound, bound]`` (what TSN-style training reads);
 - ``flo``: ``flow_%05d.flo`` (Middlebury), from 1;
-- ``npy``: one ``flow.npy``, ``(T - 1, 2, H, W)`` float32 (the whole video in memory).
+- ``npy``: one ``flow.npy``, ``(T - 1, 2, H, W)`` float32 (the whole video in memory);
+- ``meta.json``: the direction, parameters, bound and source.
 
-Each video's folder is written under a temporary name and renamed when complete, so an
-interrupted run leaves no half-written video and a rerun skips the finished ones.
+Direction: file k = tvl1(I_k, I_{k-1}) by default (backward: the direction of frame k's
+motion vectors, what training reads); ``--forward`` gives dense_flow's tvl1(I_{k-1}, I_k).
+
+Each video's folder is written under a hidden temporary name and renamed when complete, so
+an interrupted run leaves no half-written video and a rerun skips the finished ones (and
+removes the temporaries of killed runs). Shards (``--shard i/n``, torchrun, SLURM) split the
+sorted source list. The Python API is :func:`mvaccel.flow.flow_tree`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import time
-from pathlib import Path
-
-VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".flv")
-
-
-def parse_shard(text: str | None) -> tuple[int, int]:
-    """``"i/n"`` -> ``(i, n)``; without it, torchrun's ``RANK`` / ``WORLD_SIZE`` (or 0/1)."""
-    if text is None:
-        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
-    if not 0 <= i < n:
-        raise ValueError(f"--shard {text}: need 0 <= i < n")
-    return i, n
-
-
-def find_items(src: Path) -> list[tuple[Path, Path]]:
-    """(source, relative output folder) for every video / frame folder under ``src``."""
-    from ..flow.video import IMAGE_SUFFIXES
-
-    if not src.exists():
-        raise FileNotFoundError(f"mvaccel flow: no such file or folder: {src}")
-    if src.is_file():
-        return [(src, Path("."))]
-
-    def has_frames(d: Path) -> bool:
-        return any(p.suffix.lower() in IMAGE_SUFFIXES for p in d.iterdir() if p.is_file())
-
-    if has_frames(src):
-        return [(src, Path("."))]
-    items = []
-    for root, dirs, files in os.walk(src):
-        dirs.sort()
-        r = Path(root)
-        for f in sorted(files):
-            if Path(f).suffix.lower() in VIDEO_SUFFIXES:
-                items.append((r / f, (r / f).relative_to(src).with_suffix("")))
-        for d in list(dirs):
-            if has_frames(r / d):
-                items.append((r / d, (r / d).relative_to(src)))
-                dirs.remove(d)
-    if not items:
-        kinds = ", ".join(VIDEO_SUFFIXES)
-        raise ValueError(f"mvaccel flow: no videos ({kinds}) or frame folders in {src}")
-    return items
-
-
-def run_one(src: Path, dest: Path, args: argparse.Namespace, device: str) -> int:
-    """Flow of one video into ``dest`` (atomically); returns the number of pairs."""
-    import numpy as np
-
-    from ..flow import flow_video, write_flo, write_flow_jpgs
-
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    parts: list = []
-    count = 0
-
-    def sink(t0: int, flows) -> None:
-        nonlocal count
-        count += flows.shape[0]
-        if args.format == "jpg":
-            write_flow_jpgs(tmp, flows, start=t0 + 1, bound=args.bound)
-        elif args.format == "flo":
-            for k in range(flows.shape[0]):
-                write_flo(tmp / f"flow_{t0 + k + 1:05d}.flo", flows[k])
-        else:
-            parts.append(flows.numpy())
-
-    try:
-        flow_video(
-            src, args.preset, batch=args.batch, device=device, backward=args.backward,
-            callback=sink,
-        )  # fmt: skip
-        if args.format == "npy":
-            np.save(tmp / "flow.npy", np.concatenate(parts, 0))
-        if dest.exists():  # --overwrite
-            shutil.rmtree(dest)
-        tmp.replace(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return count
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
-    from tqdm import tqdm
+    from .._io import parse_shard
+    from ..flow import flow_tree
 
-    from ..flow import TVL1Params
-
-    TVL1Params.preset(args.preset)  # fail early on a bad name
-    shard, nshards = parse_shard(args.shard)
+    shard = parse_shard(args.shard)
     device = args.device
     if device == "cuda" and "LOCAL_RANK" in os.environ:
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("mvaccel flow: --device cuda but torch sees no GPU")
-    src, out = Path(args.src), Path(args.out)
-    items = find_items(src)[shard::nshards]
-    out.mkdir(parents=True, exist_ok=True)
-    pairs, t_start, skipped = 0, time.perf_counter(), 0
-    bar = tqdm(items, unit="video", disable=args.quiet)
-    for path, rel in bar:
-        dest = (out / rel) if rel != Path(".") else out / path.stem
-        if dest.exists() and not args.overwrite:
-            skipped += 1
-            continue
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        pairs += run_one(path, dest, args, device)
-        rate = pairs / max(time.perf_counter() - t_start, 1e-9)
-        bar.set_postfix(pairs=pairs, pairs_per_s=f"{rate:.1f}")
-    if not args.quiet:
-        took = time.perf_counter() - t_start
-        print(
-            f"mvaccel flow: {len(items) - skipped} videos, {pairs} pairs in {took:.1f} s "
-            f"({pairs / max(took, 1e-9):.1f} pairs/s); {skipped} already done; shard "
-            f"{shard}/{nshards} -> {out}"
-        )
-    return 0
+    report = flow_tree(
+        args.src, args.out, args.preset, format=args.format, bound=args.bound,
+        batch=args.batch, device=device, backward=not args.forward, shard=shard,
+        overwrite=args.overwrite, quiet=args.quiet,
+    )  # fmt: skip
+    return 0 if report.ok else 1
 
 
 def register(sub) -> None:
@@ -158,8 +54,13 @@ def register(sub) -> None:
     p.add_argument("--bound", type=float, default=20.0, help="jpg quantization bound (px)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:LOCAL_RANK under torchrun)")
     p.add_argument("--batch", type=int, default=16, help="pairs per solver call")
-    p.add_argument("--shard", default=None, help="i/n: do every n-th video from the i-th")
-    p.add_argument("--backward", action="store_true", help="tvl1(I[t+1], I[t]) (MV direction)")
+    p.add_argument("--shard", default=None, help="i/n: every n-th source video from the i-th "
+                   "(default: torchrun RANK/WORLD_SIZE or SLURM array/task variables)")  # fmt: skip
+    direction = p.add_mutually_exclusive_group()
+    direction.add_argument("--backward", action="store_true",
+                           help="tvl1(I_k, I_{k-1}), the MV direction (the default)")  # fmt: skip
+    direction.add_argument("--forward", action="store_true",
+                           help="dense_flow's tvl1(I_{k-1}, I_k) instead")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="redo videos already done")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)

@@ -11,7 +11,6 @@ laid out like UCF101 (``<Class>/v_<Class>_gGG_cCC.<ext>``) with ``classInd.txt``
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -20,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .._io import atomic_path, atomic_write_text
 
 # name -> function of (t in [0, 1]) giving (dx, dy, angle_rad, scale) of the object
 MOTIONS = {
@@ -137,14 +138,13 @@ def encode(frames: np.ndarray, path: str | Path, codec: str = "mpeg4", fps: int 
     if h % 2 or w % 2:
         raise ValueError(f"frame size must be even for 4:2:0 codecs, got {w}x{h}")
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    cmd = [exe, "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
-           "-r", str(fps), "-i", "-", *CODECS[codec][1], "-threads", "1", str(tmp)]  # fmt: skip
-    p = subprocess.run(cmd, input=frames.tobytes(), capture_output=True)
-    if p.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"ffmpeg failed to encode {path}: {p.stderr.decode(errors='replace')}")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        cmd = [exe, "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
+               "-r", str(fps), "-i", "-", *CODECS[codec][1], "-threads", "1", str(tmp)]  # fmt: skip
+        p = subprocess.run(cmd, input=frames.tobytes(), capture_output=True)
+        if p.returncode != 0:
+            err = p.stderr.decode(errors="replace")
+            raise RuntimeError(f"ffmpeg failed to encode {path}: {err}")
     return path
 
 
@@ -181,15 +181,10 @@ def write_synthetic_dataset(root: str | Path, spec: SyntheticSpec = SyntheticSpe
             finally:
                 torch.set_num_threads(threads)
             encode(frames, out, spec.codec, spec.fps)
-    _write_text(
+    atomic_write_text(
         root / "classInd.txt", "".join(f"{i + 1} {c}\n" for i, c in enumerate(spec.classes))
     )
-    _write_text(root / "trainlist01.txt", "".join(f"{p} {lab + 1}\n" for p, lab in train))
-    _write_text(root / "testlist01.txt", "".join(f"{p}\n" for p, _ in test))
+    atomic_write_text(root / "trainlist01.txt", "".join(f"{p} {lab + 1}\n" for p, lab in train))
+    atomic_write_text(root / "testlist01.txt", "".join(f"{p}\n" for p, _ in test))
     return root
 
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

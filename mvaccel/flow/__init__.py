@@ -2,11 +2,12 @@
 
 - :func:`tvl1` (C++ CPU / CUDA kernels, batched) and :func:`tvl1_reference` (pure torch)
 - :class:`TVL1Params` with presets ``opencv``, ``opencv_cuda`` / ``dense_flow``, ``tvnet``, ``fast``
-- :func:`flow_video`: flow of consecutive frames of a video, in bounded memory
+- :func:`flow_video`: flow of consecutive frames of a video, in bounded memory;
+  :func:`write_video_flow` / :func:`flow_tree`: one video / a dataset tree to files
 - :func:`read_flo`, :func:`write_flo`, :func:`to_color`, :func:`epe`, :func:`aae`,
   :func:`quantize`, :func:`dequantize`, :func:`write_flow_jpgs` (TSN / dense_flow storage)
 
-Flow convention (ARCHITECTURE.md): ``(N, 2, H, W)`` float32 pixels, channel 0 = x (right),
+Flow convention (README, "Conventions"): ``(N, 2, H, W)`` float32 pixels, channel 0 = x (right),
 channel 1 = y (down), ``I1(x + u(x)) ~ I0(x)``.
 """
 
@@ -14,7 +15,7 @@ from .io import aae, dequantize, epe, quantize, read_flo, to_color, write_flo, w
 from .params import PRESETS, TVL1Params
 from .reference import tvl1_reference
 from .tvl1 import to_grey, tvl1
-from .video import flow_video
+from .video import flow_tree, flow_video, write_video_flow
 
 __all__ = [
     "PRESETS",
@@ -22,6 +23,7 @@ __all__ = [
     "aae",
     "dequantize",
     "epe",
+    "flow_tree",
     "flow_video",
     "quantize",
     "read_flo",
@@ -31,4 +33,5 @@ __all__ = [
     "tvl1_reference",
     "write_flo",
     "write_flow_jpgs",
+    "write_video_flow",
 ]

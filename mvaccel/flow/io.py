@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .._io import atomic_path, atomic_write_bytes
 from ..viz import flow_to_color
 
 FLO_TAG = 202021.25
@@ -27,13 +27,6 @@ def _as_chw(flow: Tensor | np.ndarray, fn: str) -> np.ndarray:
     return f.astype(np.float32, copy=False)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    tmp.replace(path)
-
-
 def write_flo(path: str | Path, flow: Tensor | np.ndarray) -> Path:
     """Write a Middlebury ``.flo`` file atomically (temp file + rename).
 
@@ -49,7 +42,7 @@ def write_flo(path: str | Path, flow: Tensor | np.ndarray) -> Path:
     header = np.array([FLO_TAG], "<f4").tobytes() + np.array([w, h], "<i4").tobytes()
     body = np.ascontiguousarray(np.moveaxis(f, 0, -1)).astype("<f4").tobytes()
     path = Path(path)
-    _atomic_write_bytes(path, header + body)
+    atomic_write_bytes(path, header + body)
     return path
 
 
@@ -144,11 +137,23 @@ def quantize(flow: Tensor, bound: float = 20.0) -> Tensor:
         bound: clipping bound B in pixels (TSN: 20).
 
     Returns:
-        uint8 tensor of the same shape (0 <-> -B, 255 <-> +B; 0 px maps to 128).
+        uint8 tensor of the same shape (0 <-> -B, 255 <-> +B; 0 px maps to 128; infinities
+        clip to 0 / 255).
+
+    Raises:
+        ValueError: ``bound <= 0``, or NaN values (a NaN has no storage value: clamping would
+            silently store it as ``-bound``).
     """
     if bound <= 0:
         raise ValueError(f"quantize: bound must be > 0, got {bound}")
-    f = torch.as_tensor(flow).float().clamp(-bound, bound)
+    f = torch.as_tensor(flow).float()
+    nan = torch.isnan(f)
+    if bool(nan.any()):
+        raise ValueError(
+            f"quantize: the flow holds {int(nan.sum())} NaN value(s) of {f.numel()}; "
+            "a NaN cannot be stored as a JPEG level (fix the source or torch.nan_to_num it)"
+        )
+    f = f.clamp(-bound, bound)
     return torch.round(255.0 * (f + bound) / (2 * bound)).to(torch.uint8)
 
 
@@ -177,6 +182,9 @@ def write_flow_jpgs(
 
     Returns:
         The paths written, x then y for each flow. Each file is written atomically.
+
+    Raises:
+        ValueError: not ``(T, 2, H, W)``, or NaN values (see :func:`quantize`).
     """
     from PIL import Image
 
@@ -189,8 +197,7 @@ def write_flow_jpgs(
     for t in range(q.shape[0]):
         for c, axis in enumerate("xy"):
             path = folder / f"flow_{axis}_{start + t:05d}.jpg"
-            tmp = path.with_name(f".{path.name}.tmp")
-            Image.fromarray(q[t, c]).save(tmp, format="JPEG", quality=quality)
-            tmp.replace(path)
+            with atomic_path(path) as tmp:
+                Image.fromarray(q[t, c]).save(tmp, format="JPEG", quality=quality)
             paths.append(path)
     return paths

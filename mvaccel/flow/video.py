@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +17,29 @@ from .params import TVL1Params
 from .tvl1 import to_grey, tvl1
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm")
+FORMATS = ("jpg", "flo", "npy")
+#: Name of the metadata file in each video's flow folder.
+META_NAME = "meta.json"
+
+log = logging.getLogger(__name__)
+
+
+def check_device(device: str | torch.device, fn: str) -> None:
+    """Raise a clear RuntimeError when ``device`` is CUDA but unusable here."""
+    if torch.device(device).type != "cuda":
+        return
+    from .._ext import cuda_ops_ready
+
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            f"{fn}: device {str(device)!r} asked for, but torch sees no GPU "
+            f"(torch {torch.__version__}, CUDA {torch.version.cuda or 'not built'}); use 'cpu'"
+        )
+    if not cuda_ops_ready():
+        raise RuntimeError(
+            f"{fn}: device {str(device)!r} asked for, but this build of mvaccel has no CUDA "
+            "kernels (rebuild with a CUDA toolkit, see README 'Install'); use 'cpu'"
+        )
 
 
 def _grey_u8(rgb: np.ndarray) -> np.ndarray:
@@ -49,7 +76,11 @@ def iter_frames(src: str | Path | Tensor | Iterable) -> Iterator[np.ndarray]:
             if not files:
                 raise ValueError(f"flow_video: no images ({', '.join(IMAGE_SUFFIXES)}) in {path}")
             for f in files:
-                yield _grey_u8(np.asarray(Image.open(f).convert("L")))
+                try:
+                    with Image.open(f) as im:
+                        yield _grey_u8(np.asarray(im.convert("L")))
+                except OSError as e:  # PIL: "image file is truncated", unidentified image
+                    raise ValueError(f"flow_video: cannot read image {f}: {e}") from e
             return
         try:
             import av
@@ -82,7 +113,9 @@ def flow_video(
 
     Pair ``t`` (0-based) is frames ``(t, t+1)``: ``tvl1(I_t, I_{t+1})`` (dense_flow's order),
     or ``tvl1(I_{t+1}, I_t)`` with ``backward=True``, which is the direction of the motion
-    vectors of a P-frame that references its predecessor (ARCHITECTURE.md).
+    vectors of a P-frame that references its predecessor (README, "Conventions"). The
+    writers :func:`write_video_flow` / :func:`flow_tree` and ``mvaccel flow`` default to
+    ``backward``.
 
     Args:
         src: video path, frame folder, frame tensor or iterable of frames (see
@@ -100,9 +133,11 @@ def flow_video(
 
     Raises:
         ValueError: ``batch < 1``, frames of different sizes, or a source with fewer than 2 frames.
+        RuntimeError: a CUDA ``device`` where torch sees no GPU or mvaccel has no CUDA kernels.
     """
     if batch < 1:
         raise ValueError(f"flow_video: batch must be >= 1, got {batch}")
+    check_device(device, "flow_video")
     kept: list[Tensor] = []
     frames: list[np.ndarray] = []
     t0 = 0
@@ -136,3 +171,188 @@ def flow_video(
     if callback is not None:
         return None
     return torch.cat(kept, 0)
+
+
+def write_video_flow(
+    src: str | Path | Tensor | Iterable,
+    dest: str | Path,
+    params: TVL1Params | str | None = "opencv",
+    *,
+    format: str = "jpg",
+    bound: float = 20.0,
+    batch: int = 16,
+    device: str | torch.device = "cpu",
+    backward: bool = True,
+) -> int:
+    """TV-L1 flow of one video into the folder ``dest``, atomically, with its metadata.
+
+    Layout of ``dest`` (written under a hidden temporary name and renamed when complete, so a
+    folder at ``dest`` is always whole; an existing one is replaced):
+
+    - ``format="jpg"``: ``flow_x_%05d.jpg`` / ``flow_y_%05d.jpg`` from 1, dense_flow's uint8
+      mapping of ``[-bound, bound]`` (:func:`~mvaccel.flow.quantize`);
+    - ``"flo"``: ``flow_%05d.flo`` (Middlebury) from 1;
+    - ``"npy"``: ``flow.npy``, ``(T - 1, 2, H, W)`` float32 (the whole video in memory);
+    - always ``meta.json``: direction, preset / parameters, bound, source, pairs, version.
+
+    File ``k`` (1-based) holds ``tvl1(I_k, I_{k-1})`` with ``backward=True`` (the default: the
+    direction of frame ``k``'s motion vectors, what the datasets' ``"flow"`` input and
+    ``prepare`` assume), else ``tvl1(I_{k-1}, I_k)`` (dense_flow's forward order). Frames are
+    0-based.
+
+    Args:
+        src: video path, frame folder or frames (see :func:`iter_frames`).
+        dest: the output folder.
+        params: :class:`TVL1Params` or preset name.
+        format: ``"jpg"``, ``"flo"`` or ``"npy"``.
+        bound: the JPEG quantization bound in pixels.
+        batch: pairs per solver call (bounds the memory).
+        device: solver device.
+        backward: see above.
+
+    Returns:
+        The number of flow fields written (frames - 1).
+
+    Raises:
+        ValueError: bad arguments or an unreadable source (the file is named).
+        RuntimeError: an unusable CUDA device.
+    """
+    import numpy as np
+
+    from .. import __version__
+    from .._io import atomic_path
+    from .io import write_flo, write_flow_jpgs
+
+    if format not in FORMATS:
+        raise ValueError(f"write_video_flow: format must be one of {FORMATS}, got {format!r}")
+    p = TVL1Params.preset(params) if isinstance(params, str) else params or TVL1Params()
+    dest = Path(dest)
+    parts: list[np.ndarray] = []
+    count = 0
+    with atomic_path(dest, folder=True) as tmp:
+
+        def sink(t0: int, flows: Tensor) -> None:
+            nonlocal count
+            count += flows.shape[0]
+            if format == "jpg":
+                write_flow_jpgs(tmp, flows, start=t0 + 1, bound=bound)
+            elif format == "flo":
+                for k in range(flows.shape[0]):
+                    write_flo(tmp / f"flow_{t0 + k + 1:05d}.flo", flows[k])
+            else:
+                parts.append(flows.numpy())
+
+        flow_video(src, p, batch=batch, device=device, backward=backward, callback=sink)
+        if format == "npy":
+            with open(tmp / "flow.npy", "wb") as fh:
+                np.save(fh, np.concatenate(parts, 0))
+        meta = {
+            "direction": "backward" if backward else "forward",
+            "file_k": "tvl1(I_k, I_{k-1})" if backward else "tvl1(I_{k-1}, I_k)",
+            "format": format,
+            "bound": bound if format == "jpg" else None,
+            "pairs": count,
+            "params": asdict(p),
+            "preset": params if isinstance(params, str) else None,
+            "source": os.fspath(src) if isinstance(src, (str, Path)) else None,
+            "mvaccel": __version__,
+        }
+        (tmp / META_NAME).write_text(json.dumps(meta, indent=1) + "\n")
+    return count
+
+
+def find_flow_sources(src: str | Path) -> list[tuple[Path, Path]]:
+    """``(source, relative output folder)`` of every video / frame folder under ``src``.
+
+    A file or a folder of images is one source (output ``<stem>``); a tree gives each video
+    (``a/b.mp4`` -> ``a/b``) and each folder of images (``a/c/`` -> ``a/c``), sorted, hidden
+    names (temporaries of killed runs) skipped.
+
+    Raises:
+        FileNotFoundError: ``src`` does not exist.
+        ValueError: no video or frame folder in it.
+    """
+    from .._io import VIDEO_SUFFIXES
+
+    src = Path(src)
+    if not src.exists():
+        raise FileNotFoundError(f"{src}: no such file or folder")
+
+    def has_frames(d: Path) -> bool:
+        return any(
+            p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+            for p in d.iterdir()
+            if p.is_file()
+        )
+
+    if src.is_file() or has_frames(src):
+        return [(src, Path(src.stem))]
+    items = []
+    for root, dirs, files in os.walk(src, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        r = Path(root)
+        for f in sorted(files):
+            if not f.startswith(".") and Path(f).suffix.lower() in VIDEO_SUFFIXES:
+                items.append((r / f, (r / f).relative_to(src).with_suffix("")))
+        for d in list(dirs):
+            if has_frames(r / d):
+                items.append((r / d, (r / d).relative_to(src)))
+                dirs.remove(d)
+    if not items:
+        raise ValueError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) or frame folders in {src}")
+    return sorted(items, key=lambda it: it[1])
+
+
+def flow_tree(
+    src: str | Path,
+    out: str | Path,
+    params: TVL1Params | str | None = "opencv",
+    *,
+    format: str = "jpg",
+    bound: float = 20.0,
+    batch: int = 16,
+    device: str | torch.device = "cpu",
+    backward: bool = True,
+    shard: tuple[int, int] | str | None = (0, 1),
+    overwrite: bool = False,
+    quiet: bool = False,
+    sources: Sequence[tuple[Path, Path]] | None = None,
+):
+    """TV-L1 flow of every video / frame folder under ``src`` into ``out`` (``mvaccel flow``).
+
+    ``out/<relative path without suffix>/`` per video, laid out as in
+    :func:`write_video_flow`. Resumable (finished folders are skipped), atomic per video,
+    sharded by the sorted source list (:func:`mvaccel._io.parse_shard`), a failing video is
+    logged and reported and the others go on; temporaries of killed runs are removed.
+
+    Args:
+        src: a video, a frame folder, or a tree of them.
+        out: the output root.
+        params, format, bound, batch, device, backward: see :func:`write_video_flow`.
+        shard: ``(i, n)``, ``"i/n"``, or None for the environment (torchrun, SLURM).
+        overwrite: redo finished videos.
+        quiet: no progress bar.
+        sources: ``(source, relative output)`` pairs to use instead of listing ``src``.
+
+    Returns:
+        A :class:`mvaccel._io.JobReport`.
+    """
+    from .._io import parse_shard, run_jobs
+
+    if format not in FORMATS:
+        raise ValueError(f"flow_tree: format must be one of {FORMATS}, got {format!r}")
+    if isinstance(params, str):
+        TVL1Params.preset(params)  # fail early on a bad name
+    check_device(device, "flow_tree")
+    if not isinstance(shard, tuple):
+        shard = parse_shard(shard)
+    out = Path(out)
+    items = find_flow_sources(src) if sources is None else sources
+    pairs = [(s, out / rel) for s, rel in items]
+
+    def work(s: Path, d: Path) -> None:
+        write_video_flow(s, d, params, format=format, bound=bound, batch=batch, device=device,
+                         backward=backward)  # fmt: skip
+
+    return run_jobs(pairs, work, shard=shard, overwrite=overwrite, quiet=quiet,
+                    what="mvaccel flow")  # fmt: skip

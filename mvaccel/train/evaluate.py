@@ -102,13 +102,13 @@ def mean_class_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def save_scores(path: str | Path, result: dict) -> Path:
     """Write a result of :func:`evaluate` as ``.npz`` atomically."""
+    from .._io import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
     arrays = {k: np.asarray(v) for k, v in result.items() if k in SCORE_KEYS}
     meta = {k: v for k, v in result.items() if k not in SCORE_KEYS}
-    np.savez(tmp, **arrays, meta=np.asarray(repr(meta)))
-    tmp.replace(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays, meta=np.asarray(repr(meta)))
     return path
 
 

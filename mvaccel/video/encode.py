@@ -7,6 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from .._io import atomic_path
+
 _CODECS = ("mpeg4", "h264")
 
 
@@ -23,7 +25,11 @@ def reencode(
     threads: int = 1,
     timeout: float | None = None,
 ) -> Path:
-    """Re-encode a video with the ffmpeg CLI, atomically (temp file, then rename).
+    """Re-encode a video with the ffmpeg CLI, atomically, and check the result.
+
+    The output is written under a hidden temporary name (:func:`mvaccel._io.atomic_path`),
+    decoded to check it has as many frames as the source (ffmpeg exits 0 on a full disk with
+    a truncated file), and only then renamed to ``dst``: a file at ``dst`` is always complete.
 
     The defaults are CoViAR's format: MPEG-4 Part 2, 340x256, a GOP of 12, no B-frames, one
     reference frame, ``-q:v 1``. ``codec="h264"`` gives libx264 with the same GOP structure
@@ -53,7 +59,9 @@ def reencode(
     Raises:
         FileNotFoundError: ``src`` missing, or no ``ffmpeg`` on PATH.
         ValueError: bad arguments.
-        RuntimeError: ffmpeg failed (its message is included).
+        RuntimeError: ffmpeg failed (its message is included), the source does not decode, or
+            the output is unreadable or has fewer frames than the source; ``dst`` is then
+            left as it was.
     """
     src, dst = Path(src), Path(dst)
     if not src.is_file():
@@ -81,9 +89,7 @@ def reencode(
         cmd += ["-c:v", "libx264", "-g", str(gop), "-bf", str(bframes), "-refs", str(refs)]
         cmd += ["-crf", str(crf), "-sc_threshold", "0", "-keyint_min", str(gop)]
         cmd += ["-x264-params", "open-gop=0:b-pyramid=none"]
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.stem}.tmp{os.getpid()}{dst.suffix}")
-    try:
+    with atomic_path(dst) as tmp:
         proc = subprocess.run([*cmd, str(tmp)], capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
             msg = proc.stderr.strip().splitlines()
@@ -91,11 +97,44 @@ def reencode(
                 f"ffmpeg failed to re-encode {src} (exit {proc.returncode}): "
                 f"{msg[-1] if msg else 'no message'}"
             )
-        tmp.replace(dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        _check_output(tmp, src, dst)
     return dst
+
+
+def _frame_count(path: Path) -> int:
+    """Decoded frame count of ``path`` (PyAV: the count re-encoding must reproduce)."""
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            return sum(1 for _ in c.decode(video=0))
+    except (av.FFmpegError, IndexError, UnicodeDecodeError) as e:
+        raise RuntimeError(f"reencode: cannot decode {path}: {e}") from e
+
+
+#: Frames a re-encode may drop (ffmpeg's timestamp handling at the ends) and still be whole.
+FRAME_SLACK = 2
+
+
+def _check_output(tmp: Path, src: Path, dst: Path) -> None:
+    """Raise unless the encoder's output decodes to the source's frame count.
+
+    ffmpeg can exit 0 with a cut-short file (a full disk: no ``moov`` atom, or fewer frames),
+    which must never be renamed into place as a finished video.
+    """
+    want = _frame_count(src)
+    try:
+        got = _frame_count(tmp)
+    except RuntimeError as e:
+        raise RuntimeError(
+            f"reencode: the output for {dst} is unreadable though ffmpeg exited 0 (disk full or "
+            f"killed?): {e.__cause__ or e}"
+        ) from None
+    if got < want - FRAME_SLACK:
+        raise RuntimeError(
+            f"reencode: the output for {dst} has {got} frames but {src} has {want} "
+            "(cut short: disk full?); nothing was written"
+        )
 
 
 __all__ = ["reencode"]
