@@ -243,8 +243,11 @@ def parse_shard(spec: str | None = None, env: Mapping[str, str] | None = None) -
 
 
 def shard_items(items: Sequence[T], shard: tuple[int, int]) -> list[T]:
-    """Shard ``(i, n)`` of ``items``: ``items[i::n]`` (``items`` must be sorted the same way
-    by every shard: sort the source list, never a listing of outputs)."""
+    """Shard ``(i, n)`` of ``items``: ``items[i::n]``.
+
+    ``items`` must be in the same order for every shard: sort the source list, never a
+    listing of outputs (which changes as shards finish).
+    """
     i, n = shard
     return list(items[i::n])
 
@@ -272,8 +275,11 @@ def setup_logging(verbosity: int = 0) -> None:
 
 
 def progress(items: Iterable[T], quiet: bool = False, **kwargs) -> Iterable[T]:
-    """A tqdm progress bar over ``items`` on stderr; shown only when stderr is a terminal and
-    neither ``quiet`` nor the CLI's ``-q`` (the ``mvaccel`` logger above INFO) asks otherwise."""
+    """A tqdm progress bar over ``items`` on stderr (the package's one progress convention).
+
+    Shown only when stderr is a terminal, and neither ``quiet`` nor the CLI's ``-q`` (the
+    ``mvaccel`` logger above INFO) asks otherwise: redirected logs get no bar.
+    """
     from tqdm import tqdm
 
     off = quiet or not log.isEnabledFor(logging.INFO)

@@ -32,8 +32,13 @@ def _verbosity_args(p: argparse.ArgumentParser, top: bool) -> None:
     for a in own:  # a command's own --quiet (flow, eval) is the same flag
         a.default = argparse.SUPPRESS
     if not own:
-        p.add_argument("-q", "--quiet", action="store_true", default=False if top else
-                       argparse.SUPPRESS, help="only warnings and errors; no progress bars")  # fmt: skip
+        p.add_argument(
+            "-q",
+            "--quiet",
+            action="store_true",
+            default=False if top else argparse.SUPPRESS,
+            help="only warnings and errors; no progress bars",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for mod in sorted(m.name for m in pkgutil.iter_modules(commands.__path__)):
         importlib.import_module(f"{commands.__name__}.{mod}").register(sub)
-    for name, sp in sub.choices.items():
+    for sp in sub.choices.values():
         if sp.prefix_chars == "-":  # not train, whose arguments all go to LightningCLI
             _verbosity_args(sp, top=False)
     return p

@@ -187,4 +187,3 @@ def write_synthetic_dataset(root: str | Path, spec: SyntheticSpec = SyntheticSpe
     atomic_write_text(root / "trainlist01.txt", "".join(f"{p} {lab + 1}\n" for p, lab in train))
     atomic_write_text(root / "testlist01.txt", "".join(f"{p}\n" for p, _ in test))
     return root
-

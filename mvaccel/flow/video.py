@@ -328,7 +328,12 @@ def flow_tree(
     Args:
         src: a video, a frame folder, or a tree of them.
         out: the output root.
-        params, format, bound, batch, device, backward: see :func:`write_video_flow`.
+        params: :class:`TVL1Params` or preset name.
+        format: ``"jpg"``, ``"flo"`` or ``"npy"`` (see :func:`write_video_flow`).
+        bound: the JPEG quantization bound in pixels.
+        batch: pairs per solver call.
+        device: solver device.
+        backward: file k = ``tvl1(I_k, I_{k-1})`` (default), else the forward order.
         shard: ``(i, n)``, ``"i/n"``, or None for the environment (torchrun, SLURM).
         overwrite: redo finished videos.
         quiet: no progress bar.
