@@ -346,6 +346,7 @@ def run_jobs(
     shard: tuple[int, int] = (0, 1),
     overwrite: bool = False,
     quiet: bool = False,
+    workers: int = 1,
     what: str = "job",
     unit: str = "video",
 ) -> JobReport:
@@ -359,30 +360,50 @@ def run_jobs(
         shard: this process's ``(index, count)`` (:func:`parse_shard`).
         overwrite: redo existing outputs.
         quiet: no progress bar.
+        workers: items run at the same time (threads; ``work`` should release the GIL, e.g.
+            run a subprocess).
         what: name in the log lines (``"mvaccel flow"``).
         unit: progress unit.
 
     Returns:
-        A :class:`JobReport`; the errors of :data:`ITEM_ERRORS` are logged and collected there.
+        A :class:`JobReport`; the errors of :data:`ITEM_ERRORS` are logged and collected there
+        (the other items go on), anything else stops the job.
     """
     report = JobReport(shard=shard)
     t0 = time.perf_counter()
-    roots = {out.parent for _, out in pairs}
-    for r in sorted(roots)[:1000]:
+    for r in sorted({out.parent for _, out in pairs}):
         clean_stale_temps(r, recursive=False)
-    for src, out in progress(shard_items(pairs, shard), quiet=quiet, unit=unit, desc=what):
+    todo = []
+    for src, out in shard_items(pairs, shard):
         if (out.exists() or out.is_symlink()) and not overwrite:
             report.skipped.append(out)
-            continue
-        try:
-            work(src, out)
-        except ITEM_ERRORS as e:
-            msg = describe_os_error(e) if isinstance(e, OSError) else str(e)
-            log.error("%s: failed on %s: %s", what, src, msg)
-            log.debug("traceback", exc_info=True)
-            report.failed.append((src, msg))
         else:
+            todo.append((src, out))
+
+    def attempt(pair: tuple[Path, Path]) -> tuple[tuple[Path, Path], str | None]:
+        try:
+            work(*pair)
+        except ITEM_ERRORS as e:
+            log.debug("%s: %s", pair[0], e, exc_info=True)
+            return pair, describe_os_error(e) if isinstance(e, OSError) else str(e)
+        return pair, None
+
+    def results():
+        if workers <= 1:
+            yield from map(attempt, todo)
+            return
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        with ThreadPoolExecutor(workers) as pool:
+            for fut in as_completed([pool.submit(attempt, p) for p in todo]):
+                yield fut.result()
+
+    for (src, out), msg in progress(results(), quiet, total=len(todo), unit=unit, desc=what):
+        if msg is None:
             report.done.append(out)
+        else:
+            log.error("%s: failed on %s: %s", what, src, msg)
+            report.failed.append((src, msg))
     report.seconds = time.perf_counter() - t0
     i, n = shard
     log.info(

@@ -38,8 +38,9 @@ def test_prepare_ucf101_reencodes_flows_and_lists(src, tmp_path, capsys):
     stamp = v.stat().st_mtime_ns, (flow / "flow_x_00001.jpg").stat().st_mtime_ns
     capsys.readouterr()
     assert main(args) == 0
-    text = capsys.readouterr().out
-    assert "4 done, 0 to encode" in text and "4 already done" in text
+    text = capsys.readouterr().err
+    assert "re-encode: shard 0/1: 0 done, 4 already done" in text
+    assert "mvaccel flow: shard 0/1: 0 done, 4 already done" in text
     assert (v.stat().st_mtime_ns, (flow / "flow_x_00001.jpg").stat().st_mtime_ns) == stamp
     # The data module reads the folder as is.
     dm = VideoDataModule(str(out), modalities=["mv", "flow"], new_length=2, size=40,

@@ -97,7 +97,7 @@ def test_cli_prepare_is_resumable_and_sharded(videos, tmp_path, capsys):
     stamp = one.stat().st_mtime_ns
     capsys.readouterr()
     assert main(args) == 0
-    assert "2 done, 0 to encode" in capsys.readouterr().out
+    assert "0 done, 2 already done" in capsys.readouterr().err
     assert one.stat().st_mtime_ns == stamp
     # A broken input fails alone and leaves no partial output.
     (src / "c" / "broken.mp4").write_bytes(b"\x00" * 1000)

@@ -8,90 +8,65 @@
                                      tvl1(I_t, I_{t-1}), the direction of frame t's vectors
     OUT/lists/classInd.txt, trainlist0N.txt, testlist0N.txt   (UCF101's format for both)
 
-Every step skips finished outputs (a rerun resumes) and takes ``--shard i/n``.
+Every step skips finished outputs (a rerun resumes; outputs are written atomically and a
+re-encode is decoded and checked against the source's frame count before it counts as done)
+and takes ``--shard i/n``: each shard re-encodes and flows its share of the sorted *source*
+list, so shards run in any order (or at once) into one OUT give the complete dataset.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from pathlib import Path
 
-VIDEO_EXTS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".3gp")
-
-
-def parse_shard(spec: str) -> tuple[int, int]:
-    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``; environment ranks when ``spec`` is "auto"."""
-    if spec == "auto":
-        i, n = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    else:
-        try:
-            a, b = spec.split("/")
-            i, n = int(a), int(b)
-        except ValueError:
-            raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {spec!r}") from None
-    if not 0 <= i < n:
-        raise ValueError(f"--shard {i}/{n}: need 0 <= i < n")
-    return i, n
-
-
-def plan(src: Path, out: Path, shard: tuple[int, int], suffix: str) -> list[tuple[Path, Path]]:
-    """The (source, output) pairs of this shard, sorted, mirroring the source tree."""
-    files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTS)
-    i, n = shard
-    return [(p, (out / p.relative_to(src)).with_suffix(suffix)) for p in files[i::n]]
-
+log = logging.getLogger(__name__)
 
 DATASETS = ("ucf101", "hmdb51")
 
 
-def _reencode_tree(src: Path, out: Path, args: argparse.Namespace) -> int:
-    """Re-encode every video under ``src`` into ``out`` (mirrored); returns the failures."""
-    from concurrent.futures import ThreadPoolExecutor, as_completed
+def plan(src: Path, out: Path, suffix: str | None) -> list[tuple[Path, Path]]:
+    """``(source, output)`` of every video under ``src`` (sorted), the tree mirrored in ``out``.
 
-    from tqdm import tqdm
+    ``suffix`` replaces the extension (None keeps it). This is the *whole* job: a shard takes
+    its share of this list (:func:`mvaccel._io.shard_items`), never of a listing of ``out``.
+    """
+    from .._io import find_videos
 
+    pairs = []
+    for p in find_videos(src):
+        r = p.relative_to(src)
+        pairs.append((p, out / (r.with_suffix(suffix) if suffix else r)))
+    return pairs
+
+
+def _reencode_tree(pairs, shard, args: argparse.Namespace):
+    """Re-encode this shard's share of ``pairs``, ``--workers`` at a time; a JobReport."""
+    from .._io import run_jobs
     from ..video import reencode
 
     w, h = (int(v) for v in args.size.lower().split("x"))
-    jobs = plan(src, out, parse_shard(args.shard), args.suffix)
-    todo = [(s, d) for s, d in jobs if not d.exists()]
-    print(f"{len(jobs)} videos in shard {args.shard}: {len(jobs) - len(todo)} done, "
-          f"{len(todo)} to encode with {args.workers} workers")  # fmt: skip
-    failed = []
 
-    def one(pair):
-        s, d = pair
+    def one(s: Path, d: Path) -> None:
         reencode(s, d, codec=args.reencode, size=(w, h), gop=args.gop, bframes=args.bframes,
                  qscale=args.qscale, crf=args.crf, threads=1)  # fmt: skip
-        return d
 
-    with ThreadPoolExecutor(max(1, args.workers)) as pool:
-        futures = {pool.submit(one, p): p for p in todo}
-        for fut in tqdm(as_completed(futures), total=len(futures), unit="video", disable=None):
-            try:
-                fut.result()
-            except (RuntimeError, OSError, ValueError) as e:
-                failed.append((futures[fut][0], str(e)))
-    for s, msg in failed:
-        print(f"failed: {s}: {msg}")
-    print(f"{len(todo) - len(failed)} encoded, {len(failed)} failed -> {out}")
-    return len(failed)
+    return run_jobs(pairs, one, shard=shard, workers=args.workers,
+                    what="mvaccel prepare: re-encode")  # fmt: skip
 
 
-def _link_tree(src: Path, out: Path, shard: tuple[int, int]) -> None:
-    """``--reencode none``: the videos stay where they are, linked into ``out``."""
-    for s, d in plan(src, out, shard, ""):
-        d = d.with_name(s.name)
-        if not d.exists():
-            d.parent.mkdir(parents=True, exist_ok=True)
-            d.symlink_to(s.resolve())
+def _link(s: Path, d: Path) -> None:
+    from .._io import atomic_path
+
+    with atomic_path(d) as tmp:
+        tmp.symlink_to(s.resolve())
 
 
 def _write_lists(dataset: str, list_dir: Path, out: Path, suffix: str | None) -> int:
     """UCF101-format lists of all three splits under ``out`` (paths with ``suffix``)."""
+    from .._io import atomic_write_text
     from ..data.lists import hmdb51_classes, hmdb51_split, read_class_index, ucf101_split
-    from ..data.synthetic import _write_text
 
     out.mkdir(parents=True, exist_ok=True)
     if dataset == "ucf101":
@@ -108,14 +83,15 @@ def _write_lists(dataset: str, list_dir: Path, out: Path, suffix: str | None) ->
     def rel(path: str) -> str:
         return str(Path(path).with_suffix(suffix)) if suffix else path
 
-    _write_text(out / "classInd.txt", "".join(f"{i + 1} {c}\n" for i, c in enumerate(classes)))
+    index = "".join(f"{i + 1} {c}\n" for i, c in enumerate(classes))
+    atomic_write_text(out / "classInd.txt", index)
     for s in splits:
         train, test = read(list_dir, s, "train"), read(list_dir, s, "test")
-        _write_text(
+        atomic_write_text(
             out / f"trainlist0{s}.txt", "".join(f"{rel(v.path)} {v.label + 1}\n" for v in train)
         )
-        _write_text(out / f"testlist0{s}.txt", "".join(f"{rel(v.path)}\n" for v in test))
-    print(f"lists of splits {splits} ({len(classes)} classes) -> {out}")
+        atomic_write_text(out / f"testlist0{s}.txt", "".join(f"{rel(v.path)}\n" for v in test))
+    log.info("lists of splits %s (%d classes) -> %s", splits, len(classes), out)
     return len(splits)
 
 
@@ -133,27 +109,37 @@ def _default_lists(dataset: str, src: Path) -> Path:
 
 
 def _run_dataset(dataset: str, src: Path, out: Path, args: argparse.Namespace) -> int:
-    from ..cli import main as cli_main
+    from .._io import parse_shard, run_jobs
+    from ..flow import flow_tree
 
     list_dir = Path(args.lists) if args.lists else _default_lists(dataset, src)
+    shard = parse_shard(args.shard)
     videos = out / "videos"
-    failed = 0
     if args.reencode == "none":
-        _link_tree(src, videos, parse_shard(args.shard))
+        pairs = plan(src, videos, None)
+        report = run_jobs(pairs, _link, shard=shard, quiet=True, what="mvaccel prepare: link")
         suffix = None
     else:
-        failed = _reencode_tree(src, videos, args)
         suffix = args.suffix
+        pairs = plan(src, videos, suffix)
+        report = _reencode_tree(pairs, shard, args)
+    failed = len(report.failed)
     if args.flow_preset != "none":
-        i, n = parse_shard(args.shard)
-        cmd = ["flow", str(videos), str(out / "flow"), "--backward"]
-        cmd += ["--preset", args.flow_preset, "--bound", str(args.flow_bound)]
-        cmd += ["--device", args.device, "--shard", f"{i}/{n}"]
-        if cli_main(cmd) != 0:
-            return 1
+        # the flow of exactly this shard's videos: shard by the source list, so any set of
+        # shard runs, in any order, leaves every video with its flow
+        sources = [(d, d.relative_to(videos).with_suffix("")) for _, d in pairs]
+        flows = flow_tree(
+            videos, out / "flow", args.flow_preset, bound=args.flow_bound, device=args.device,
+            backward=True, shard=shard, sources=sources,
+        )  # fmt: skip
+        failed += len(flows.failed)
     _write_lists(dataset, list_dir, out / "lists", suffix)
-    print(f"prepared {dataset} -> {out} (train: mvaccel train --config recipes/<name>.yaml "
-          f"--data.root {out})")  # fmt: skip
+    log.info(
+        "prepared %s shard %d/%d -> %s (train: mvaccel train --config <recipe> --data.root %s)",
+        dataset, *shard, out, out,
+    )  # fmt: skip
+    if failed:
+        log.error("mvaccel prepare: %d video(s) failed (see above); rerun to retry them", failed)
     return 1 if failed else 0
 
 
@@ -175,7 +161,10 @@ def _run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{src}: no such directory")
     if args.reencode in (None, "none"):
         raise ValueError("nothing to do: give --reencode mpeg4 (CoViAR) or --reencode h264")
-    return 1 if _reencode_tree(src, out, args) else 0
+    from .._io import parse_shard
+
+    report = _reencode_tree(plan(src, out, args.suffix), parse_shard(args.shard), args)
+    return 0 if report.ok else 1
 
 
 def register(sub) -> None:
@@ -203,8 +192,9 @@ def register(sub) -> None:
     p.add_argument("--crf", type=int, default=18, help="H.264 CRF (18)")
     p.add_argument("--suffix", default=".mp4", help="output extension (.mp4)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel encodes")
-    p.add_argument("--shard", default="0/1", help="i/n: this machine's share; 'auto' reads "
-                   "RANK/WORLD_SIZE")  # fmt: skip
+    p.add_argument("--shard", default=None, help="i/n: this machine's share of the sorted "
+                   "source videos (default: torchrun RANK/WORLD_SIZE or SLURM array/task "
+                   "variables, else all)")  # fmt: skip
     p.add_argument("--lists", help="ucf101|hmdb51: the split lists' folder (ucfTrainTestlist, "
                    "testTrainMulti_7030_splits; default: found in or beside SRC)")  # fmt: skip
     p.add_argument(
