@@ -58,5 +58,5 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (auto)")
     p.add_argument("--limit", type=int, help="only the first N videos")
     p.add_argument("--cache", action="store_true", help="keep decoded videos in memory")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_run)

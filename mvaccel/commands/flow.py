@@ -62,5 +62,5 @@ def register(sub) -> None:
     direction.add_argument("--forward", action="store_true",
                            help="dense_flow's tvl1(I_{k-1}, I_k) instead")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="redo videos already done")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_run)

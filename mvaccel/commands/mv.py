@@ -1,4 +1,11 @@
-"""``mvaccel mv``: motion vectors (and residuals) of one video, to .npz and PNG."""
+"""``mvaccel mv``: motion vectors (and residuals) of one video, or of a dataset tree.
+
+``mvaccel mv VIDEO [--out clip.npz] [--png viz.png]`` prints the video's statistics and
+writes its vectors. ``mvaccel mv SRC_DIR --out OUT_DIR`` extracts every video under SRC_DIR
+to ``OUT_DIR/<relative path>.npz`` (layout: :mod:`mvaccel.video.extract`), with progress,
+resume (finished files are skipped), atomic outputs and shards (``--shard i/n``, torchrun,
+SLURM); the Python API is :func:`mvaccel.video.motion_tree`.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +21,25 @@ def _frames(spec: str | None):
     return [int(v) for v in spec.split(",")]
 
 
+def _run_tree(args: argparse.Namespace) -> int:
+    from .._io import parse_shard
+    from ..video import motion_tree
+
+    if not args.out:
+        raise ValueError(f"{args.video} is a folder: give --out OUT_DIR for the .npz files")
+    if args.png or args.frames:
+        raise ValueError("--png and --frames take one video, not a folder")
+    report = motion_tree(
+        args.video, args.out, shard=parse_shard(args.shard), overwrite=args.overwrite,
+        quiet=args.quiet, backend=args.backend, block=args.block, residual=args.residual,
+        accumulate=args.accumulate, b_list=args.b_list, fill_iframe=args.fill_iframe,
+        threads=args.threads,
+    )  # fmt: skip
+    return 0 if report.ok else 1
+
+
 def _run(args: argparse.Namespace) -> int:
+    import os
     import time
 
     import numpy as np
@@ -22,7 +47,10 @@ def _run(args: argparse.Namespace) -> int:
     from .. import video
     from ..viz import save_png
 
+    if os.path.isdir(args.video):
+        return _run_tree(args)
     t0 = time.perf_counter()
+    backend = video.extract.resolve_backend(args.backend)
     clip = video.read_motion(
         args.video,
         frames=_frames(args.frames),
@@ -32,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
         b_list=args.b_list,
         fill_iframe=args.fill_iframe,
         threads=args.threads,
-        backend=args.backend,
+        backend=backend["backend"],
     )
     dt = time.perf_counter() - t0
     types = clip.frame_type.numpy()
@@ -43,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"  mean |mv| {float(mag.mean()):.3f} px, max {float(mag.max()):.2f} px; "
           f"{len(clip) / max(dt, 1e-9):.0f} frames/s ({dt * 1e3:.1f} ms)")  # fmt: skip
     if args.out:
-        path = clip.save(args.out)
+        path = video.extract.save_motion(clip, args.out, {"source": args.video, **backend})
         print(f"  wrote {path}")
     if args.png:
         k = args.viz_frame
@@ -62,8 +90,9 @@ def _run(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     """Add ``mv`` to the CLI."""
     p = sub.add_parser("mv", help="extract motion vectors of a video (compressed domain)")
-    p.add_argument("video", help="video file (H.264, MPEG-4 Part 2, ...)")
-    p.add_argument("--out", help="write the clip as .npz (mv, frame_type, pts, ...)")
+    p.add_argument("video", help="video file (H.264, MPEG-4 Part 2, ...) or a folder of them")
+    p.add_argument("--out", help="write the clip as .npz (mv, frame_type, pts, ...); for a "
+                   "folder: the output folder (one .npz per video)")  # fmt: skip
     p.add_argument("--png", help="write arrows over the frame beside the colour-coded field")
     p.add_argument("--viz-frame", type=int, help="clip index for --png (default: most motion)")
     p.add_argument("--frames", help="'a:b' or 'i,j,k' (display order); default all")
@@ -74,4 +103,7 @@ def register(sub) -> None:
     p.add_argument("--fill-iframe", default="previous", choices=("previous", "zero"))
     p.add_argument("--threads", type=int, default=1, help="GOP-parallel threads (0: all)")
     p.add_argument("--backend", default="auto", choices=("auto", "native", "pyav"))
+    p.add_argument("--shard", default=None, help="folder: i/n, every n-th source video from "
+                   "the i-th (default: torchrun or SLURM variables, else all)")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="folder: redo finished videos")
     p.set_defaults(func=_run)

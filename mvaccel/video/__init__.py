@@ -12,6 +12,7 @@ Conventions: motion vectors ``(T, 2, Hb, Wb)`` float32 in pixels, the codec's di
 from .compressed import CompressedVideo
 from .core import FRAME_TYPES, MotionClip, VideoInfo, native_available, probe, read_motion
 from .encode import reencode
+from .extract import extract_motion, load_motion, motion_tree
 from .viz import draw_arrows, save_arrows, to_color
 
 __all__ = [
@@ -20,6 +21,9 @@ __all__ = [
     "MotionClip",
     "VideoInfo",
     "draw_arrows",
+    "extract_motion",
+    "load_motion",
+    "motion_tree",
     "native_available",
     "probe",
     "read_motion",

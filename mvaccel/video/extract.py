@@ -1,0 +1,230 @@
+"""Motion vectors of a whole dataset tree to files: the batch API behind ``mvaccel mv DIR``.
+
+On-disk layout: ``OUT/<path of the video relative to SRC, suffix replaced by .npz>``, one
+compressed ``.npz`` per video holding the fields of :meth:`MotionClip.numpy` (``mv``,
+``mask``, ``frame_type``, ``pts``, ``gop_index``, ``frame_index``, ``block``, ``size``,
+``fps``, ``time_base``, and ``residual`` when asked) and ``meta``: a JSON string with the
+source, the reader options, the backend that decoded it (``native`` / ``pyav``) and its FFmpeg
+versions, and the package version. :func:`load_motion` reads a file back as a
+:class:`MotionClip`.
+
+Every file is written atomically (a file under its final name is whole), a rerun skips the
+finished ones, shards split the sorted source list (``--shard i/n``, torchrun, SLURM), a
+failing video is reported and the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .core import MotionClip, native_available, read_motion
+
+log = logging.getLogger(__name__)
+
+#: The reader options :func:`extract_motion` and :func:`motion_tree` take (read_motion's).
+OPTIONS = ("block", "residual", "accumulate", "b_list", "fill_iframe", "threads")
+
+
+def resolve_backend(backend: str = "auto") -> dict:
+    """The backend ``backend`` stands for here, with its FFmpeg versions.
+
+    ``"auto"`` is the native reader when it was built, else PyAV, which is logged as a
+    warning: PyAV's FFmpeg may give different B-frame vectors, so the data would depend on
+    how the package was built.
+
+    Returns:
+        ``{"backend": "native" | "pyav", "versions": {library: version}}``.
+
+    Raises:
+        ValueError: an unknown backend name.
+    """
+    if backend not in ("auto", "native", "pyav"):
+        raise ValueError(f"backend must be auto, native or pyav, got {backend!r}")
+    if backend == "auto":
+        backend = "native" if native_available() else "pyav"
+        if backend == "pyav":
+            log.warning(
+                "backend auto: the native reader (mvaccel._video) is not built; falling back to "
+                "PyAV, whose FFmpeg may give different B-frame vectors (recorded in the outputs)"
+            )
+    if backend == "native":
+        from .._ext import load_video
+
+        versions = dict(load_video().ffmpeg_versions())
+    else:
+        import av
+
+        versions = {"pyav": av.__version__}
+        versions.update({k: ".".join(map(str, v)) for k, v in av.library_versions.items()})
+    return {"backend": backend, "versions": versions}
+
+
+def save_motion(clip: MotionClip, path: str | os.PathLike, meta: dict | None = None) -> Path:
+    """Write ``clip`` (and the JSON-able ``meta``) as one ``.npz``, atomically.
+
+    Returns:
+        ``path`` as a Path.
+    """
+    from .._io import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **clip.numpy(), meta=np.asarray(json.dumps(meta or {})))
+    return path
+
+
+def load_motion(path: str | os.PathLike) -> MotionClip:
+    """Read a file of :func:`save_motion` / :func:`extract_motion` back.
+
+    Returns:
+        The :class:`MotionClip` (``rgb`` only when it was saved); its metadata is
+        ``json.loads(np.load(path)["meta"][()])``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not such a file (names it and what is missing or unreadable).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    import zipfile
+
+    try:
+        with np.load(path) as z:
+            d = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"load_motion: {path} is not a readable .npz: {e}") from e
+    missing = [k for k in ("mv", "mask", "frame_type", "pts", "block", "size") if k not in d]
+    if missing:
+        raise ValueError(f"load_motion: {path} lacks {missing}: not a motion file")
+
+    def t(k):
+        return torch.from_numpy(d[k]) if k in d else None
+
+    n = d["mv"].shape[0]
+    return MotionClip(
+        mv=t("mv"),
+        mask=t("mask"),
+        frame_type=t("frame_type"),
+        pts=t("pts"),
+        gop_index=t("gop_index") if "gop_index" in d else torch.zeros(n, dtype=torch.int64),
+        frame_index=t("frame_index") if "frame_index" in d else torch.arange(n),
+        residual=t("residual"),
+        rgb=t("rgb"),
+        rgb_index=t("rgb_index"),
+        block=int(d["block"]),
+        size=tuple(int(v) for v in d["size"]),
+        fps=float(d.get("fps", 0.0)),
+        time_base=tuple(int(v) for v in d.get("time_base", (1, 1))),
+        path=str(json.loads(str(d["meta"][()])).get("source", "")) if "meta" in d else "",
+    )
+
+
+def extract_motion(
+    src: str | os.PathLike,
+    dest: str | os.PathLike,
+    *,
+    frames=None,
+    block: int = 8,
+    residual: bool = False,
+    accumulate: bool = False,
+    b_list: int = 0,
+    fill_iframe: str = "previous",
+    threads: int = 1,
+    backend: str = "auto",
+) -> MotionClip:
+    """Read a video's motion vectors (:func:`read_motion`) and write them to ``dest``.
+
+    Args:
+        src: the video.
+        dest: the ``.npz`` to write (atomically, with the metadata described in the module).
+        frames: display-order frame numbers, or None for all (as :func:`read_motion`).
+        block: grid cell size in pixels.
+        residual: also the int16 RGB residuals.
+        accumulate: CoViAR's accumulation back to the GOP's I-frame.
+        b_list: the B-frame list (0 past, 1 future).
+        fill_iframe: ``"previous"`` or ``"zero"`` vectors for I-frames.
+        threads: GOP-parallel decoding threads.
+        backend: ``"auto"`` (native when built, with a warning otherwise), ``"native"``,
+            ``"pyav"``; the one used is recorded.
+
+    Returns:
+        The clip written.
+
+    Raises:
+        FileNotFoundError, ValueError, RuntimeError: as :func:`read_motion` (naming the file).
+    """
+    used = resolve_backend(backend)
+    opts = dict(block=block, residual=residual, accumulate=accumulate, b_list=b_list,
+                fill_iframe=fill_iframe, threads=threads)  # fmt: skip
+    clip = read_motion(src, frames=frames, backend=used["backend"], **opts)
+    from .. import __version__
+
+    meta = {
+        "source": os.fspath(src),
+        "frames": None if frames is None else [int(v) for v in frames],
+        "options": opts,
+        **used,
+        "mvaccel": __version__,
+        "direction": "codec src - dst: the block's content is at x + mv in its reference",
+    }
+    save_motion(clip, dest, meta)
+    return clip
+
+
+def motion_tree(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    shard: tuple[int, int] | str | None = (0, 1),
+    overwrite: bool = False,
+    quiet: bool = False,
+    backend: str = "auto",
+    **options,
+):
+    """Motion vectors of every video under ``src`` into ``out`` (``mvaccel mv DIR --out OUT``).
+
+    Args:
+        src: a folder of videos (searched recursively; hidden names skipped) or one video.
+        out: the output root; ``a/b.mp4`` -> ``out/a/b.npz``.
+        shard: ``(i, n)``, ``"i/n"``, or None for the environment (torchrun, SLURM).
+        overwrite: redo finished files.
+        quiet: no progress bar.
+        backend: as in :func:`extract_motion`.
+        **options: :data:`OPTIONS` of :func:`read_motion`.
+
+    Returns:
+        A :class:`mvaccel._io.JobReport`.
+
+    Raises:
+        FileNotFoundError: ``src`` missing. ValueError: unknown options, no videos.
+    """
+    from .._io import find_videos, parse_shard, run_jobs
+
+    bad = sorted(set(options) - set(OPTIONS))
+    if bad:
+        raise ValueError(f"motion_tree: unknown options {bad}; known: {list(OPTIONS)}")
+    if not isinstance(shard, tuple):
+        shard = parse_shard(shard)
+    src, out = Path(src), Path(out)
+    videos = find_videos(src)
+    if not videos:
+        raise ValueError(f"no videos in {src}")
+    base = src if src.is_dir() else src.parent
+    pairs = [(v, out / v.relative_to(base).with_suffix(".npz")) for v in videos]
+    backend = resolve_backend(backend)["backend"]  # warn once, not per video
+
+    def work(s: Path, d: Path) -> None:
+        extract_motion(s, d, backend=backend, **options)
+
+    return run_jobs(pairs, work, shard=shard, overwrite=overwrite, quiet=quiet,
+                    what="mvaccel mv")  # fmt: skip
+
+
+__all__ = ["extract_motion", "load_motion", "motion_tree", "resolve_backend", "save_motion"]

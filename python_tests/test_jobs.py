@@ -1,0 +1,276 @@
+"""Long jobs: the atomic writer, the shard parser, ``mvaccel mv`` over a tree, sharded and
+interrupted ``prepare`` / ``flow`` runs, checked re-encodes, one-line CLI errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import videogen as vg
+
+from mvaccel import video
+from mvaccel._io import (
+    atomic_path,
+    atomic_write_text,
+    clean_stale_temps,
+    find_videos,
+    parse_shard,
+    shard_items,
+    temp_path,
+)
+from mvaccel.cli import main
+from mvaccel.data.synthetic import SyntheticSpec, write_synthetic_dataset
+from mvaccel.flow import read_flo
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# ---- the atomic writer ----
+
+
+def test_atomic_path_file_and_folder(tmp_path):
+    dest = tmp_path / "sub" / "a.txt"
+    with pytest.raises(RuntimeError, match="boom"), atomic_path(dest) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("boom")
+    assert list((tmp_path / "sub").iterdir()) == []  # nothing, not even the temporary
+    atomic_write_text(dest, "whole")
+    assert dest.read_text() == "whole"
+    folder = tmp_path / "d"
+    for text in ("one", "two"):  # an existing folder is replaced whole
+        with atomic_path(folder, folder=True) as tmp:
+            assert tmp.is_dir() and tmp.name.startswith(".")
+            (tmp / "x").write_text(text)
+    assert [p.name for p in tmp_path.iterdir() if p.name != "sub"] == ["d"]
+    assert (folder / "x").read_text() == "two"
+    t = temp_path(tmp_path / "v.mp4")
+    assert t.name.startswith(".v.mp4.tmp-") and t.suffix == ".mp4" and t != temp_path(t)
+
+
+def test_clean_stale_temps_removes_only_dead_writers(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = temp_path(tmp_path / "live.npz")  # this process: running
+    live.write_bytes(b"x")
+    stale = Path(str(temp_path(tmp_path / "v")).replace(f"-{os.getpid()}-", f"-{dead.pid}-"))
+    stale.mkdir()
+    (stale / "flow_x_00001.jpg").write_bytes(b"x")
+    other = tmp_path / ".foreign.tmp-deadbeef-1-abcdef"  # another host's, recent: kept
+    other.write_bytes(b"x")
+    keep = tmp_path / ".hidden_but_mine"
+    keep.write_bytes(b"x")
+    assert clean_stale_temps(tmp_path) == 1
+    assert not stale.exists() and live.exists() and other.exists() and keep.exists()
+    old = time.time() - 2 * 24 * 3600
+    os.utime(other, (old, old))
+    assert clean_stale_temps(tmp_path) == 1 and not other.exists()
+
+
+# ---- shards ----
+
+
+def test_parse_shard_sources_and_semantics():
+    assert parse_shard("1/4", env={"RANK": "3", "WORLD_SIZE": "8"}) == (1, 4)
+    assert parse_shard(None, env={}) == (0, 1)
+    assert parse_shard("auto", env={"RANK": "3", "WORLD_SIZE": "8"}) == (3, 8)
+    array = {"SLURM_ARRAY_TASK_ID": "6", "SLURM_ARRAY_TASK_MIN": "5",
+             "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_PROCID": "0", "SLURM_NTASKS": "1"}  # fmt: skip
+    assert parse_shard(None, env=array) == (1, 3)
+    assert parse_shard(None, env={"SLURM_PROCID": "2", "SLURM_NTASKS": "4"}) == (2, 4)
+    for bad, match in (("3", "i/n"), ("2/2", "0 <= i < n"), ("-1/2", "0 <= i < n")):
+        with pytest.raises(ValueError, match=match):
+            parse_shard(bad, env={})
+    with pytest.raises(ValueError, match="RANK"):
+        parse_shard(None, env={"RANK": "x", "WORLD_SIZE": "2"})
+    items = list(range(10))
+    for n in (1, 2, 3, 7):
+        parts = [shard_items(items, (i, n)) for i in range(n)]
+        assert sorted(sum(parts, [])) == items
+
+
+# ---- mvaccel mv over a tree ----
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mvtree")
+    for i, (rel, args) in enumerate(
+        (("a/p.mp4", vg.X264_P), ("a/b.mp4", vg.X264_B), ("c/m.avi", vg.MPEG4))
+    ):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        vg.encode(vg.texture(48, 64, 10, 1.0, 0.0, seed=i), root / rel, args)
+    (root / "a" / "notes.txt").write_text("not a video")
+    (root / "a" / ".x.mp4.tmp-00000000-1-abcdef.mp4").write_bytes(b"partial")  # killed run's
+    return root
+
+
+def test_mv_tree_cli_resume_shards_and_layout(tree, tmp_path, capsys):
+    out = tmp_path / "mv"
+    assert main(["mv", str(tree), "--out", str(out), "--shard", "1/2"]) == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.npz")) == ["a/p.npz"]
+    assert main(["mv", str(tree), "--out", str(out), "--residual", "--shard", "1/2"]) == 0
+    assert "0 done, 1 already done" in capsys.readouterr().err
+    assert main(["mv", str(tree), "--out", str(out), "--shard", "0/2"]) == 0
+    got = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    assert got == ["a", "a/b.npz", "a/p.npz", "c", "c/m.npz"]
+    for rel in ("a/b", "c/m"):
+        clip = video.load_motion(out / f"{rel}.npz")
+        ref = video.read_motion(tree / f"{rel}{'.avi' if rel == 'c/m' else '.mp4'}")
+        assert np.array_equal(clip.mv.numpy(), ref.mv.numpy())
+        assert np.array_equal(clip.frame_type.numpy(), ref.frame_type.numpy())
+        assert clip.block == 8 and clip.size == (48, 64)
+        meta = json.loads(str(np.load(out / f"{rel}.npz")["meta"][()]))
+        assert meta["backend"] in ("native", "pyav") and meta["versions"]
+        assert meta["source"].endswith(rel + (".avi" if rel == "c/m" else ".mp4"))
+    # a broken video fails alone, is named, and leaves nothing
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.mp4").write_bytes(b"\0" * 500)
+    (bad / "y.mp4").write_bytes((tree / "a" / "p.mp4").read_bytes())
+    assert main(["mv", str(bad), "--out", str(tmp_path / "o2")]) == 1
+    assert "x.mp4" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "o2").iterdir()] == ["y.npz"]
+    assert main(["mv", str(tree)]) == 1  # a folder needs --out
+    assert "--out" in capsys.readouterr().err
+
+
+def test_load_motion_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        video.load_motion(tmp_path / "none.npz")
+    (tmp_path / "t.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ValueError, match="t.npz"):
+        video.load_motion(tmp_path / "t.npz")
+
+
+# ---- prepare: shards in any order, checked re-encodes ----
+
+
+@pytest.fixture(scope="module")
+def ucf(tmp_path_factory):
+    spec = SyntheticSpec(classes=("MoveUp", "ZoomOut"), train_per_class=2, test_per_class=1,
+                         frames=6, height=32, width=48)  # fmt: skip
+    return write_synthetic_dataset(tmp_path_factory.mktemp("ucf"), spec)
+
+
+def prepare_args(src, out, *extra):
+    return ["prepare", "ucf101", str(src), str(out), "--size", "48x32", "--workers", "1",
+            "--flow-preset", "tvnet", *extra]  # fmt: skip
+
+
+def assert_complete(src, out):
+    sources = sorted(p.relative_to(src).with_suffix("") for p in find_videos(src))
+    assert len(sources) == 6
+    for rel in sources:
+        info = video.probe(out / "videos" / rel.with_suffix(".mp4"))
+        assert info.num_frames == 6, rel
+        flow = out / "flow" / rel
+        assert len(list(flow.glob("flow_x_*.jpg"))) == 5, rel
+        assert json.loads((flow / "meta.json").read_text())["direction"] == "backward"
+    assert not [p for p in out.rglob(".*")], "temporaries left"
+
+
+@pytest.mark.parametrize("n,order", [(2, (1, 0)), (3, (2, 0, 1)), (3, (1, 2, 0))])
+def test_sharded_prepare_is_complete_in_any_order(ucf, tmp_path, n, order):
+    out = tmp_path / "out"
+    for i in order:
+        assert main(prepare_args(ucf, out, "--shard", f"{i}/{n}", "-q")) == 0
+    assert_complete(ucf, out)
+
+
+def test_truncated_reencode_is_never_kept(ucf, tmp_path, monkeypatch):
+    import mvaccel.video.encode as enc
+
+    real = subprocess.run
+
+    def disk_full(cmd, *a, **k):  # ffmpeg exits 0 but the file is cut short
+        p = real(cmd, *a, **k)
+        if cmd[0].endswith("ffmpeg"):
+            out = Path(cmd[-1])
+            out.write_bytes(out.read_bytes()[: out.stat().st_size // 3])
+        return p
+
+    monkeypatch.setattr(enc.subprocess, "run", disk_full)
+    src = find_videos(ucf)[0]
+    with pytest.raises(RuntimeError, match="disk full"):
+        video.reencode(src, tmp_path / "v.mp4", size=(48, 32))
+    assert list(tmp_path.iterdir()) == []
+    out = tmp_path / "out"
+    assert main(prepare_args(ucf, out, "--flow-preset", "none", "-q")) == 1
+    assert not list((out / "videos").rglob("*.mp4"))
+    monkeypatch.undo()  # the disk has room again: the rerun completes
+    assert main(prepare_args(ucf, out, "-q")) == 0
+    assert_complete(ucf, out)
+
+
+# ---- kill and resume ----
+
+
+def _run_and_kill(cmd, out: Path, after: int) -> bool:
+    """Start ``cmd``; SIGKILL its process group once ``after`` outputs are done and a
+    temporary is being written (or when it ends by itself)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 60
+    while p.poll() is None and time.time() < deadline:
+        if out.exists():
+            names = [q.name for q in out.rglob("*")]
+            done = sum(n.endswith((".npz", ".mp4", "meta.json")) and not n.startswith(".")
+                       for n in names)  # fmt: skip
+            if done >= after and any(".tmp-" in n for n in names):
+                break
+        time.sleep(0.005)
+    killed = p.poll() is None
+    if killed:
+        os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    return killed
+
+
+def test_kill_and_resume_flow_and_prepare(ucf, tmp_path):
+    cli = [sys.executable, "-m", "mvaccel"]
+    out = tmp_path / "flow"
+    kills = [_run_and_kill([*cli, "flow", str(ucf), str(out), "--preset", "tvnet", "--format",
+                            "flo"], out, after) for after in (0, 2)]  # fmt: skip
+    assert any(kills)
+    assert main(["flow", str(ucf), str(out), "--preset", "tvnet", "--format", "flo", "-q"]) == 0
+    folders = sorted(p.relative_to(out).as_posix() for p in out.glob("*/*"))
+    assert len(folders) == 6 and not [p for p in out.rglob(".*")]
+    for d in out.glob("*/*"):
+        assert [read_flo(f).shape for f in sorted(d.glob("*.flo"))] == [(2, 32, 48)] * 5
+    prep = tmp_path / "prep"
+    assert any([_run_and_kill([*cli, *prepare_args(ucf, prep)], prep, a) for a in (0, 3)])
+    assert main(prepare_args(ucf, prep, "-q")) == 0
+    assert_complete(ucf, prep)
+
+
+# ---- the CLI's errors ----
+
+
+def test_cli_errors_are_one_line_naming_the_file(tmp_path, capsys):
+    out = tmp_path / "taken"
+    out.write_text("a file where the output folder should be")
+    src = tmp_path / "v"
+    src.mkdir()
+    vg.encode(vg.texture(32, 48, 4, 1.0, 0.0), src / "a.mp4", vg.MPEG4)
+    args = ["mv", str(src / "a.mp4"), "--out", str(out / "a.npz")]  # OSError: not a folder
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and str(out) in err.splitlines()[0]
+    assert err.splitlines()[0].startswith("mvaccel mv: error: ")
+    assert main(["-v", *args]) == 1
+    assert "Traceback" in capsys.readouterr().err
+    assert main([*args, "-v"]) == 1  # after the command too
+    assert "Traceback" in capsys.readouterr().err
+    # in a tree, a failing video is one line naming it, and the run's exit code is 1
+    assert main(["mv", str(src), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "a.mp4" in err and str(out) in err
