@@ -274,3 +274,33 @@ def test_cli_errors_are_one_line_naming_the_file(tmp_path, capsys):
     assert main(["mv", str(src), "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and "a.mp4" in err and str(out) in err
+
+
+# ---- recipes by name, installed as package data ----
+
+
+def test_recipes_by_name_from_anywhere(tmp_path, monkeypatch):
+    import tomllib
+    from fnmatch import fnmatch
+
+    from mvaccel.train.cli import recipe_names, recipe_path, recipes_dir
+
+    monkeypatch.chdir(tmp_path)  # outside the source tree
+    assert "dmc_net" in recipe_names() and len(recipe_names()) >= 20
+    assert recipe_path("dmc_net") == recipes_dir() / "dmc_net.yaml"
+    assert recipe_path("recipes/dmc_net.yaml") == recipes_dir() / "dmc_net.yaml"
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("trainer: {}\n")
+    assert recipe_path(str(mine)) == mine
+    with pytest.raises(FileNotFoundError, match="recipes: .*dmc_net"):
+        recipe_path("recipes/nope.yaml")
+    # the wheel carries them: package data of mvaccel
+    cfg = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    globs = cfg["package-data"]["mvaccel"]
+    for p in recipes_dir().glob("*.yaml"):
+        assert any(fnmatch(p.relative_to(REPO / "mvaccel").as_posix(), g) for g in globs)
+
+
+def test_train_errors_name_the_command(tmp_path, capsys):
+    assert main(["train", "--config", "nope"]) == 1
+    assert "no such file, and not a recipe name" in capsys.readouterr().err

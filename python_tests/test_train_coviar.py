@@ -21,7 +21,7 @@ from mvaccel.train.evaluate import evaluate, load_scores, save_scores
 from mvaccel.video import read_motion
 
 NAMES = ["coviar_iframe", "coviar_mv", "coviar_residual"]
-RECIPES = {n: Path(__file__).resolve().parents[1] / "recipes" / f"{n}.yaml" for n in NAMES}
+RECIPES = {n: Path(__file__).resolve().parents[1] / "mvaccel" / "recipes" / f"{n}.yaml" for n in NAMES}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

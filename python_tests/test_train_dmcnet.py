@@ -20,7 +20,7 @@ from mvaccel.train.cli import MvaccelCLI
 from mvaccel.train.data import VideoDataModule
 from mvaccel.train.evaluate import evaluate, load_checkpoint, network_from_checkpoint
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = Path(__file__).resolve().parents[1] / "mvaccel" / "recipes"
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

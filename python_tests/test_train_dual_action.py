@@ -22,7 +22,7 @@ from mvaccel.train.data import VideoDataModule
 from mvaccel.train.dual_action import CLIP_LEVELS, load_stream
 from mvaccel.train.evaluate import evaluate, load_checkpoint, network_from_checkpoint
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = Path(__file__).resolve().parents[1] / "mvaccel" / "recipes"
 #: the paper's ResNet-101 shrunk to a 1/8-width ResNet-10 on 4-frame clips
 TINY = ["--model.init_args.backbone=resnet3d",
         "--model.init_args.backbone_kwargs={depth: 10, width: 0.125}",

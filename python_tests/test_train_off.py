@@ -23,7 +23,7 @@ from mvaccel.train.data import VideoDataModule
 from mvaccel.train.evaluate import evaluate, load_checkpoint, module_from_checkpoint
 from mvaccel.train.off import DEFAULT_TAPS
 
-RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "mvaccel" / "recipes"
 RGB = ["off_stage1_tsn", "off_stage2", "off_stage3"]
 RAW = ["off_rawoff_stage1", "off_rawoff_stage2", "off_rawoff_stage3"]
 BETA = 4  # test_segments of the tiny runs (16-frame videos: interval 4)

@@ -19,7 +19,7 @@ from mvaccel.train.data import VideoDataModule
 
 NAMES = ["mv_cnn_scratch", "mv_cnn_st", "mv_cnn_st_ti", "mv_cnn_st_ti_dc", "mv_cnn_ti",
          "mv_cnn_ti_dc", "rgb_cnn", "teacher_flow"]  # fmt: skip
-RECIPES = [Path(__file__).resolve().parents[1] / "recipes" / f"{n}.yaml" for n in NAMES]
+RECIPES = [Path(__file__).resolve().parents[1] / "mvaccel" / "recipes" / f"{n}.yaml" for n in NAMES]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -15,7 +15,7 @@ from trainkit import tiny_dataset, tiny_overrides
 from mvaccel.train.cli import run
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "recipes" / "mv_cnn_st_ti_dc.yaml"
+RECIPE = REPO / "mvaccel" / "recipes" / "mv_cnn_st_ti_dc.yaml"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -30,7 +30,7 @@ def root(tmp_path_factory):
 def teacher(root, tmp_path_factory):
     out = tmp_path_factory.mktemp("teacher")
     cli = run([
-        "--config", str(REPO / "recipes" / "teacher_flow.yaml"), *tiny_overrides(root),
+        "--config", str(REPO / "mvaccel" / "recipes" / "teacher_flow.yaml"), *tiny_overrides(root),
         "--trainer.max_steps=2",
     ])  # fmt: skip
     path = out / "teacher.ckpt"
@@ -96,3 +96,19 @@ def test_amp_flag_runs_a_step(root, teacher):
                "--trainer.precision=bf16-mixed", "--trainer.max_steps=1"])  # fmt: skip
     assert cli.trainer.global_step == 1
     assert "bf16" in str(cli.trainer.precision)
+
+
+def test_ckpt_path_last_needs_a_whole_checkpoint(root, teacher, tmp_path):
+    d = tmp_path / "ck"
+    # nothing to resume: an error, not a silent fresh start
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        run([*_args(root, teacher, d, 1), "--ckpt_path=last"])
+    first = run(_args(root, teacher, d, 1))
+    assert first.trainer.global_step == 2 and (d / "epoch=0-step=2.ckpt").is_file()
+    last = d / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # killed while saving
+    with pytest.raises(ValueError, match="last.ckpt: the checkpoint is truncated"):
+        run([*_args(root, teacher, d, 2), f"--ckpt_path={last}"])
+    # "last" falls back to the newest whole checkpoint and goes on from its step
+    resumed = run([*_args(root, teacher, d, 2), "--ckpt_path=last"])
+    assert resumed.trainer.global_step == 4

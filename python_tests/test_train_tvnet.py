@@ -26,7 +26,7 @@ from mvaccel.train.data import VideoDataModule
 from mvaccel.train.evaluate import evaluate, load_checkpoint, network_from_checkpoint, save_scores
 from mvaccel.train.tvnet import frame_pairs, load_flow_classifier, rgb_stack_frames
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = Path(__file__).resolve().parents[1] / "mvaccel" / "recipes"
 MOTION_STD = 0.05
 # BN-Inception needs 64x64 or more; a lighter dropout so six steps show.
 SMALL = ["--data.size=64", "--model.init_args.backbone_kwargs={dropout: 0.1}"]
