@@ -280,7 +280,6 @@ def test_cli_errors_are_one_line_naming_the_file(tmp_path, capsys):
 
 
 def test_recipes_by_name_from_anywhere(tmp_path, monkeypatch):
-    import tomllib
     from fnmatch import fnmatch
 
     from mvaccel.train.cli import recipe_names, recipe_path, recipes_dir
@@ -295,6 +294,7 @@ def test_recipes_by_name_from_anywhere(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="recipes: .*dmc_net"):
         recipe_path("recipes/nope.yaml")
     # the wheel carries them: package data of mvaccel
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     cfg = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     globs = cfg["package-data"]["mvaccel"]
     for p in recipes_dir().glob("*.yaml"):
@@ -304,3 +304,24 @@ def test_recipes_by_name_from_anywhere(tmp_path, monkeypatch):
 def test_train_errors_name_the_command(tmp_path, capsys):
     assert main(["train", "--config", "nope"]) == 1
     assert "no such file, and not a recipe name" in capsys.readouterr().err
+
+
+def test_fuse_weights_must_match_the_files(tmp_path, capsys):
+    from mvaccel.train.evaluate import save_scores
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for name in ("rgb", "mv"):
+        r = {
+            "scores": rng.normal(size=(4, 3)),
+            "labels": np.array([0, 1, 2, 0]),
+            "videos": np.array(["a", "b", "c", "d"]),
+            "classes": np.array(["x", "y", "z"]),
+        }
+        paths.append(str(save_scores(tmp_path / f"{name}.npz", r)))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert main(["fuse", *paths, "--weights", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "2 score files but 1 weight" in err and "zip()" not in err
+    assert main(["fuse", *paths, "--weights", "1", "2"]) == 0
+    assert "| fused | 1 : 2 |" in capsys.readouterr().out

@@ -10,10 +10,15 @@ def _run(args: argparse.Namespace) -> int:
 
     from ..train.evaluate import format_table, fuse, fusion_table, load_scores, save_scores
 
-    results = [load_scores(p) for p in args.scores]
     weights = args.weights
     if weights is None:
-        weights = [1.0] * len(results)
+        weights = [1.0] * len(args.scores)
+    if len(weights) != len(args.scores):
+        raise ValueError(
+            f"--weights: {len(args.scores)} score files but {len(weights)} weight(s); give one "
+            "weight per file, in the same order"
+        )
+    results = [load_scores(p) for p in args.scores]
     names = [Path(p).stem for p in args.scores]
     print(format_table(fusion_table(results, names, weights, softmax=not args.logits)))
     if args.out:

@@ -182,6 +182,10 @@ def fusion_table(
 ) -> list[tuple[str, str, float, float]]:
     """Rows ``(name, weight, top-1, mean class accuracy)`` per stream and for the fusion."""
     weights = [1.0] * len(results) if weights is None else list(weights)
+    if not len(names) == len(weights) == len(results):
+        raise ValueError(
+            f"fusion_table: {len(results)} results, {len(names)} names, {len(weights)} weights"
+        )
     rows = [
         (n, f"{w:g}", accuracy(r["scores"], r["labels"]), mean_class_accuracy(r["scores"],
                                                                                 r["labels"]))
