@@ -363,8 +363,10 @@ def pipeline(cfg: DemoConfig, out: Path) -> dict:
               "methods": [dict(asdict(r), total_fps=r.total_fps) for r in rows],
               "methods_table": methods_text,
               "pngs": {k: str(v) for k, v in pngs.items()}}  # fmt: skip
-    (out / "results.json").write_text(json.dumps(report, indent=1, default=str))
-    (out / "results.md").write_text(text + "\n\n" + methods_text + "\n")
+    from ._io import atomic_write_text
+
+    atomic_write_text(out / "results.json", json.dumps(report, indent=1, default=str))
+    atomic_write_text(out / "results.md", text + "\n\n" + methods_text + "\n")
     return report
 
 
