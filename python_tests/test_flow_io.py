@@ -81,6 +81,14 @@ def test_epe_aae_known_values():
     assert epe(f, gt_unknown) == 0.0  # the unknown pixel is ignored
     with pytest.raises(ValueError, match="same shape"):
         epe(torch.zeros(2, 3, 3), torch.zeros(2, 3, 4))
+    # one EPE: the metric is the differentiable loss of mvaccel.distill
+    from mvaccel import distill
+
+    assert distill.epe is epe
+    f = torch.zeros(1, 2, 3, 3, requires_grad=True)
+    e = epe(f, torch.ones(1, 2, 3, 3), valid=torch.ones(1, 3, 3, dtype=torch.bool))
+    e.backward()
+    assert e.dim() == 0 and float(e) == pytest.approx(2**0.5) and f.grad.abs().sum() > 0
 
 
 def test_quantize_dense_flow_mapping():

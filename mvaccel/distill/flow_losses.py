@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..flow.io import epe  # noqa: F401  (the one EPE, eq. 14 as a loss: re-exported here)
+
 
 def _grey(x: Tensor, name: str) -> Tensor:
     if x.dim() != 4 or x.shape[1] not in (1, 3):
@@ -53,26 +55,3 @@ def tvl1_energy(
     uy = torch.nn.functional.pad(u[..., 1:, :] - u[..., :-1, :], (0, 0, 0, 1))
     tv = torch.sqrt(ux * ux + uy * uy + eps).sum(1)
     return (tv + lbda * rho.abs()[:, 0]).mean()
-
-
-def epe(u: Tensor, gt: Tensor, valid: Tensor | None = None) -> Tensor:
-    """Average end-point error (eq. 14): mean over pixels of ``||u - gt||_2``.
-
-    Args:
-        u: ``(N, 2, H, W)`` flow in pixels.
-        gt: ``(N, 2, H, W)`` ground truth.
-        valid: optional ``(N, H, W)`` bool mask of the pixels to count.
-
-    Returns:
-        Scalar tensor (pixels); differentiable in ``u`` (the TVNet training loss of Table 1).
-    """
-    if u.shape != gt.shape or u.dim() != 4 or u.shape[1] != 2:
-        raise ValueError(
-            f"epe: u and gt must both be (N, 2, H, W), got {tuple(u.shape)} and {tuple(gt.shape)}"
-        )
-    d = torch.linalg.vector_norm(u - gt, dim=1)
-    if valid is None:
-        return d.mean()
-    if valid.shape != d.shape:
-        raise ValueError(f"epe: valid must be (N, H, W) = {tuple(d.shape)}, got {valid.shape}")
-    return d[valid].mean()

@@ -89,27 +89,42 @@ def _pair(flow: Tensor, gt: Tensor, fn: str) -> tuple[Tensor, Tensor, Tensor]:
     flow, gt = torch.as_tensor(flow), torch.as_tensor(gt)
     if flow.shape != gt.shape or flow.dim() < 3 or flow.shape[-3] != 2:
         raise ValueError(
-            f"{fn}: expected two flows of the same shape (..., 2, H, W), got "
+            f"{fn}: expected two flows of the same shape (..., 2, H, W), e.g. (N, 2, H, W); got "
             f"{tuple(flow.shape)} and {tuple(gt.shape)}"
         )
-    flow, gt = flow.double(), gt.to(flow.device).double()
+    gt = gt.to(device=flow.device, dtype=flow.dtype if flow.is_floating_point() else None)
     valid = (gt.abs() < FLO_UNKNOWN).all(-3)
     return flow, gt, valid
 
 
-def epe(flow: Tensor, gt: Tensor) -> float:
-    """Average end-point error ``mean |flow - gt|`` over pixels with a known ground truth.
+def epe(flow: Tensor, gt: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Average end-point error ``mean |flow - gt|`` over the pixels with a known ground truth.
+
+    The package's one EPE: the evaluation metric (``float(epe(...))``) and TVNet's training
+    loss (eq. 14; :func:`mvaccel.distill.epe` is this function).
 
     Args:
         flow: ``(..., 2, H, W)`` estimate in pixels.
-        gt: ground truth, same shape; vectors with a component over 1e9 are ignored.
+        gt: ground truth, same shape; vectors with a component over 1e9 (Middlebury's unknown)
+            are ignored.
+        valid: optional ``(..., H, W)`` bool mask of the pixels to count.
 
     Returns:
-        The EPE in pixels.
+        0-dim tensor in pixels, differentiable in ``flow``.
+
+    Raises:
+        ValueError: shapes that differ or are not ``(..., 2, H, W)``; a ``valid`` of another
+            shape.
     """
-    flow, gt, valid = _pair(flow, gt, "epe")
+    flow, gt, known = _pair(flow, gt, "epe")
+    if valid is not None:
+        if valid.shape != known.shape:
+            raise ValueError(
+                f"epe: valid must be (..., H, W) = {tuple(known.shape)}, got {tuple(valid.shape)}"
+            )
+        known = known & valid.to(known.device, torch.bool)
     d = torch.linalg.vector_norm(flow - gt, dim=-3)
-    return float(d[valid].mean())
+    return d[known].mean()
 
 
 def aae(flow: Tensor, gt: Tensor) -> float:
@@ -123,6 +138,7 @@ def aae(flow: Tensor, gt: Tensor) -> float:
         The AAE in degrees.
     """
     flow, gt, valid = _pair(flow, gt, "aae")
+    flow, gt = flow.double(), gt.double()
     u, v = flow.unbind(-3)
     gu, gv = gt.unbind(-3)
     cos = (u * gu + v * gv + 1) / torch.sqrt((u * u + v * v + 1) * (gu * gu + gv * gv + 1))
