@@ -325,3 +325,12 @@ def test_fuse_weights_must_match_the_files(tmp_path, capsys):
     assert "2 score files but 1 weight" in err and "zip()" not in err
     assert main(["fuse", *paths, "--weights", "1", "2"]) == 0
     assert "| fused | 1 : 2 |" in capsys.readouterr().out
+
+
+def test_redirected_logs_get_no_progress_bar(tree, tmp_path, capsys):
+    assert main(["mv", str(tree), "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "%|" not in err and "\r" not in err  # stderr is not a terminal here
+    assert "mvaccel mv: shard 0/1: 3 done" in err
+    assert main(["-q", "mv", str(tree), "--out", str(tmp_path / "b")]) == 0
+    assert capsys.readouterr().err == ""

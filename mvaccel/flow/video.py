@@ -255,10 +255,21 @@ def write_video_flow(
             "params": asdict(p),
             "preset": params if isinstance(params, str) else None,
             "source": os.fspath(src) if isinstance(src, (str, Path)) else None,
+            "decoder": _decoder(src),
             "mvaccel": __version__,
         }
         (tmp / META_NAME).write_text(json.dumps(meta, indent=1) + "\n")
     return count
+
+
+def _decoder(src) -> str | None:
+    """What decoded a video source (recorded in the metadata): PyAV and its FFmpeg."""
+    if not isinstance(src, (str, Path)) or Path(src).is_dir():
+        return None
+    import av
+
+    ffmpeg = ".".join(map(str, av.library_versions.get("libavcodec", ())))
+    return f"PyAV {av.__version__} (libavcodec {ffmpeg})"
 
 
 def find_flow_sources(src: str | Path) -> list[tuple[Path, Path]]:

@@ -249,8 +249,8 @@ def evaluate(
         paper's per-frame count) and ``videos_per_s`` (with data loading).
     """
     from torch.utils.data import DataLoader, Subset
-    from tqdm import tqdm
 
+    from .._io import progress as progress_bar
     from .data import VideoDataModule
 
     ckpt = load_checkpoint(checkpoint)
@@ -275,7 +275,7 @@ def evaluate(
     cnn_time, inputs = 0.0, 0
     t0 = time.perf_counter()
     with torch.inference_mode():
-        for *xs, y in tqdm(loader, total=len(loader), unit="batch", disable=not progress):
+        for *xs, y in progress_bar(loader, not progress, total=len(loader), unit="batch"):
             # Every sample is (S, ...): fold the segments (and crops) into the batch.
             flats = [x.flatten(0, 1).to(device) for x in xs]
             if device != "cpu" and torch.cuda.is_available():
