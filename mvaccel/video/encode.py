@@ -108,7 +108,7 @@ def _frame_count(path: Path) -> int:
     try:
         with av.open(str(path)) as c:
             return sum(1 for _ in c.decode(video=0))
-    except (av.FFmpegError, IndexError, UnicodeDecodeError) as e:
+    except (av.error.FFmpegError, OSError, IndexError, ValueError) as e:
         raise RuntimeError(f"reencode: cannot decode {path}: {e}") from e
 
 
