@@ -21,7 +21,8 @@ from mvaccel.train.evaluate import evaluate, load_scores, save_scores
 from mvaccel.video import read_motion
 
 NAMES = ["coviar_iframe", "coviar_mv", "coviar_residual"]
-RECIPES = {n: Path(__file__).resolve().parents[1] / "mvaccel" / "recipes" / f"{n}.yaml" for n in NAMES}
+RECIPE_DIR = Path(__file__).resolve().parents[1] / "mvaccel" / "recipes"
+RECIPES = {n: RECIPE_DIR / f"{n}.yaml" for n in NAMES}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
