@@ -304,6 +304,10 @@ def test_recipes_by_name_from_anywhere(tmp_path, monkeypatch):
 def test_train_errors_name_the_command(tmp_path, capsys):
     assert main(["train", "--config", "nope"]) == 1
     assert "no such file, and not a recipe name" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # LightningCLI's own usage error
+        main(["train", "--config", "mv_cnn_scratch", "--bogus", "1"])
+    err = capsys.readouterr().err
+    assert "mvaccel train fit --help" in err and "mvaccel fit" not in err
 
 
 def test_fuse_weights_must_match_the_files(tmp_path, capsys):
