@@ -198,20 +198,21 @@ def _stale(path: Path, now: float) -> bool:
     if len(parts) < 3 or not parts[1].isdigit():
         return False
     host, pid = parts[0], int(parts[1])
-    if host == _host_id():
-        return not _pid_alive(pid)
     try:
-        return now - path.lstat().st_mtime > FOREIGN_TMP_AGE
+        old = now - path.lstat().st_mtime > FOREIGN_TMP_AGE
     except FileNotFoundError:
         return False
+    if host == _host_id():
+        return old or not _pid_alive(pid)  # old: the PID was reused by another process
+    return old
 
 
 def clean_stale_temps(root: str | os.PathLike, recursive: bool = True) -> int:
     """Remove the temporaries of :func:`atomic_path` that killed processes left under ``root``.
 
-    A temporary is stale when its process (same host) is gone, or, for another host's
-    temporary on a shared file system, when it is older than :data:`FOREIGN_TMP_AGE`.
-    Temporaries of running processes are left alone.
+    A temporary is stale when its process (same host) is gone, or when it was last modified
+    more than :data:`FOREIGN_TMP_AGE` ago (another host's temporary on a shared file system,
+    or a reused PID). Recent temporaries of running processes are left alone.
 
     Returns:
         How many were removed.
