@@ -321,7 +321,7 @@ def progress(items: Iterable[T], quiet: bool = False, **kwargs) -> Iterable[T]:
     """
     from tqdm import tqdm
 
-    off = quiet or not log.isEnabledFor(logging.INFO)
+    off = quiet or log.level > logging.INFO  # the CLI's -q (unset in library use)
     return tqdm(items, disable=True if off else None, file=sys.stderr, **kwargs)
 
 
