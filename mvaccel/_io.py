@@ -310,7 +310,6 @@ def setup_logging(verbosity: int = 0) -> None:
     h.setFormatter(logging.Formatter("%(message)s"))
     h._mvaccel = True  # type: ignore[attr-defined]
     log.addHandler(h)
-    log.propagate = False
 
 
 def progress(items: Iterable[T], quiet: bool = False, **kwargs) -> Iterable[T]:
