@@ -90,3 +90,12 @@ def test_prepare_errors(src, tmp_path):
         )
         == 1
     )  # fmt: skip  (no split lists found)
+
+
+def test_prepare_checks_flow_settings_before_reencoding(src, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["prepare", "ucf101", str(src), str(out), "--size", "64x48", "--workers", "1"]
+    assert main([*args, "--flow-preset", "nope"]) == 1
+    assert "unknown preset" in capsys.readouterr().err
+    assert not (out / "videos").exists()
+

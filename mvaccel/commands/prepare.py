@@ -114,6 +114,12 @@ def _run_dataset(dataset: str, src: Path, out: Path, args: argparse.Namespace) -
 
     list_dir = Path(args.lists) if args.lists else _default_lists(dataset, src)
     shard = parse_shard(args.shard)
+    if args.flow_preset != "none":  # fail before hours of re-encoding, not after
+        from ..flow import TVL1Params
+        from ..flow.video import check_device
+
+        TVL1Params.preset(args.flow_preset)
+        check_device(args.device, "mvaccel prepare --device")
     videos = out / "videos"
     if args.reencode == "none":
         pairs = plan(src, videos, None)
