@@ -153,7 +153,7 @@ def atomic_path(path: str | os.PathLike, *, folder: bool = False) -> Iterator[Pa
         tmp.mkdir()
     try:
         yield tmp
-        if not tmp.exists():
+        if not (tmp.exists() or tmp.is_symlink()):
             raise FileNotFoundError(f"atomic_path: nothing was written for {path}")
         _fsync_tree(tmp)
         if folder and path.exists():
