@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from mvaccel._io import parse_shard
+from mvaccel.cli import main
 from mvaccel.flow import (
     TVL1Params,
     aae,
@@ -233,8 +234,8 @@ def test_cli_flow_is_backward_by_default_and_says_so(tmp_path):
     make_tree(tmp_path / "src")
     one = tmp_path / "src" / "a" / "v0"
     for flag, name in (([], "b"), (["--forward"], "f")):
-        r = cli(str(one), str(tmp_path / name), "--preset", "tvnet", "--format", "flo", *flag)
-        assert r.returncode == 0, r.stderr
+        args = ["flow", str(one), str(tmp_path / name), "--preset", "tvnet", "--format", "flo"]
+        assert main([*args, *flag]) == 0
     fr = torch.stack([torch.from_numpy(np.array(Image.open(p))) for p in sorted(one.iterdir())])
     fr = fr[:, None]
     params = TVL1Params.preset("tvnet")
