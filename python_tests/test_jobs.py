@@ -118,7 +118,7 @@ def test_mv_tree_cli_resume_shards_and_layout(tree, tmp_path, capsys):
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.npz")) == ["a/p.npz"]
     assert main(["mv", str(tree), "--out", str(out), "--residual", "--shard", "1/2"]) == 0
     assert "0 done, 1 already done" in capsys.readouterr().err
-    assert main(["mv", str(tree), "--out", str(out), "--shard", "0/2"]) == 0
+    assert main(["mv", str(tree), "--out", str(out), "--shard", "0/2", "--workers", "2"]) == 0
     got = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
     assert got == ["a", "a/b.npz", "a/p.npz", "c", "c/m.npz"]
     for rel in ("a/b", "c/m"):

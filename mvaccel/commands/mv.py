@@ -31,7 +31,7 @@ def _run_tree(args: argparse.Namespace) -> int:
         raise ValueError("--png and --frames take one video, not a folder")
     report = motion_tree(
         args.video, args.out, shard=parse_shard(args.shard), overwrite=args.overwrite,
-        quiet=args.quiet, backend=args.backend, block=args.block, residual=args.residual,
+        quiet=args.quiet, workers=args.workers, backend=args.backend, block=args.block, residual=args.residual,
         accumulate=args.accumulate, b_list=args.b_list, fill_iframe=args.fill_iframe,
         threads=args.threads,
     )  # fmt: skip
@@ -106,4 +106,5 @@ def register(sub) -> None:
     p.add_argument("--shard", default=None, help="folder: i/n, every n-th source video from "
                    "the i-th (default: torchrun or SLURM variables, else all)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="folder: redo finished videos")
+    p.add_argument("--workers", type=int, default=1, help="folder: videos read at once (1)")
     p.set_defaults(func=_run)

@@ -185,6 +185,7 @@ def motion_tree(
     shard: tuple[int, int] | str | None = (0, 1),
     overwrite: bool = False,
     quiet: bool = False,
+    workers: int = 1,
     backend: str = "auto",
     **options,
 ):
@@ -196,6 +197,7 @@ def motion_tree(
         shard: ``(i, n)``, ``"i/n"``, or None for the environment (torchrun, SLURM).
         overwrite: redo finished files.
         quiet: no progress bar.
+        workers: videos read at the same time (threads: the native reader releases the GIL).
         backend: as in :func:`extract_motion`.
         **options: :data:`OPTIONS` of :func:`read_motion`.
 
@@ -224,7 +226,7 @@ def motion_tree(
         extract_motion(s, d, backend=backend, **options)
 
     return run_jobs(pairs, work, shard=shard, overwrite=overwrite, quiet=quiet,
-                    what="mvaccel mv")  # fmt: skip
+                    workers=workers, what="mvaccel mv")  # fmt: skip
 
 
 __all__ = ["extract_motion", "load_motion", "motion_tree", "resolve_backend", "save_motion"]
