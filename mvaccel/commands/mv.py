@@ -31,9 +31,9 @@ def _run_tree(args: argparse.Namespace) -> int:
         raise ValueError("--png and --frames take one video, not a folder")
     report = motion_tree(
         args.video, args.out, shard=parse_shard(args.shard), overwrite=args.overwrite,
-        quiet=args.quiet, workers=args.workers, backend=args.backend, block=args.block, residual=args.residual,
-        accumulate=args.accumulate, b_list=args.b_list, fill_iframe=args.fill_iframe,
-        threads=args.threads,
+        quiet=args.quiet, workers=args.workers, backend=args.backend, block=args.block,
+        residual=args.residual, accumulate=args.accumulate, b_list=args.b_list,
+        fill_iframe=args.fill_iframe, threads=args.threads,
     )  # fmt: skip
     return 0 if report.ok else 1
 
