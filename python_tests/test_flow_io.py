@@ -260,7 +260,7 @@ def test_nan_flow_is_an_error_not_minus_bound(tmp_path):
     assert quantize(torch.tensor([float("inf"), -float("inf")])).tolist() == [255, 0]
 
 
-def test_truncated_jpeg_names_its_file(tmp_path):
+def test_unreadable_frames_name_their_file(tmp_path):
     d = tmp_path / "frames"
     d.mkdir()
     for i, f in enumerate(frames(3)):
@@ -269,6 +269,10 @@ def test_truncated_jpeg_names_its_file(tmp_path):
     bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
     with pytest.raises(ValueError, match="0001.jpg"):
         flow_video(d, TINY)
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\0" * 1000)
+    with pytest.raises(ValueError, match="junk.mp4"):
+        flow_video(junk, TINY)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")

@@ -59,7 +59,8 @@ def iter_frames(src: str | Path | Tensor | Iterable) -> Iterator[np.ndarray]:
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ValueError: a folder without images, or a file PyAV cannot decode.
+        ValueError: a folder without images, an unreadable image, or a file PyAV cannot open
+            or decode (the file is named).
     """
     if isinstance(src, Tensor):
         g = to_grey(src, "frames").round().clamp(0, 255).to(torch.uint8).cpu().numpy()
@@ -91,10 +92,15 @@ def iter_frames(src: str | Path | Tensor | Iterable) -> Iterator[np.ndarray]:
         except Exception as e:  # noqa: BLE001 - PyAV raises many types
             raise ValueError(f"flow_video: cannot open {path} as a video: {e}") from e
         with container:
+            if not container.streams.video:
+                raise ValueError(f"flow_video: {path} has no video stream")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                yield frame.to_ndarray(format="gray")
+            try:
+                for frame in container.decode(stream):
+                    yield frame.to_ndarray(format="gray")
+            except av.error.FFmpegError as e:
+                raise ValueError(f"flow_video: cannot decode {path}: {e}") from e
         return
     for f in src:
         yield _grey_u8(np.asarray(f))
