@@ -105,6 +105,8 @@ def test_ckpt_path_last_needs_a_whole_checkpoint(root, teacher, tmp_path):
         run([*_args(root, teacher, d, 1), "--ckpt_path=last"])
     first = run(_args(root, teacher, d, 1))
     assert first.trainer.global_step == 2 and (d / "epoch=0-step=2.ckpt").is_file()
+    assert type(first.trainer.strategy.checkpoint_io).__name__ == "AtomicCheckpointIO"
+    assert not [p for p in d.iterdir() if p.name.startswith(".")]  # saved atomically
     last = d / "last.ckpt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # killed while saving
     with pytest.raises(ValueError, match="last.ckpt: the checkpoint is truncated"):

@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .data import VideoDataModule
 from .modules import ActionClassifier
@@ -154,11 +155,35 @@ def resolve_checkpoint(spec: str, dirs: Sequence[str | Path]) -> str:
     )
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer through :func:`mvaccel._io.atomic_path`.
+
+    A checkpoint (``last.ckpt`` included) is written under a hidden temporary name, fsynced and
+    renamed, so a run killed while saving never leaves a truncated checkpoint under a real
+    name. Remote paths (``s3://`` ...) go to Lightning's writer unchanged.
+    """
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:  # noqa: D102
+        from .._io import atomic_path
+
+        if "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        with atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+
+
 class MvaccelCLI(LightningCLI):
-    """LightningCLI with the data -> model links of mvaccel, and checked resumes."""
+    """LightningCLI with the data -> model links of mvaccel, checked resumes, atomic saves."""
 
     def before_fit(self) -> None:
-        """Resolve ``--ckpt_path`` (see :func:`resolve_checkpoint`) before training starts."""
+        """Check ``--ckpt_path`` and make checkpoint saves atomic, before training starts.
+
+        ``--ckpt_path`` goes through :func:`resolve_checkpoint`; checkpoints are written with
+        :class:`AtomicCheckpointIO` unless another checkpoint writer is configured.
+        """
+        strategy = self.trainer.strategy
+        if type(strategy.checkpoint_io) is TorchCheckpointIO:
+            strategy.checkpoint_io = AtomicCheckpointIO()
         cfg = self.config_init[self.subcommand]
         spec = cfg.get("ckpt_path")
         if spec is not None:
