@@ -98,4 +98,3 @@ def test_prepare_checks_flow_settings_before_reencoding(src, tmp_path, capsys):
     assert main([*args, "--flow-preset", "nope"]) == 1
     assert "unknown preset" in capsys.readouterr().err
     assert not (out / "videos").exists()
-
