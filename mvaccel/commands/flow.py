@@ -5,7 +5,9 @@ Output per video (a folder named after it, the tree mirrored under OUT):
 - ``jpg``: ``flow_x_%05d.jpg`` / ``flow_y_%05d.jpg`` from 1, dense_flow's uint8 mapping of
   ``[-bound, bound]`` (what TSN-style training reads);
 - ``flo``: ``flow_%05d.flo`` (Middlebury), from 1;
-- ``npy``: one ``flow.npy``, ``(T - 1, 2, H, W)`` float32 (the whole video in memory).
+- ``npy``: one ``flow.npy``, ``(T - 1, 2, H, W)`` float32 (the whole video in memory);
+- with ``--preview``, also ``preview.png``: the pair with the most motion over its frame, with
+  a colour key (:func:`mvaccel.viz.save_flow_preview`).
 
 Each video's folder is written under a temporary name and renamed when complete, so an
 interrupted run leaves no half-written video and a rerun skips the finished ones.
@@ -78,10 +80,16 @@ def run_one(src: Path, dest: Path, args: argparse.Namespace, device: str) -> int
     tmp.mkdir(parents=True)
     parts: list = []
     count = 0
+    preview: list = []  # (mean |flow|, pair index, flow) of the pair with the most motion
 
     def sink(t0: int, flows) -> None:
         nonlocal count
         count += flows.shape[0]
+        if args.preview:
+            m = flows.norm(dim=1).mean((1, 2))
+            k = int(m.argmax())
+            if not preview or float(m[k]) > preview[0][0]:
+                preview[:] = [(float(m[k]), t0 + k, flows[k].clone())]
         if args.format == "jpg":
             write_flow_jpgs(tmp, flows, start=t0 + 1, bound=args.bound)
         elif args.format == "flo":
@@ -97,6 +105,11 @@ def run_one(src: Path, dest: Path, args: argparse.Namespace, device: str) -> int
         )  # fmt: skip
         if args.format == "npy":
             np.save(tmp / "flow.npy", np.concatenate(parts, 0))
+        if preview:
+            from ..viz import save_flow_preview
+
+            save_flow_preview(tmp / "preview.png", src, preview[0][1], preview[0][2],
+                              backward=args.backward, title=src.name)  # fmt: skip
         if dest.exists():  # --overwrite
             shutil.rmtree(dest)
         tmp.replace(dest)
@@ -160,6 +173,8 @@ def register(sub) -> None:
     p.add_argument("--batch", type=int, default=16, help="pairs per solver call")
     p.add_argument("--shard", default=None, help="i/n: do every n-th video from the i-th")
     p.add_argument("--backward", action="store_true", help="tvl1(I[t+1], I[t]) (MV direction)")
+    p.add_argument("--preview", action="store_true",
+                   help="also write preview.png: the pair with the most motion, keyed")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="redo videos already done")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_run)
