@@ -502,7 +502,8 @@ def motion_figure(
     the hatching, and ``notes`` printed under it.
 
     Args:
-        panels: what to draw (:class:`Panel`); every panel must have the same frame size.
+        panels: what to draw (:class:`Panel`); each at its own size (the layout follows the
+            largest).
         max_norm: colour saturation length in pixels (see :func:`robust_max`).
         notes: lines under the key (agreement numbers, what arrows show).
         title: the figure's title (video, frame).
@@ -526,21 +527,23 @@ def motion_figure(
         elif p.field is not None:
             f = _chw_field(p.field, "motion_figure")
             sizes.append((f.shape[1] * p.block, f.shape[2] * p.block))
-    h, w = max(sizes) if sizes else (1, 1)
+    h, w = sizes[0] if sizes else (1, 1)
     n = len(panels)
     ncols = ncols or math.ceil(n / math.ceil(n / 4))
     nrows = math.ceil(n / ncols)
-    aspect = min(max(h / max(w, 1), 0.3), 2.5)
-    ph = panel_width * aspect
+    # Rows as tall as the tallest panel (each keeps its own aspect), room for 2-line titles.
+    aspect = max((a / max(b, 1) for a, b in sizes), default=1.0)
+    ph = panel_width * min(max(aspect, 0.3), 2.5)
     key_w = max(2.6, 0.65 * panel_width)
     fig_w = ncols * panel_width + key_w + 0.4
-    fig_h = nrows * (ph + 0.75) + (0.5 if title else 0.1)
-    fig_h = max(fig_h, 4.4)
+    head, gap = (0.45 if title else 0.0), 0.5
+    fig_h = max(head + nrows * (ph + gap) + 0.1, 4.4)
+    ph = (fig_h - head - 0.1) / nrows - gap
     fig = new_figure(fig_w, fig_h, dpi)
     gs = fig.add_gridspec(nrows, ncols + 1, width_ratios=[panel_width] * ncols + [key_w],
-                          left=0.01, right=0.99, bottom=0.02,
-                          top=1 - (0.55 if title else 0.15) / fig_h, wspace=0.06,
-                          hspace=0.18)  # fmt: skip
+                          left=0.01, right=0.99, bottom=0.1 / fig_h,
+                          top=1 - (head + gap) / fig_h, wspace=0.06,
+                          hspace=gap / ph)  # fmt: skip
     # One arrow spacing (from the first field's grid) and one gain for all panels.
     spacing, arrowed, arrowed_masks = None, [], []
     for p in panels:
@@ -566,7 +569,8 @@ def motion_figure(
             cell = p.block if p.block > 1 else 1
             step = max(1, round(spacing / cell))
         got = draw_motion(ax, p.field, block=p.block, max_norm=max_norm, image=p.image,
-                          mask=p.mask, size=(h, w), arrows=p.arrows, step=step,
+                          mask=p.mask, arrows=p.arrows, step=step,
+                          size=None if p.image is not None or p.field is not None else (h, w),
                           gain=gain if p.shared_arrows else None, forward=p.forward)  # fmt: skip
         own = not p.shared_arrows and p.arrows and p.field is not None
         ax.set_title(p.title + (f", arrows x{got['gain']:g}" if own else ""), fontsize=10)
@@ -595,7 +599,7 @@ def motion_figure(
     text.text(0.5, top, "\n".join(lines), transform=text.transAxes, ha="center", va="top",
               fontsize=8.5, linespacing=1.3)  # fmt: skip
     if title:
-        fig.suptitle(title, fontsize=12, y=1 - 0.12 / fig_h, va="top")
+        fig.suptitle(title, fontsize=12, y=1 - 0.1 / fig_h, va="top")
     return fig
 
 
@@ -647,8 +651,8 @@ def format_agreement(name: str, a: dict) -> str:
     if not a["blocks"]:
         return f"{name}: no blocks with a vector"
     cos = f"{a['cosine']:.2f}" if a["moving"] else "n/a"
-    return (f"{name}: mean cos {cos} ({a['moving']} moving blocks),\n"
-            f"EPE {a['epe']:.2f} px ({a['blocks']} non-intra blocks)")  # fmt: skip
+    return (f"{name} on {a['blocks']} non-intra blocks:\n"
+            f"mean cos {cos} ({a['moving']} moving), EPE {a['epe']:.2f} px")  # fmt: skip
 
 
 def pick_frame(frame_type: Tensor, mv: Tensor, mask: Tensor) -> int:
