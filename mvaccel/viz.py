@@ -271,10 +271,49 @@ def _nice(x: float) -> float:
     return float(10**e)
 
 
-def arrow_layout(height: int, width: int, block: int, target: int = 22) -> int:
-    """Cells between arrows so that about ``target`` arrows span the longer side (at least 1)."""
+def arrow_layout(height: int, width: int, block: int, target: int = 22, least: int = 16) -> int:
+    """Cells per arrow: about ``target`` arrows span the longer side, ``least`` px apart at least.
+
+    The spacing grows with the frame, so arrows stay legible at any size.
+    """
     cells = max(-(-height // block), -(-width // block))
-    return max(1, math.ceil(cells / target))
+    return max(1, math.ceil(cells / target), math.ceil(least / block))
+
+
+def arrow_field(
+    field: np.ndarray, valid: np.ndarray | None, block: int, step: int, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The vectors arrows show: ``field`` averaged over groups of ``step x step`` cells.
+
+    Args:
+        field: ``(2, Hb, Wb)`` pixels, one vector per ``block x block`` cell.
+        valid: ``(Hb, Wb)`` bool, cells with a vector (others are left out of the means).
+        block: cell size in pixels.
+        step: cells per group side.
+        size: ``(H, W)`` of the frame.
+
+    Returns:
+        ``(vectors (2, Gh, Gw), ok (Gh, Gw), cx, cy)``: the group means, whether a group holds
+        any vector, and the centres in pixels of the part of each group inside the frame.
+    """
+    h, w = size
+    hb, wb = field.shape[1:]
+    valid = np.ones((hb, wb), bool) if valid is None else np.asarray(valid, bool)
+    gh, gw = -(-hb // step), -(-wb // step)
+    f = np.zeros((2, gh * step, gw * step))
+    m = np.zeros((gh * step, gw * step))
+    ok_cells = valid & np.isfinite(field).all(0)
+    f[:, :hb, :wb] = np.where(ok_cells, field, 0)
+    m[:hb, :wb] = ok_cells
+    s = f.reshape(2, gh, step, gw, step).sum((2, 4))
+    n = m.reshape(gh, step, gw, step).sum((1, 3))
+    vec = s / np.maximum(n, 1)
+    g = block * step
+    x0, y0 = np.arange(gw) * g, np.arange(gh) * g
+    cx = (x0 + np.minimum(x0 + g, w)) / 2 - 0.5
+    cy = (y0 + np.minimum(y0 + g, h)) / 2 - 0.5
+    cy, cx = np.meshgrid(cy, cx, indexing="ij")
+    return vec, (n > 0) & (cx < w) & (cy < h), cx, cy
 
 
 def arrow_gain(fields: Sequence[np.ndarray], spacing: float, masks=None) -> float:
@@ -398,25 +437,11 @@ def draw_motion(
         ax.set_ylim(h - 0.5, -0.5)
     if not arrows:
         return info
-    # Arrows on a coarser grid: ~22 across the longer side.
-    px = block if block > 1 else 1
-    step = step or arrow_layout(h, w, px)
-    if block == 1:
-        av = cell_means(v, step)
-        ok = np.ones(av.shape[1:], bool)
-        cell = step
-    else:
-        av, ok, cell = v[:, ::step, ::step], valid[::step, ::step], block * step
-        # Arrow at the centre of the first cell of each group.
-    spacing = cell
+    # Arrows on a coarser grid: ~22 across the longer side, the cells of a group averaged.
+    step = step or arrow_layout(h, w, block)
+    av, ok, cx, cy = arrow_field(v, valid, block, step, (h, w))
+    spacing = block * step
     gain = gain or arrow_gain([av], spacing, [ok])
-    ys, xs = np.mgrid[0 : av.shape[1], 0 : av.shape[2]]
-    if block == 1:
-        cx = np.minimum((xs + 0.5) * cell - 0.5, w - 1)
-        cy = np.minimum((ys + 0.5) * cell - 0.5, h - 1)
-    else:
-        cx = (xs * step + 0.5) * block - 0.5
-        cy = (ys * step + 0.5) * block - 0.5
     # Still cells (< 0.25 px) get no arrow: the colour already says 'no motion'.
     moving = np.sqrt((av**2).sum(0)) >= 0.25
     keep = ok & moving & (cx < w) & (cy < h) & np.isfinite(av).all(0)
@@ -549,25 +574,22 @@ def motion_figure(
     for p in panels:
         if p.field is not None and p.arrows:
             f = _chw_field(p.field, "motion_figure")
-            cell = p.block if p.block > 1 else 1
             if spacing is not None and not p.shared_arrows:
                 continue
+            fh, fw = f.shape[1] * p.block, f.shape[2] * p.block
             if spacing is None:
-                spacing = arrow_layout(f.shape[1] * cell, f.shape[2] * cell, cell) * cell
-            step = max(1, round(spacing / cell))
-            if cell == 1:
-                arrowed.append(cell_means(f, step))
-                arrowed_masks.append(None)
-            else:
-                arrowed.append(f[:, ::step, ::step])
-                arrowed_masks.append(None if p.mask is None else _np(p.mask)[::step, ::step])
+                spacing = arrow_layout(fh, fw, p.block) * p.block
+            step = max(1, round(spacing / p.block))
+            av, ok, _, _ = arrow_field(f, None if p.mask is None else _np(p.mask), p.block,
+                                       step, (fh, fw))  # fmt: skip
+            arrowed.append(av)
+            arrowed_masks.append(ok)
     gain = arrow_gain(arrowed, spacing, arrowed_masks) if arrowed else None
     for i, p in enumerate(panels):
         ax = fig.add_subplot(gs[i // ncols, i % ncols])
         step = None
         if spacing is not None and p.field is not None:
-            cell = p.block if p.block > 1 else 1
-            step = max(1, round(spacing / cell))
+            step = max(1, round(spacing / p.block))
         got = draw_motion(ax, p.field, block=p.block, max_norm=max_norm, image=p.image,
                           mask=p.mask, arrows=p.arrows, step=step,
                           size=None if p.image is not None or p.field is not None else (h, w),
@@ -683,7 +705,6 @@ def load_dmc_generator(path: str | os.PathLike):
     import inspect
 
     from .nn.dmcnet import GROWTH, DMCGenerator
-    from .train.data import VideoDataModule
 
     path = Path(path)
     if not path.is_file():
@@ -695,11 +716,14 @@ def load_dmc_generator(path: str | os.PathLike):
         raise ValueError(f"--dmc: {path} holds no DMC-Net generator weights (generator.*)")
     hp = dict(ckpt.get("hyper_parameters", {}))
     dm = dict(ckpt.get("datamodule_hyper_parameters", {}))
-    defaults = {k: p.default for k, p in inspect.signature(VideoDataModule).parameters.items()}
+    if "bound" not in dm or "motion_std" not in dm:  # the data module's defaults
+        from .train.data import VideoDataModule
+
+        sig = inspect.signature(VideoDataModule).parameters
+        dm = {k: sig[k].default for k in ("bound", "motion_std")} | dm
     g = DMCGenerator(2, 3, tuple(hp.get("growth", GROWTH)))
     g.load_state_dict(gen)
-    return (g.eval(), float(dm.get("bound", defaults["bound"])),
-            float(dm.get("motion_std", defaults["motion_std"])),
+    return (g.eval(), float(dm["bound"]), float(dm["motion_std"]),
             int(hp.get("smooth_block", 0) or 0), bool(dm.get("accumulate", False)))  # fmt: skip
 
 
