@@ -431,8 +431,10 @@ def draw_motion(
                   extent=(-0.5, wb * block - 0.5, hb * block - 0.5, -0.5))  # fmt: skip
         rects = [Rectangle((s * block - 0.5, r * block - 0.5), n * block, block)
                  for r, s, n in _intra_runs(intra)]  # fmt: skip
-        ax.add_collection(PatchCollection(rects, facecolor="none", edgecolor="0.2",
-                                          linewidth=0, hatch="////"))  # fmt: skip
+        ax.add_collection(PatchCollection(
+            rects, facecolor="none", edgecolor="0.2", linewidth=0,
+            hatch="////" if image is None else "//", alpha=None if image is None else 0.6,
+        ))  # fmt: skip
         ax.set_xlim(-0.5, w - 0.5)
         ax.set_ylim(h - 0.5, -0.5)
     if not arrows:
