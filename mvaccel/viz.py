@@ -805,8 +805,9 @@ def compare_frame(
     if frame is None:
         allc = vid.read_motion(path, block=block, fill_iframe="zero", backend=backend)
         frame = int(allc.frame_index[pick_frame(allc.frame_type, allc.mv, allc.mask)])
-    if frame < 0:
-        raise ValueError(f"mvaccel viz: frame must be >= 0, got {frame}")
+    total = vid.probe(path, backend=backend).num_frames
+    if not 0 <= frame < total:
+        raise ValueError(f"{path}: no frame {frame} (the video has {total} frames: 0..{total - 1})")
     head = vid.read_motion(path, frames=range(0, frame + 1), block=block, fill_iframe="zero",
                            backend=backend)  # fmt: skip
     types = _np(head.frame_type).astype(int)

@@ -339,6 +339,16 @@ def test_cli_viz_writes_one_figure_per_frame(videos, tmp_path, capsys):
     assert img.shape[1] > 1200 and _saturated_hues(img) >= 10
     assert main(["viz", str(tmp_path / "missing.mp4")]) == 1
     assert "no such file" in capsys.readouterr().err
+    assert main(["viz", str(path), "--frame", "36"]) == 1
+    assert "no frame 36 (the video has 36 frames" in capsys.readouterr().err
+
+
+def test_compare_frame_odd_size(videos):
+    # 322x238: neither a multiple of 8 nor of 16; panned by (2, 1) px per frame.
+    fig, info = viz.compare_frame(videos["odd.mp4"], 3, preset="fast")
+    assert info["frame_type"] == "P" and info["ref"] == 2
+    assert info["agreement"]["cosine"] > 0.95 and info["agreement"]["epe"] < 1.0
+    assert viz.figure_to_array(fig).shape[1] > 1200
 
 
 def test_cli_mv_png_at_8k_plus_4(video_340, tmp_path, capsys):

@@ -19,7 +19,7 @@ def _run(args: argparse.Namespace) -> int:
 
     video = Path(args.video)
     if not video.is_file():
-        raise FileNotFoundError(f"mvaccel viz: no such file: {video}")
+        raise FileNotFoundError(f"no such file: {video}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for frame in args.frame or [None]:
