@@ -843,7 +843,7 @@ def compare_frame(
         note="I-frame: nothing to accumulate" if ftype == "I" else "",
     ))  # fmt: skip
     res = (acc.residual[0].int() + 128).clamp(0, 255).to(torch.uint8)
-    panels.append(Panel(f"accumulated residual (CoViAR), {tag}\nRGB, grey = 0", image=res))
+    panels.append(Panel(f"accumulated residual (CoViAR), {tag}\nRGB levels, grey = 0", image=res))
     fields, masks = [mv], [mask]
     notes: list[str] = []
     agree = None
@@ -853,11 +853,11 @@ def compare_frame(
         pair = (rgb[None], clip.rgb[frames.index(ref)][None])
         if flow is None:
             flow = tvl1(*pair, preset)[0]
-            what = f"TV-L1 flow ('{preset}'), tvl1(I{frame}, I{ref})"
+            what = f"TV-L1 flow, {tag} {to}\npx, tvl1(I{frame}, I{ref}), '{preset}'"
         else:
-            what = f"TV-L1 flow (given), frame {frame} -> {ref}"
+            what = f"TV-L1 flow (given), {tag} {to}\npx, the vectors' direction"
         flow = torch.as_tensor(flow).float()
-        panels.append(Panel(f"{what}\npx, the vectors' direction", field=flow))
+        panels.append(Panel(what, field=flow))
         fields.append(flow)
         masks.append(None)
         if ftype != "I":
