@@ -879,7 +879,8 @@ def compare_frame(
         src = acc if accumulated else clip
         j = 0 if accumulated else k
         d = dmc_flow(dmc, src.mv[j], src.residual[j], block)
-        panels.append(Panel(f"DMC-Net generator flow, {tag}\npx ({Path(dmc).name})", field=d))
+        name = f"{Path(dmc).parent.name}/{Path(dmc).name}"
+        panels.append(Panel(f"DMC-Net generator flow, {tag}\npx ({name})", field=d))
         fields.append(d)
         masks.append(None)
         if ref is not None:
