@@ -253,7 +253,7 @@ def _field_pngs(cfg: DemoConfig, root: Path, out: Path, count: int = 3,
                 dmc: Path | None = None) -> dict[str, Path]:  # fmt: skip
     """Frame vs motion vectors vs TV-L1 (:func:`mvaccel.viz.compare_frame`) for a few test videos.
 
-    One video of each of the first ``count`` classes of the test list, at the P-frame with the
+    One video of each of ``count`` classes spread over the test list, at the P-frame with the
     most motion; TV-L1 with the demo's preset, in the vectors' direction; with ``dmc`` (a
     DMC-Net checkpoint) also its generator's flow.
     """
@@ -264,8 +264,12 @@ def _field_pngs(cfg: DemoConfig, root: Path, out: Path, count: int = 3,
     seen: dict[int, object] = {}
     for it in items:
         seen.setdefault(it.label, it)
+    firsts = [seen[k] for k in sorted(seen)]
+    # Classes spread over the list (translation, rotation, ...), not the first few.
+    spread = np.linspace(0, len(firsts) - 1, min(count, len(firsts)))
+    pick = sorted({round(float(i)) for i in spread})
     paths = {}
-    for i, item in enumerate(list(seen.values())[:count]):
+    for i, item in enumerate(firsts[j] for j in pick):
         fig, info = compare_frame(root / "videos" / item.path, preset=cfg.flow_preset, dmc=dmc)
         name = Path(item.path).stem
         paths[f"motion_{i}"] = save_figure(fig, out / f"motion_{name}.png")

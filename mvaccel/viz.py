@@ -335,9 +335,9 @@ def arrow_gain(fields: Sequence[np.ndarray], spacing: float, masks=None) -> floa
     n = n[n >= 0.25]  # still cells get no arrow
     if not n.size:
         return 1.0
-    # The typical moving vector half a spacing long, the longest few at most 1.5 spacings.
+    # The typical moving vector half a spacing long, the longest few at most one spacing.
     mid, top = float(np.median(n)), float(np.percentile(n, 95))
-    return _nice(min(0.45 * spacing / mid, 1.5 * spacing / top))
+    return _nice(min(0.45 * spacing / mid, spacing / top))
 
 
 def _intra_runs(intra: np.ndarray):
