@@ -261,13 +261,13 @@ def cell_means(flow: Tensor | np.ndarray, block: int) -> np.ndarray:
 
 
 def _nice(x: float) -> float:
-    """The largest of 1, 2, 5 x 10^k not above ``x``."""
+    """The largest of 1, 1.5, 2, 3, 4, 5, 7 x 10^k not above ``x``."""
     if x <= 0 or not math.isfinite(x):
         return 1.0
     e = math.floor(math.log10(x))
-    for m in (5, 2, 1):
-        if m * 10**e <= x:
-            return float(m * 10**e)
+    for m in (7, 5, 4, 3, 2, 1.5, 1):
+        if m * 10**e <= x * (1 + 1e-9):
+            return float(f"{m * 10**e:.6g}")
     return float(10**e)
 
 
@@ -319,7 +319,8 @@ def arrow_field(
 def arrow_gain(fields: Sequence[np.ndarray], spacing: float, masks=None) -> float:
     """Arrow length per pixel of motion, from the moving vectors' median and 95th percentile.
 
-    One gain for all panels of a figure (so their arrows compare), rounded to 1, 2, 5 x 10^k.
+    One gain for all panels of a figure (so their arrows compare), rounded down to a round
+    number.
     """
     lengths = []
     for i, f in enumerate(fields):
@@ -335,9 +336,9 @@ def arrow_gain(fields: Sequence[np.ndarray], spacing: float, masks=None) -> floa
     n = n[n >= 0.25]  # still cells get no arrow
     if not n.size:
         return 1.0
-    # The typical moving vector half a spacing long, the longest few at most one spacing.
+    # The typical moving vector ~0.6 spacing long, the longest few at most one spacing.
     mid, top = float(np.median(n)), float(np.percentile(n, 95))
-    return _nice(min(0.45 * spacing / mid, spacing / top))
+    return _nice(min(0.6 * spacing / mid, spacing / top))
 
 
 def _intra_runs(intra: np.ndarray):
