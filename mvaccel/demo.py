@@ -10,8 +10,9 @@
    DTMV-CNN (ST+TI+DC); ``all_strategies`` adds TI, ST, ST+TI and TI+DC. A ClarifaiNet at 1/8
    width on 64x64 crops of 5 stacked fields, so that it all runs in minutes on one CPU core.
 4. Video-level evaluation (25 segments, centre crop), two-stream fusion (RGB 1 : temporal 2),
-   frames/s of motion extraction and of the CNN, and PNGs: a motion-vector field, the TV-L1 flow
-   of the same frame, the DTMV-CNN's confusion matrix.
+   frames/s of motion extraction and of the CNN, and figures (:mod:`mvaccel.viz`): frame vs
+   motion vectors vs TV-L1 for a few test videos, the DTMV-CNN's confusion matrix, accuracy vs
+   frames/s of every method; ``report.md`` holds the tables and links the figures.
 5. The second table: every other method of the papers trained and evaluated on the same data
    (:mod:`mvaccel.demo_parts`: DMC-Net and the CoViAR streams, OFF, TVNet end to end,
    two-stream, Dual-action Stream), accuracy and end-to-end frames/s per stage side by side.
@@ -105,9 +106,9 @@ def synthetic_block_field(hb: int, wb: int, block: int) -> torch.Tensor:
 
 
 def ops_step(out: Path) -> dict[str, Path]:
-    """Step 1: block grid -> pixels -> network size, as Middlebury-coloured PNGs."""
+    """Step 1: block grid -> pixels -> network size, as one keyed figure."""
     from . import ops
-    from .viz import flow_to_color, save_png
+    from .viz import Panel, motion_figure, save_figure
 
     h, w, block = 256, 340, 8  # CoViAR's frame size, H.264's 8x8 vector grid
     field = synthetic_block_field(math.ceil(h / block), math.ceil(w / block), block)
@@ -116,12 +117,18 @@ def ops_step(out: Path) -> dict[str, Path]:
     smooth = ops.block_upsample(field, block, (h, w), "bilinear")
     net_in = ops.mv_resize(smooth, (224, 224))
     ms = (time.perf_counter() - t0) * 1e3
-    top = max(float(dense.abs().max()), 1e-6)
-    paths = {
-        "blocks": save_png(flow_to_color(dense[0], top), out / "mv_blocks_nearest.png"),
-        "smooth": save_png(flow_to_color(smooth[0], top), out / "mv_bilinear.png"),
-        "resized": save_png(flow_to_color(net_in[0], top), out / "mv_resized_224.png"),
-    }
+    top = max(float(dense.norm(dim=1).max()), 1e-6)
+    fig = motion_figure(
+        [
+            Panel(f"block_upsample nearest\n{w}x{h} px from {block}x{block} blocks", dense[0]),
+            Panel(f"block_upsample bilinear\n{w}x{h} px, smoothed", smooth[0]),
+            Panel("mv_resize to 224x224\nx scaled by 224/340, y by 224/256", net_in[0]),
+        ],
+        top,
+        title="a codec's block motion field (3 deg rotation + translation) to a network's input",
+        intra_legend=False,
+    )
+    paths = {"ops": save_figure(fig, out / "mv_block_to_pixels.png")}
     print(f"block field {tuple(field.shape)} -> pixels {tuple(dense.shape)} ({ms:.2f} ms, 3 ops)")
     before, after = float(smooth[0, 0].abs().max()), float(net_in[0, 0].abs().max())
     print(
@@ -236,50 +243,76 @@ def _motion_fps(cfg: DemoConfig, root: Path) -> dict[str, float]:
     return {"mv": mv, "flow": flow}
 
 
-def _confusion_png(cm: np.ndarray, classes: list[str], path: Path) -> Path:
-    from PIL import Image, ImageDraw
+def _confusion_png(cm: np.ndarray, classes: list[str], path: Path, title: str = "") -> Path:
+    from .viz import confusion_figure, save_figure
 
-    from .viz import save_png
-
-    k, cell, left, top = len(classes), 28, 84, 8
-    img = Image.new("RGB", (left + k * cell + 8, top + k * cell + 8), "white")
-    draw = ImageDraw.Draw(img)
-    rows = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    for i in range(k):
-        draw.text((4, top + i * cell + 8), classes[i][:12], fill="black")
-        for j in range(k):
-            v = int(255 * (1 - rows[i, j]))
-            x0, y0 = left + j * cell, top + i * cell
-            draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=(v, v, 255))
-            if cm[i, j]:
-                draw.text(
-                    (x0 + 9, y0 + 8), str(int(cm[i, j])), fill="black" if v > 120 else "white"
-                )
-    return save_png(np.asarray(img), path)
+    return save_figure(confusion_figure(cm, classes, title), path)
 
 
-def _field_pngs(cfg: DemoConfig, root: Path, out: Path) -> dict[str, Path]:
-    """The motion vectors of one test frame and the TV-L1 flow of the same frame."""
+def _field_pngs(cfg: DemoConfig, root: Path, out: Path, count: int = 3,
+                dmc: Path | None = None) -> dict[str, Path]:  # fmt: skip
+    """Frame vs motion vectors vs TV-L1 (:func:`mvaccel.viz.compare_frame`) for a few test videos.
+
+    One video of each of ``count`` classes spread over the test list, at the P-frame with the
+    most motion; TV-L1 with the demo's preset, in the vectors' direction; with ``dmc`` (a
+    DMC-Net checkpoint) also its generator's flow.
+    """
     from .data.lists import ucf101_split
-    from .flow import dequantize
-    from .video import read_motion
-    from .viz import flow_to_color, save_png
+    from .viz import compare_frame, save_figure
 
     items = ucf101_split(root / "lists", 1, "test")
-    item = next((it for it in items if "Rotate" in it.path), items[0])
-    clip = read_motion(root / "videos" / item.path)
-    t = int(clip.mv.norm(dim=1).mean((1, 2))[1:].argmax()) + 1
-    mv = clip.dense()[t]
-    from PIL import Image
+    seen: dict[int, object] = {}
+    for it in items:
+        seen.setdefault(it.label, it)
+    firsts = [seen[k] for k in sorted(seen)]
+    # Classes spread over the list (translation, rotation, ...), not the first few.
+    spread = np.linspace(0, len(firsts) - 1, min(count, len(firsts)))
+    pick = sorted({round(float(i)) for i in spread})
+    paths = {}
+    for i, item in enumerate(firsts[j] for j in pick):
+        fig, info = compare_frame(root / "videos" / item.path, preset=cfg.flow_preset, dmc=dmc)
+        name = Path(item.path).stem
+        paths[f"motion_{i}"] = save_figure(fig, out / f"motion_{name}.png")
+    return paths
 
-    d = (root / "flow" / item.path).with_suffix("")
-    q = np.stack([np.asarray(Image.open(d / f"flow_{a}_{t:05d}.jpg")) for a in "xy"])
-    fl = dequantize(torch.from_numpy(q), cfg.bound)
-    top = max(float(fl.norm(dim=0).max()), 1e-6)
-    return {
-        "mv": save_png(flow_to_color(mv, top), out / "mv_field.png"),
-        "flow": save_png(flow_to_color(fl, top), out / "tvl1_flow.png"),
-    }
+
+def accuracy_fps_png(rows, path: Path) -> Path:
+    """Every method's top-1 against its end-to-end frames/s on one labelled plot."""
+    from .viz import accuracy_fps_figure, save_figure
+
+    points = [(r.name, r.top1, r.total_fps) for r in rows]
+    title = "every method on the demo's test videos (one CPU thread)"
+    return save_figure(accuracy_fps_figure(points, title), path)
+
+
+def write_report(out: Path, sections: list[tuple[str, str]], figures: dict[str, Path],
+                 intro: str = "") -> Path:  # fmt: skip
+    """``out/report.md``: the demo's tables and its figures (linked relative to ``out``).
+
+    Args:
+        out: the demo's folder (the figures must be inside it).
+        sections: ``(heading, markdown text)`` pairs, e.g. the tables.
+        figures: caption -> PNG path.
+        intro: a paragraph under the title.
+
+    Returns:
+        The report's path (written atomically).
+    """
+    lines = ["# mvaccel demo report", ""]
+    if intro:
+        lines += [intro, ""]
+    for heading, text in sections:
+        lines += [f"## {heading}", "", text.strip(), ""]
+    if figures:
+        lines += ["## Figures", ""]
+        for caption, path in figures.items():
+            rel = Path(path).resolve().relative_to(out.resolve()).as_posix()
+            lines += [f"### {caption}", "", f"![{caption}]({rel})", ""]
+    path = out / "report.md"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(path)
+    return path
 
 
 def pipeline(cfg: DemoConfig, out: Path) -> dict:
@@ -347,9 +380,12 @@ def pipeline(cfg: DemoConfig, out: Path) -> dict:
     best = "mv_cnn_st_ti_dc" if "mv_cnn_st_ti_dc" in results else order[-1]
     r = results[best]
     cm = confusion_matrix(r["scores"], r["labels"], len(r["classes"]))
-    pngs = _field_pngs(cfg, root, out)
-    pngs["confusion"] = _confusion_png(cm, [str(c) for c in r["classes"]],
-                                       out / "confusion_dtmv.png")  # fmt: skip
+    pngs: dict[str, Path] = {}
+    pngs["confusion"] = _confusion_png(
+        cm, [str(c) for c in r["classes"]], out / "confusion_dtmv.png",
+        f"{LABELS[best]}: confusion on {len(r['labels'])} test videos "
+        f"(top-1 {100 * r['top1']:.1f} %)",
+    )  # fmt: skip
     for k, p in pngs.items():
         print(f"wrote {k:9s} {p}")
     assert abs(mean_class_accuracy(r["scores"], r["labels"]) - r["mean_class"]) < 1e-9
@@ -359,6 +395,29 @@ def pipeline(cfg: DemoConfig, out: Path) -> dict:
     print(methods_text)
     print("(one CPU thread; frames/s per stage: a video's frames over the stage's time; total = "
           "the stages in sequence; fusion rows run every stream they fuse)")  # fmt: skip
+    pngs["accuracy_fps"] = accuracy_fps_png(rows, out / "accuracy_vs_fps.png")
+    dmc = out / "runs" / "dmcnet" / "dmc_net" / "last.ckpt"
+    pngs.update(_field_pngs(cfg, root, out, dmc=dmc if dmc.is_file() else None))
+    for k, p in pngs.items():
+        if k.startswith("motion_") or k == "accuracy_fps":
+            print(f"wrote {k:9s} {p}")
+    figures = {f"frame vs motion vectors vs TV-L1: {Path(p).stem[len('motion_'):]}": p
+               for k, p in pngs.items() if k.startswith("motion_")}  # fmt: skip
+    if (out / "mv_block_to_pixels.png").is_file():
+        figures["a codec's block field to pixels and to the network's size"] = (
+            out / "mv_block_to_pixels.png"
+        )
+    figures[f"confusion matrix of {LABELS[best]}"] = pngs["confusion"]
+    figures["accuracy vs frames/s of every method"] = pngs["accuracy_fps"]
+    pngs["report"] = write_report(
+        out,
+        [("Zhang et al.'s streams (first table)", text), ("Every method (second table)",
+                                                         methods_text)],
+        figures,
+        f"Synthetic motion classes, {cfg.width}x{cfg.height}, seed {cfg.seed}; "
+        f"{len(results[order[0]]['labels'])} test videos; one CPU thread.",
+    )  # fmt: skip
+    print(f"wrote report    {pngs['report']}")
     report = {"config": asdict(cfg), "results": summary, "table": text,
               "methods": [dict(asdict(r), total_fps=r.total_fps) for r in rows],
               "methods_table": methods_text,

@@ -22,7 +22,6 @@ from mvaccel.flow import (
     flow_video,
     quantize,
     read_flo,
-    to_color,
     tvl1,
     write_flo,
     write_flow_jpgs,
@@ -114,15 +113,6 @@ def test_write_flow_jpgs(tmp_path):
     y = np.asarray(Image.open(tmp_path / "v" / "flow_y_00002.jpg"))
     assert x.shape == (16, 20) and x.dtype == np.uint8
     assert abs(int(np.median(x)) - 159) <= 1 and int(np.median(y)) <= 1
-
-
-def test_to_color():
-    f = torch.zeros(2, 8, 8)
-    f[0, :, 4:] = 2.0
-    img = to_color(f)
-    assert img.shape == (8, 8, 3) and img.dtype == np.uint8
-    assert (img[:, :4] == 255).all()  # zero motion is white
-    assert not (img[:, 4:] == 255).all()
 
 
 def test_flow_video_chunks_match_one_batch():

@@ -25,9 +25,13 @@ def test_demo_pipeline_runs_end_to_end(tmp_path):
     assert set(res) == {"teacher_flow", "rgb_cnn", "mv_cnn_scratch", "mv_cnn_st_ti_dc"}
     assert all(0.0 <= r["top1"] <= 1.0 and r["cnn_fps"] > 0 for r in res.values())
     assert res["mv_cnn_scratch"]["motion_fps"] > 0 and res["teacher_flow"]["motion_fps"] > 0
-    for k in ("mv", "flow", "confusion"):
+    for k in ("motion_0", "motion_1", "confusion", "accuracy_fps"):
         img = np.asarray(Image.open(report["pngs"][k]))
-        assert img.ndim == 3 and img.std() > 1
+        assert img.ndim == 3 and img.std() > 1 and img.shape[1] >= 450  # readable figures
+    text = (tmp_path / "report.md").read_text()
+    assert "| stream |" in text and "| method | test input |" in text
+    assert "](confusion_dtmv.png)" in text and "](accuracy_vs_fps.png)" in text
+    assert text.count("](motion_") == 2  # one figure per class (two classes here)
     md = (tmp_path / "results.md").read_text()
     assert md.startswith("| stream |") and "| method | test input |" in md
     assert [m["name"] for m in report["methods"]][:2] == [

@@ -1,10 +1,9 @@
-"""reencode, pictures of vector fields, and the `mvaccel mv` / `mvaccel prepare` commands."""
+"""reencode and the `mvaccel mv` / `mvaccel prepare` commands (pictures: test_viz.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 import videogen as vg
 
 import mvaccel.video as mv
@@ -46,24 +45,6 @@ def test_reencode_errors_leave_nothing(tmp_path):
         mv.reencode(bad, tmp_path / "out.mp4", size=(341, 256))
 
 
-def test_to_color_and_arrows(tmp_path):
-    field = torch.zeros(2, 4, 6)
-    field[0, 1, 2] = 3.0
-    col = mv.to_color(field)
-    assert col.shape == (4, 6, 3) and col.dtype == np.uint8
-    assert (col[0, 0] == 255).all() and not (col[1, 2] == 255).all()
-    assert mv.to_color(torch.stack([field, -field])).shape == (2, 4, 6, 3)
-    img = np.zeros((32, 48, 3), np.uint8)
-    out = mv.draw_arrows(img, field, 8)
-    assert out.shape == img.shape and out.any() and not img.any()
-    # The arrow runs from centre + mv (x = 19.5 + 3) back to the block centre (19.5, 11.5).
-    assert out[11:13, 20:23].any()
-    path = mv.save_arrows(tmp_path / "a.png", torch.from_numpy(img).permute(2, 0, 1), field, 8)
-    assert path.stat().st_size > 0
-    with pytest.raises(ValueError):
-        mv.to_color(torch.zeros(3, 4, 4))
-
-
 def test_cli_mv_writes_npz_and_png(videos, tmp_path, capsys):
     path = videos["h264_b.mp4"]
     npz, png = tmp_path / "clip.npz", tmp_path / "viz.png"
@@ -76,7 +57,8 @@ def test_cli_mv_writes_npz_and_png(videos, tmp_path, capsys):
     assert np.array_equal(data["frame_type"], clip.frame_type.numpy())
     from PIL import Image
 
-    assert Image.open(png).size == (2 * 176, 144)
+    w, h = Image.open(png).size  # frame + arrows | colours | key, at a readable size
+    assert w > 4 * 176 and h > 2 * 144
     assert main(["mv", str(tmp_path / "missing.mp4")]) == 1
     assert "no such file" in capsys.readouterr().err
 

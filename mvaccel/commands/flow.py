@@ -6,7 +6,9 @@ Output per video (a folder named after it, the tree mirrored under OUT):
   ``[-bound, bound]`` (what TSN-style training reads);
 - ``flo``: ``flow_%05d.flo`` (Middlebury), from 1;
 - ``npy``: one ``flow.npy``, ``(T - 1, 2, H, W)`` float32 (the whole video in memory);
-- ``meta.json``: the direction, parameters, bound and source.
+- ``meta.json``: the direction, parameters, bound and source;
+- with ``--preview``, also ``preview.png``: the pair with the most motion over its frame, with
+  a colour key (:func:`mvaccel.viz.save_flow_preview`).
 
 Direction: file k = tvl1(I_k, I_{k-1}) by default (backward: the direction of frame k's
 motion vectors, what training reads); ``--forward`` gives dense_flow's tvl1(I_{k-1}, I_k).
@@ -34,7 +36,7 @@ def _run(args: argparse.Namespace) -> int:
     report = flow_tree(
         args.src, args.out, args.preset, format=args.format, bound=args.bound,
         batch=args.batch, device=device, backward=not args.forward, shard=shard,
-        overwrite=args.overwrite, quiet=args.quiet,
+        overwrite=args.overwrite, quiet=args.quiet, preview=args.preview,
     )  # fmt: skip
     return 0 if report.ok else 1
 
@@ -61,6 +63,8 @@ def register(sub) -> None:
                            help="tvl1(I_k, I_{k-1}), the MV direction (the default)")  # fmt: skip
     direction.add_argument("--forward", action="store_true",
                            help="dense_flow's tvl1(I_{k-1}, I_k) instead")  # fmt: skip
+    p.add_argument("--preview", action="store_true",
+                   help="also write preview.png: the pair with the most motion, keyed")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="redo videos already done")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_run)

@@ -41,11 +41,9 @@ def _run_tree(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import os
     import time
-
-    import numpy as np
+    from pathlib import Path
 
     from .. import video
-    from ..viz import save_png
 
     if os.path.isdir(args.video):
         return _run_tree(args)
@@ -74,16 +72,18 @@ def _run(args: argparse.Namespace) -> int:
         path = video.extract.save_motion(clip, args.out, {"source": args.video, **backend})
         print(f"  wrote {path}")
     if args.png:
+        from ..viz import mv_figure, pick_frame, save_figure
+
         k = args.viz_frame
         if k is None:
-            k = int(mag.mean(dim=(1, 2)).argmax())
+            k = pick_frame(clip.frame_type, clip.mv, clip.mask)
         frame_no = int(clip.frame_index[k])
         rgb = video.read_motion(args.video, frames=[frame_no], rgb="all", backend=args.backend).rgb
-        arrows = video.draw_arrows(rgb[0], clip.mv[k], clip.block, step=max(1, 16 // clip.block))
-        color = video.to_color(clip.mv[k])
-        color = np.repeat(np.repeat(color, clip.block, 0), clip.block, 1)[:h, :w]
-        path = save_png(np.concatenate([arrows, color], axis=1), args.png)
-        print(f"  wrote {path} (frame {frame_no}: arrows | Middlebury colours)")
+        kind = video.FRAME_TYPES[int(clip.frame_type[k])]
+        fig = mv_figure(rgb[0], clip.mv[k], clip.block, mask=clip.mask[k], frame=frame_no,
+                        frame_type=kind, title=f"{Path(args.video).name}: {w}x{h}")  # fmt: skip
+        path = save_figure(fig, args.png)
+        print(f"  wrote {path} (frame {frame_no} ({kind}): arrows over the frame | colours)")
     return 0
 
 

@@ -4,7 +4,8 @@
 - :class:`TVL1Params` with presets ``opencv``, ``opencv_cuda`` / ``dense_flow``, ``tvnet``, ``fast``
 - :func:`flow_video`: flow of consecutive frames of a video, in bounded memory;
   :func:`write_video_flow` / :func:`flow_tree`: one video / a dataset tree to files
-- :func:`read_flo`, :func:`write_flo`, :func:`to_color`, :func:`epe`, :func:`aae`,
+- :func:`read_flo`, :func:`write_flo`, :func:`epe`, :func:`aae`, :func:`to_color` (deprecated:
+  :func:`mvaccel.viz.flow_to_image`),
   :func:`quantize`, :func:`dequantize`, :func:`write_flow_jpgs` (TSN / dense_flow storage)
 
 Flow convention (README, "Conventions"): ``(N, 2, H, W)`` float32 pixels, channel 0 = x (right),

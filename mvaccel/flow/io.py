@@ -1,4 +1,4 @@
-"""Storage and evaluation of flow fields: Middlebury .flo, TSN JPEG pairs, colour, EPE, AAE."""
+"""Storage and evaluation of flow fields: Middlebury .flo, TSN JPEG pairs, EPE, AAE."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import torch
 from torch import Tensor
 
 from .._io import atomic_path, atomic_write_bytes
-from ..viz import flow_to_color
 
 FLO_TAG = 202021.25
 #: |value| above this marks an unknown flow vector in .flo files.
@@ -73,16 +72,11 @@ def read_flo(path: str | Path) -> Tensor:
 
 
 def to_color(flow: Tensor | np.ndarray, max_norm: float | None = None) -> np.ndarray:
-    """Colour a flow field with the Middlebury wheel (see :func:`mvaccel.viz.flow_to_color`).
+    """Deprecated: :func:`mvaccel.viz.flow_to_image` (this returns numpy ``(H, W, 3)``)."""
+    from ..viz import _deprecated, flow_to_image
 
-    Args:
-        flow: ``(2, H, W)``, ``(1, 2, H, W)`` or ``(H, W, 2)`` in pixels.
-        max_norm: length mapped to full saturation; default the field's largest.
-
-    Returns:
-        ``(H, W, 3)`` uint8 RGB.
-    """
-    return flow_to_color(_as_chw(flow, "to_color"), max_norm)
+    _deprecated("mvaccel.flow.to_color", "mvaccel.viz.flow_to_image")
+    return flow_to_image(_as_chw(flow, "to_color"), max_norm)
 
 
 def _pair(flow: Tensor, gt: Tensor, fn: str) -> tuple[Tensor, Tensor, Tensor]:

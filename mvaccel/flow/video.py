@@ -189,6 +189,7 @@ def write_video_flow(
     batch: int = 16,
     device: str | torch.device = "cpu",
     backward: bool = True,
+    preview: bool = False,
 ) -> int:
     """TV-L1 flow of one video into the folder ``dest``, atomically, with its metadata.
 
@@ -199,7 +200,9 @@ def write_video_flow(
       mapping of ``[-bound, bound]`` (:func:`~mvaccel.flow.quantize`);
     - ``"flo"``: ``flow_%05d.flo`` (Middlebury) from 1;
     - ``"npy"``: ``flow.npy``, ``(T - 1, 2, H, W)`` float32 (the whole video in memory);
-    - always ``meta.json``: direction, preset / parameters, bound, source, pairs, version.
+    - always ``meta.json``: direction, preset / parameters, bound, source, pairs, version;
+    - with ``preview``, ``preview.png``: the pair with the most motion over its frame, with the
+      colour key (:func:`mvaccel.viz.save_flow_preview`).
 
     File ``k`` (1-based) holds ``tvl1(I_k, I_{k-1})`` with ``backward=True`` (the default: the
     direction of frame ``k``'s motion vectors, what the datasets' ``"flow"`` input and
@@ -215,6 +218,7 @@ def write_video_flow(
         batch: pairs per solver call (bounds the memory).
         device: solver device.
         backward: see above.
+        preview: also write ``preview.png``.
 
     Returns:
         The number of flow fields written (frames - 1).
@@ -235,11 +239,17 @@ def write_video_flow(
     dest = Path(dest)
     parts: list[np.ndarray] = []
     count = 0
+    best: list = []  # (mean |flow|, pair index, flow) of the pair with the most motion
     with atomic_path(dest, folder=True) as tmp:
 
         def sink(t0: int, flows: Tensor) -> None:
             nonlocal count
             count += flows.shape[0]
+            if preview:
+                m = flows.norm(dim=1).mean((1, 2))
+                k = int(m.argmax())
+                if not best or float(m[k]) > best[0][0]:
+                    best[:] = [(float(m[k]), t0 + k, flows[k].clone())]
             if format == "jpg":
                 write_flow_jpgs(tmp, flows, start=t0 + 1, bound=bound)
             elif format == "flo":
@@ -252,6 +262,12 @@ def write_video_flow(
         if format == "npy":
             with open(tmp / "flow.npy", "wb") as fh:
                 np.save(fh, np.concatenate(parts, 0))
+        if best:
+            from ..viz import save_flow_preview
+
+            title = os.fspath(src) if isinstance(src, (str, Path)) else ""
+            save_flow_preview(tmp / "preview.png", src, best[0][1], best[0][2],
+                              backward=backward, title=title)  # fmt: skip
         meta = {
             "direction": "backward" if backward else "forward",
             "file_k": "tvl1(I_k, I_{k-1})" if backward else "tvl1(I_{k-1}, I_k)",
@@ -334,6 +350,7 @@ def flow_tree(
     overwrite: bool = False,
     quiet: bool = False,
     sources: Sequence[tuple[Path, Path]] | None = None,
+    preview: bool = False,
 ):
     """TV-L1 flow of every video / frame folder under ``src`` into ``out`` (``mvaccel flow``).
 
@@ -355,6 +372,7 @@ def flow_tree(
         overwrite: redo finished videos.
         quiet: no progress bar.
         sources: ``(source, relative output)`` pairs to use instead of listing ``src``.
+        preview: also write each video's ``preview.png`` (see :func:`write_video_flow`).
 
     Returns:
         A :class:`mvaccel._io.JobReport`.
@@ -374,7 +392,7 @@ def flow_tree(
 
     def work(s: Path, d: Path) -> None:
         write_video_flow(s, d, params, format=format, bound=bound, batch=batch, device=device,
-                         backward=backward)  # fmt: skip
+                         backward=backward, preview=preview)  # fmt: skip
 
     return run_jobs(pairs, work, shard=shard, overwrite=overwrite, quiet=quiet,
                     what="mvaccel flow")  # fmt: skip

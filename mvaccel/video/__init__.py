@@ -13,7 +13,37 @@ from .compressed import CompressedVideo
 from .core import FRAME_TYPES, MotionClip, VideoInfo, native_available, probe, read_motion
 from .encode import reencode
 from .extract import extract_motion, load_motion, motion_tree
-from .viz import draw_arrows, save_arrows, to_color
+
+
+def to_color(mv, max_norm: float | None = None):
+    """Deprecated: :func:`mvaccel.viz.flow_to_image` (this returns numpy ``(..., H, W, 3)``)."""
+    from ..viz import _deprecated, _np, flow_to_image
+
+    _deprecated("mvaccel.video.to_color", "mvaccel.viz.flow_to_image")
+    return flow_to_image(_np(mv), max_norm)
+
+
+def draw_arrows(image, mv, block: int, *, step: int | None = None, scale: float | None = None,
+                **_unused):  # fmt: skip
+    """Deprecated: :func:`mvaccel.viz.draw_arrows`.
+
+    ``scale`` is its ``gain``; ``color`` and ``min_length`` are ignored (arrows are white with
+    a dark outline now).
+    """
+    from .. import viz
+
+    viz._deprecated("mvaccel.video.draw_arrows", "mvaccel.viz.draw_arrows")
+    return viz.draw_arrows(image, mv, block, step=step, gain=scale)
+
+
+def save_arrows(path, image, mv, block: int, *, step: int | None = None,
+                scale: float | None = None, **_unused):  # fmt: skip
+    """Deprecated: :func:`mvaccel.viz.save_arrows` (arguments as :func:`draw_arrows`)."""
+    from .. import viz
+
+    viz._deprecated("mvaccel.video.save_arrows", "mvaccel.viz.save_arrows")
+    return viz.save_arrows(path, image, mv, block, step=step, gain=scale)
+
 
 __all__ = [
     "FRAME_TYPES",
