@@ -48,6 +48,7 @@ draws its seed from torch's generator.
 
 from __future__ import annotations
 
+import bisect
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,14 +77,36 @@ def _kind(modality: str) -> str:
 
 
 class _Video:
-    """What one video gives, read lazily and (with ``cache``) kept for the next sample."""
+    """What one video gives to a dataset's samples.
+
+    Frames of the video itself (motion vectors, residuals, RGB, I-frames) come one of two ways,
+    with the same values:
+
+    - ``cache``: the whole video is decoded once (:func:`read_motion`) and kept, for small
+      datasets that visit every video many times (the demo, the tests);
+    - otherwise only what a sample needs: the GOPs holding its frames, each decoded from its
+      key frame up to the last frame asked in it (:meth:`CompressedVideo.read_gop`), so time
+      and memory follow the sample, not the video. A stream whose GOPs do not decode on
+      their own (open GOPs, packed MPEG-4 B-frames) or without the native reader decodes from
+      its first frame up to the sample's last one instead (``read_motion(frames=...)``).
+
+    No decoder stays open across a DataLoader's fork: the cached path holds tensors only,
+    and the GOP reader is opened in the process that reads (again after a fork).
+    """
 
     def __init__(self, ds: VideoDataset, item: VideoItem):
         self.ds, self.item = ds, item
         self._clip = None
         self._flow = None
         self._flow_dir = None
-        self._rgb = None
+        # sparse path: the stream's index, the reader of this process, what was read
+        self._index: tuple[int, bool] | None = None
+        self._reader = None
+        self._reader_pid = -1
+        self._size: tuple[int, int] | None = None
+        self._types: dict[int, int] = {}
+        self._rows: dict[str, dict[int, Tensor]] = {m: {} for m in ("mv", "residual", "rgb",
+                                                                    "iframe")}  # fmt: skip
 
     # ---- files ----
 
@@ -104,28 +127,131 @@ class _Video:
             raise FileNotFoundError(f"{self.item.path}: no {what} folder at {d}")
         return d
 
-    # ---- compressed domain ----
+    # ---- compressed domain: the whole video (cache) ----
+
+    def _rgb_mode(self) -> str | None:
+        mods = self.ds.modalities
+        if "rgb" in mods and self.ds.frame_root is None:
+            return "all"
+        return "iframes" if "iframe" in mods else None
 
     def clip(self):
+        """The whole video decoded for the dataset's modalities (what ``cache`` keeps)."""
         if self._clip is None:
             from ..video import read_motion
 
-            mods = self.ds.modalities
-            rgb = None
-            if "rgb" in mods and self.ds.frame_root is None:
-                rgb = "all"
-            elif "iframe" in mods:
-                rgb = "iframes"
             self._clip = read_motion(
                 self.video_path(),
                 block=self.ds.block,
-                residual="residual" in mods,
-                rgb=rgb,
+                residual="residual" in self.ds.modalities,
+                rgb=self._rgb_mode(),
                 accumulate=self.ds.accumulate,
             )
             if len(self._clip) < 2:
                 raise ValueError(f"{self.item.path}: {len(self._clip)} frame(s), need 2 or more")
         return self._clip
+
+    # ---- compressed domain: only the sample's frames ----
+
+    def _scan(self) -> tuple[int, bool]:
+        """``(frames, GOPs decode on their own)`` from a demux pass (no decoding)."""
+        if self._index is None:
+            from ..video import native_available, probe
+
+            path = self.video_path()
+            if native_available():
+                from ..video.core import _native
+
+                d = _native().probe(str(path), False)
+                n, keys = int(d["num_packets"]), list(d["key_packets"])
+                gops = bool(d["chunks_independent"]) and bool(keys) and keys[0] == 0
+            else:  # PyAV decodes from the start for any GOP: one pass is cheapest
+                n, gops = probe(path, count_frames=False).num_frames, False
+            if n < 2:
+                raise ValueError(f"{self.item.path}: {n} frame(s), need 2 or more")
+            self._index = (n, gops)
+        return self._index
+
+    def _gop_reader(self):
+        """This process's :class:`CompressedVideo` (None: decode sequentially)."""
+        if not self._scan()[1]:
+            return None
+        if self._reader is None or self._reader_pid != os.getpid():
+            from ..video import CompressedVideo
+
+            self._reader = CompressedVideo(self.video_path())
+            self._reader_pid = os.getpid()
+        return self._reader
+
+    def _reads(self, frames: list[int], **kw):
+        """Clips holding ``frames`` (sorted, distinct): one per GOP touched, or one read."""
+        cv = self._gop_reader()
+        if cv is None:
+            from ..video import read_motion
+
+            return [read_motion(self.video_path(), frames=frames, block=self.ds.block,
+                                threads=1, **kw)]  # fmt: skip
+        by_gop: dict[int, list[int]] = {}
+        for f in frames:
+            g, local = cv.gop_of_frame(f)
+            by_gop.setdefault(g, []).append(local)
+        return [cv.read_gop(g, frames=fr, block=self.ds.block, **kw) for g, fr in by_gop.items()]
+
+    def _fetch(self, frames: list[int]) -> None:
+        """Read what the dataset's modalities need at ``frames`` and was not read yet."""
+        need = sorted({int(f) for f in frames} - self._rows["mv"].keys())
+        if not need:
+            return
+        mods = self.ds.modalities
+        residual, rgb = "residual" in mods, self._rgb_mode()
+        for c in self._reads(need, residual=residual, rgb=rgb, accumulate=self.ds.accumulate):
+            self._size = c.size
+            for i, f in enumerate(c.frame_index.tolist()):
+                self._types[f] = int(c.frame_type[i])
+                self._rows["mv"][f] = c.mv[i]
+                if residual:
+                    self._rows["residual"][f] = c.residual[i]
+                if rgb == "all":
+                    self._rows["rgb"][f] = c.rgb[i]
+            if rgb == "iframes":
+                self._keep_iframes(c)
+        if rgb == "all" and "iframe" in mods:  # a second, RGB-less pass gives the I-frames
+            for c in self._reads(need, rgb="iframes"):
+                self._keep_iframes(c)
+        if not self.ds.accumulate and self._gop_reader() is not None:
+            self._fill_key_frames(need)
+
+    def _keep_iframes(self, c) -> None:
+        keys = c.rgb_index.tolist()
+        for f in c.frame_index.tolist():
+            j = bisect.bisect_right(keys, f) - 1
+            if j < 0:  # a stream that does not start with a key frame
+                raise ValueError(f"{self.item.path}: frame {f} comes before the first I-frame")
+            self._rows["iframe"][f] = c.rgb[j]
+
+    def _fill_key_frames(self, frames: list[int]) -> None:
+        """Give a GOP's key frame the previous frame's field, as the whole-video decode does.
+
+        A GOP read starts at its key frame, which has no previous frame there (zeros); the
+        previous one is the end of the GOP before, read here in the fast vectors-only mode.
+        """
+        cv = self._gop_reader()
+        for f in frames:
+            if self._types[f] != 0 or f == 0 or cv.gop_of_frame(f)[1] != 0:
+                continue
+            prev = f - 1
+            while True:  # a GOP of one I-frame carries the field before it
+                g, local = cv.gop_of_frame(prev)
+                c = cv.read_gop(g, frames=[local], block=self.ds.block)
+                if int(c.frame_type[0]) == 0 and local == 0 and prev > 0:
+                    prev -= 1
+                    continue
+                self._rows["mv"][f] = c.mv[0]
+                break
+
+    def _stack(self, what: str, frames: list[int]) -> Tensor:
+        self._fetch(frames)
+        return torch.stack([self._rows[what][int(f)] for f in frames])
 
     def num_frames(self) -> int:
         """Frames every source of the dataset's modalities has (flow: fields + 1)."""
@@ -133,12 +259,28 @@ class _Video:
         counts = []
         from_video = ("mv", "residual", "iframe")
         if any(m in mods for m in from_video) or ("rgb" in mods and self.ds.frame_root is None):
-            counts.append(len(self.clip()))
+            counts.append(len(self.clip()) if self.ds.cache else self._scan()[0])
         if "flow" in mods:
             counts.append(self.num_flow() + 1)
         if "rgb" in mods and self.ds.frame_root is not None:
             counts.append(len(self._frame_files()))
         return min(counts)
+
+    def frame_types(self, frames: list[int] | None = None) -> Tensor:
+        """``(n,)`` uint8 picture types (``0 = I, 1 = P, 2 = B``) of ``frames`` (None: all)."""
+        if self.ds.cache:
+            types = self.clip().frame_type
+            return types if frames is None else types[list(frames)]
+        if frames is None:
+            from ..video import probe
+
+            return torch.from_numpy(probe(self.video_path()).frame_types)
+        need = sorted({int(f) for f in frames} - self._types.keys())
+        if need:  # vectors only (the fast decode): the types, not the sample's data yet
+            for c in self._reads(need):
+                self._types.update(zip(c.frame_index.tolist(), c.frame_type.tolist(),
+                                       strict=True))  # fmt: skip
+        return torch.tensor([self._types[int(f)] for f in frames], dtype=torch.uint8)
 
     # ---- flow JPEGs ----
 
@@ -193,6 +335,8 @@ class _Video:
     def rgb(self, frames: list[int]) -> Tensor:
         """``(n, 3, H, W)`` uint8 frames ``frames`` (0-based)."""
         if self.ds.frame_root is None:
+            if not self.ds.cache:
+                return self._stack("rgb", frames)
             clip = self.clip()
             index = {int(v): i for i, v in enumerate(clip.rgb_index)}
             return clip.rgb[[index[f] for f in frames]]
@@ -209,6 +353,8 @@ class _Video:
 
     def iframe(self, frames: list[int]) -> Tensor:
         """``(n, 3, H, W)`` uint8: the I-frame of the GOP of each frame in ``frames``."""
+        if not self.ds.cache:
+            return self._stack("iframe", frames)
         clip = self.clip()
         keys = clip.frame_index[clip.frame_type == 0].numpy()
         pos = np.searchsorted(keys, np.asarray(frames), side="right") - 1
@@ -224,14 +370,17 @@ class _Video:
         """``(n, 2, H, W)`` per-pixel vectors in pixels (codec block semantics)."""
         from ..ops import block_upsample
 
+        if not self.ds.cache:
+            mv = self._stack("mv", frames)
+            return block_upsample(mv, self.ds.block, self._size, "nearest")
         clip = self.clip()
         return block_upsample(clip.mv[frames], clip.block, clip.size, "nearest")
 
     def residual(self, frames: list[int]) -> Tensor:
+        """``(n, 3, H, W)`` int16 RGB residuals."""
+        if not self.ds.cache:
+            return self._stack("residual", frames)
         return self.clip().residual[frames]
-
-    def frame_types(self) -> Tensor:
-        return self.clip().frame_type
 
 
 class VideoDataset(Dataset):
@@ -270,8 +419,10 @@ class VideoDataset(Dataset):
         motion_std: the last divisor of :func:`transforms.normalize_motion`.
         flow_bound: the bound the flow JPEGs were quantised with (20).
         flow_negate: read dense_flow's forward-order flow (see the module docstring).
-        cache: keep each video's decoded data in memory after its first sample (small
-            datasets, the demo and the tests; per DataLoader worker).
+        cache: decode each video whole once and keep it in memory (small datasets, the
+            demo and the tests; per DataLoader worker). Without it (the default) a sample
+            decodes only the GOPs holding its frames, up to the last frame it needs there:
+            time and memory follow the sample, not the video, and the values are the same.
         seed: with ``(index, epoch)`` keys, the seed of the training randomness.
     """
 
@@ -343,6 +494,12 @@ class VideoDataset(Dataset):
         self.seed = seed
         self._videos: dict[int, _Video] = {}
 
+    def __getstate__(self):
+        # A worker started by spawn/forkserver gets the settings, not the parent's cache.
+        state = self.__dict__.copy()
+        state["_videos"] = {}
+        return state
+
     def __len__(self) -> int:
         return len(self.items)
 
@@ -377,10 +534,9 @@ class VideoDataset(Dataset):
             return [[first + p for p in pos]]
         out = [[first + min(st + j, n - 1) for j in range(k)] for st in starts]
         if self.sampling == "gop":
-            types = video.frame_types()
-            out = [
-                [f + 1 if int(types[f]) == 0 and f + 1 < total else f for f in seg] for seg in out
-            ]
+            flat = sorted({f for seg in out for f in seg})
+            types = dict(zip(flat, video.frame_types(flat).tolist(), strict=True))
+            out = [[f + 1 if types[f] == 0 and f + 1 < total else f for f in seg] for seg in out]
         return out
 
     # ---- reading and transforming ----
