@@ -52,6 +52,7 @@ import bisect
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -61,6 +62,7 @@ from torch.utils.data import Dataset, Sampler
 from . import sampling as smp
 from . import transforms as tf
 from .lists import VideoItem, read_class_index, ucf101_split
+from .transforms import CropParams
 
 MODALITIES = ("mv", "residual", "flow", "rgb", "iframe")
 MOTION = ("mv", "flow")
@@ -74,6 +76,42 @@ RESIDUAL_STD = 0.226
 
 def _kind(modality: str) -> str:
     return "motion" if modality in MOTION else "image"
+
+
+class _Cells(NamedTuple):
+    """Motion vectors per codec block, spread to pixels on demand.
+
+    ``cells`` is ``(..., 2k, Hb, Wb)`` for frames of ``size = (H, W)`` pixels; pixel ``(y, x)``
+    takes the vector of cell ``(y // block, x // block)`` (:func:`mvaccel.ops.block_upsample`,
+    nearest). A training crop reads only the pixels of its box.
+    """
+
+    cells: Tensor
+    block: int
+    size: tuple[int, int]
+
+    def reshape(self, *shape: int) -> _Cells:
+        return _Cells(self.cells.reshape(*shape[:-2], *self.cells.shape[-2:]), self.block,
+                      self.size)  # fmt: skip
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (*self.cells.shape[:-2], *self.size)
+
+    def dense(self, box: tuple[int, int, int, int] | None = None) -> Tensor:
+        """``(..., 2k, H, W)`` pixels, or the ``(top, left, height, width)`` box of them."""
+        if box is None:
+            from ..ops import block_upsample
+
+            lead = self.cells.shape[:-3]
+            flat = self.cells.reshape(-1, *self.cells.shape[-3:])
+            return block_upsample(flat, self.block, self.size, "nearest").reshape(
+                *lead, -1, *self.size
+            )
+        t, left, h, w = box
+        rows = torch.arange(t, t + h) // self.block
+        cols = torch.arange(left, left + w) // self.block
+        return self.cells[..., rows, :][..., cols]
 
 
 class _Video:
@@ -236,8 +274,11 @@ class _Video:
         previous one is the end of the GOP before, read here in the fast vectors-only mode.
         """
         cv = self._gop_reader()
-        for f in frames:
+        for f in frames:  # ascending: a key frame's row is final before the next one's
             if self._types[f] != 0 or f == 0 or cv.gop_of_frame(f)[1] != 0:
+                continue
+            if f - 1 in self._rows["mv"]:  # read for the sample already
+                self._rows["mv"][f] = self._rows["mv"][f - 1]
                 continue
             prev = f - 1
             while True:  # a GOP of one I-frame carries the field before it
@@ -251,7 +292,13 @@ class _Video:
 
     def _stack(self, what: str, frames: list[int]) -> Tensor:
         self._fetch(frames)
-        return torch.stack([self._rows[what][int(f)] for f in frames])
+        rows = self._rows[what]
+        first = rows[int(frames[0])]
+        out = torch.empty((len(frames), *first.shape), dtype=first.dtype)
+        for i, f in enumerate(frames):
+            out[i] = rows[int(f)]
+            rows[int(f)] = out[i]  # a GOP's tensor goes with its last row: one copy, not two
+        return out
 
     def num_frames(self) -> int:
         """Frames every source of the dataset's modalities has (flow: fields + 1)."""
@@ -366,15 +413,16 @@ class _Video:
 
     # ---- motion vectors and residuals ----
 
+    def mv_cells(self, frames: list[int]) -> _Cells:
+        """The vectors of ``frames`` per codec block (:class:`_Cells`, ``n`` fields)."""
+        if not self.ds.cache:
+            return _Cells(self._stack("mv", frames), self.ds.block, self._size)
+        clip = self.clip()
+        return _Cells(clip.mv[frames], clip.block, clip.size)
+
     def mv(self, frames: list[int]) -> Tensor:
         """``(n, 2, H, W)`` per-pixel vectors in pixels (codec block semantics)."""
-        from ..ops import block_upsample
-
-        if not self.ds.cache:
-            mv = self._stack("mv", frames)
-            return block_upsample(mv, self.ds.block, self._size, "nearest")
-        clip = self.clip()
-        return block_upsample(clip.mv[frames], clip.block, clip.size, "nearest")
+        return self.mv_cells(frames).dense()
 
     def residual(self, frames: list[int]) -> Tensor:
         """``(n, 3, H, W)`` int16 RGB residuals."""
@@ -543,7 +591,7 @@ class VideoDataset(Dataset):
 
     def _read(self, video: _Video, modality: str, frames: list[int]) -> Tensor:
         if modality == "mv":
-            return video.mv(frames)
+            return video.mv_cells(frames)
         if modality == "flow":
             return video.flow(frames)
         if modality == "residual":
@@ -552,12 +600,14 @@ class VideoDataset(Dataset):
             return video.iframe(frames)
         return video.rgb(frames)
 
-    def raw(self, index: int, rng: np.random.Generator | None = None) -> dict[str, Tensor]:
-        """Uncropped stacks ``(S, K * c, H, W)`` per modality, motion in pixels, all one size."""
+    def _stacks(self, index: int, rng: np.random.Generator | None):
+        """Yield ``(modality, (S, K * c, H, W))`` one modality at a time, all one size.
+
+        Motion vectors come as :class:`_Cells` (per block, ``.dense()`` gives the pixels).
+        """
         video = self.video(index)
         segs = self.frames(video, rng)
         flat = [f for seg in segs for f in seg]
-        out: dict[str, Tensor] = {}
         hw = None
         for m in self.modalities:
             x = self._read(video, m, flat)  # (S*K, c, H, W)
@@ -565,9 +615,14 @@ class VideoDataset(Dataset):
             if hw is None:
                 hw = tuple(x.shape[-2:])
             elif tuple(x.shape[-2:]) != hw:  # e.g. flow of the original, MV of the re-encode
+                x = x.dense() if isinstance(x, _Cells) else x
                 x = tf.resize(x.float() if m in MOTION else x, hw, _kind(m))
-            out[m] = x
-        return out
+            yield m, x
+            del x  # before the next modality is read
+
+    def raw(self, index: int, rng: np.random.Generator | None = None) -> dict[str, Tensor]:
+        """Uncropped stacks ``(S, K * c, H, W)`` per modality, motion in pixels, all one size."""
+        return {m: x.dense() if isinstance(x, _Cells) else x for m, x in self._stacks(index, rng)}
 
     def _normalize(self, modality: str, x: Tensor) -> Tensor:
         if modality in MOTION:
@@ -579,6 +634,22 @@ class VideoDataset(Dataset):
         mean = torch.tensor(IMAGENET_MEAN * (c // 3)).view(c, 1, 1)
         std = torch.tensor(IMAGENET_STD * (c // 3)).view(c, 1, 1)
         return (x / 255 - mean) / std
+
+    def _train_view(self, x: Tensor | _Cells, params: tf.CropParams, kind: str) -> Tensor:
+        """``tf.apply(x.float(), params, ...)``, a segment at a time, cropped before the copy.
+
+        The same values; the float copy is of one segment's crop, not of the whole sample.
+        """
+        box = (params.top, params.left, params.height, params.width)
+        one = CropParams(0, 0, params.height, params.width, params.flip)
+        out = []
+        for i in range(x.shape[0]):
+            if isinstance(x, _Cells):
+                xi = _Cells(x.cells[i : i + 1], x.block, x.size).dense(box)
+            else:
+                xi = x[i : i + 1, ..., box[0] : box[0] + box[2], box[1] : box[1] + box[3]].float()
+            out.append(tf.apply(xi, one, self.size, kind))
+        return torch.cat(out)
 
     def _test_view(self, x: Tensor, kind: str) -> Tensor:
         h, w = x.shape[-2:]
@@ -598,25 +669,27 @@ class VideoDataset(Dataset):
         if not 0 <= index < len(self.items):
             raise IndexError(f"index {index} out of range for {len(self.items)} videos")
         rng = np.random.default_rng(seed) if self.train else None
-        raw = self.raw(index, rng)
         clip = self.sampling == "clip"
         k = self.new_length
-        first = next(iter(raw.values()))
-        params = self.cropper.sample(*first.shape[-2:], rng=rng) if self.train else None
+        params = None
         outs = []
-        for m, x in raw.items():
+        # One modality at a time, cropped before it becomes float: a sample's memory is one
+        # full-size stack, not all of them in float32.
+        for m, x in self._stacks(index, rng):
             kind = _kind(m)
-            if not x.is_floating_point():
-                x = x.float()
-            if params is not None:
-                x = tf.apply(x, params, self.size, kind)
+            if self.train:
+                if params is None:
+                    params = self.cropper.sample(*x.shape[-2:], rng=rng)
+                x = self._train_view(x, params, kind)
             else:
-                x = self._test_view(x, kind)
+                x = x.dense() if isinstance(x, _Cells) else x
+                x = self._test_view(x.float(), kind)
             x = self._normalize(m, x)
             if clip:  # (S, K*c, H, W) -> (S, c, K, H, W)
                 s, kc, h, w = x.shape
                 x = x.view(s, k, kc // k, h, w).transpose(1, 2)
             outs.append(x.contiguous())
+            del x
         return (*outs, self.items[index].label)
 
 
