@@ -139,8 +139,10 @@ def test_a_sample_decodes_only_its_gops_up_to_its_last_frame(root, monkeypatch):
     assert sorted(spy.gops) == [(0, [2], True), (1, [1, 2], True)]
     assert spy.streams == []
     spy.gops.clear()
-    video.mv([24])  # a key frame: the field of frame 23, read without residuals
+    key = video.mv([24])  # a key frame: the field of frame 23, read without residuals
     assert spy.gops == [(2, [0], True), (1, [11], False)]
+    ref = mvv.read_motion(video.video_path(), frames=[23], threads=1)
+    assert torch.equal(key, block_upsample(ref.mv, ref.block, ref.size)) and key.abs().sum() > 0
     # Only the sample's frames are kept, not the video's.
     assert len(video._rows["residual"]) == 4 and len(video._rows["mv"]) == 4
 

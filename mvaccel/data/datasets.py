@@ -113,6 +113,35 @@ class _Cells(NamedTuple):
         cols = torch.arange(left, left + w) // self.block
         return self.cells[..., rows, :][..., cols]
 
+    def segment(self, i: int, box: tuple[int, int, int, int]) -> Tensor:
+        """``(1, 2k, h, w)``: the ``box`` of segment ``i``."""
+        return _Cells(self.cells[i : i + 1], self.block, self.size).dense(box)
+
+
+class _Rows(NamedTuple):
+    """A sample's frames ``(c, H, W)`` (views of what the reader gave), stacked on demand.
+
+    ``(S, K * c, H, W)`` for ``S = segments``; a training crop copies only its box.
+    """
+
+    rows: list[Tensor]
+    segments: int = 1
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        c, h, w = self.rows[0].shape
+        return (self.segments, len(self.rows) // self.segments * c, h, w)
+
+    def dense(self) -> Tensor:
+        return torch.stack(self.rows).reshape(self.shape)
+
+    def segment(self, i: int, box: tuple[int, int, int, int]) -> Tensor:
+        """``(1, K * c, h, w)`` float32: the ``box`` of segment ``i``."""
+        t, left, h, w = box
+        k = len(self.rows) // self.segments
+        crops = [r[:, t : t + h, left : left + w] for r in self.rows[i * k : (i + 1) * k]]
+        return torch.stack(crops).reshape(1, -1, h, w).float()
+
 
 class _Video:
     """What one video gives to a dataset's samples.
@@ -290,15 +319,26 @@ class _Video:
                 self._rows["mv"][f] = c.mv[0]
                 break
 
-    def _stack(self, what: str, frames: list[int]) -> Tensor:
-        self._fetch(frames)
-        rows = self._rows[what]
-        first = rows[int(frames[0])]
-        out = torch.empty((len(frames), *first.shape), dtype=first.dtype)
-        for i, f in enumerate(frames):
-            out[i] = rows[int(f)]
-            rows[int(f)] = out[i]  # a GOP's tensor goes with its last row: one copy, not two
-        return out
+    def rows(self, what: str, frames: list[int]) -> _Rows:
+        """One ``(3, H, W)`` view per frame of ``frames``: read now, or of the cached video.
+
+        ``what``: ``"residual"``, ``"rgb"`` (decoded from the video) or ``"iframe"``.
+        """
+        if not self.ds.cache:
+            self._fetch(frames)
+            return _Rows([self._rows[what][int(f)] for f in frames])
+        clip = self.clip()
+        if what == "residual":
+            return _Rows([clip.residual[f] for f in frames])
+        row = {int(v): i for i, v in enumerate(clip.rgb_index)}
+        if what == "rgb":
+            return _Rows([clip.rgb[row[int(f)]] for f in frames])
+        keys = clip.frame_index[clip.frame_type == 0].numpy()
+        pos = np.searchsorted(keys, np.asarray(frames), side="right") - 1
+        if len(keys) == 0 or (pos < 0).any():  # a stream that does not start with a key frame
+            bad = [f for f, p in zip(frames, pos, strict=True) if p < 0]
+            raise ValueError(f"{self.item.path}: frames {bad} come before the first I-frame")
+        return _Rows([clip.rgb[row[int(k)]] for k in keys[pos]])
 
     def num_frames(self) -> int:
         """Frames every source of the dataset's modalities has (flow: fields + 1)."""
@@ -382,11 +422,7 @@ class _Video:
     def rgb(self, frames: list[int]) -> Tensor:
         """``(n, 3, H, W)`` uint8 frames ``frames`` (0-based)."""
         if self.ds.frame_root is None:
-            if not self.ds.cache:
-                return self._stack("rgb", frames)
-            clip = self.clip()
-            index = {int(v): i for i, v in enumerate(clip.rgb_index)}
-            return clip.rgb[[index[f] for f in frames]]
+            return torch.stack(self.rows("rgb", frames).rows)
         from PIL import Image
 
         d = self._folder(self.ds.frame_root, "frame")
@@ -400,23 +436,16 @@ class _Video:
 
     def iframe(self, frames: list[int]) -> Tensor:
         """``(n, 3, H, W)`` uint8: the I-frame of the GOP of each frame in ``frames``."""
-        if not self.ds.cache:
-            return self._stack("iframe", frames)
-        clip = self.clip()
-        keys = clip.frame_index[clip.frame_type == 0].numpy()
-        pos = np.searchsorted(keys, np.asarray(frames), side="right") - 1
-        if len(keys) == 0 or (pos < 0).any():  # a stream that does not start with a key frame
-            bad = [f for f, p in zip(frames, pos, strict=True) if p < 0]
-            raise ValueError(f"{self.item.path}: frames {bad} come before the first I-frame")
-        row = {int(v): i for i, v in enumerate(clip.rgb_index)}
-        return clip.rgb[[row[int(k)] for k in keys[pos]]]
+        return torch.stack(self.rows("iframe", frames).rows)
 
     # ---- motion vectors and residuals ----
 
     def mv_cells(self, frames: list[int]) -> _Cells:
         """The vectors of ``frames`` per codec block (:class:`_Cells`, ``n`` fields)."""
         if not self.ds.cache:
-            return _Cells(self._stack("mv", frames), self.ds.block, self._size)
+            self._fetch(frames)
+            mv = torch.stack([self._rows["mv"][int(f)] for f in frames])
+            return _Cells(mv, self.ds.block, self._size)
         clip = self.clip()
         return _Cells(clip.mv[frames], clip.block, clip.size)
 
@@ -426,9 +455,7 @@ class _Video:
 
     def residual(self, frames: list[int]) -> Tensor:
         """``(n, 3, H, W)`` int16 RGB residuals."""
-        if not self.ds.cache:
-            return self._stack("residual", frames)
-        return self.clip().residual[frames]
+        return torch.stack(self.rows("residual", frames).rows)
 
 
 class VideoDataset(Dataset):
@@ -594,10 +621,8 @@ class VideoDataset(Dataset):
             return video.mv_cells(frames)
         if modality == "flow":
             return video.flow(frames)
-        if modality == "residual":
-            return video.residual(frames)
-        if modality == "iframe":
-            return video.iframe(frames)
+        if modality in ("residual", "iframe") or self.frame_root is None:
+            return video.rows(modality, frames)
         return video.rgb(frames)
 
     def _stacks(self, index: int, rng: np.random.Generator | None):
@@ -611,18 +636,22 @@ class VideoDataset(Dataset):
         hw = None
         for m in self.modalities:
             x = self._read(video, m, flat)  # (S*K, c, H, W)
-            x = x.reshape(len(segs), -1, *x.shape[-2:])
+            if isinstance(x, _Rows):
+                x = x._replace(segments=len(segs))
+            else:
+                x = x.reshape(len(segs), -1, *x.shape[-2:])
             if hw is None:
                 hw = tuple(x.shape[-2:])
             elif tuple(x.shape[-2:]) != hw:  # e.g. flow of the original, MV of the re-encode
-                x = x.dense() if isinstance(x, _Cells) else x
+                x = x.dense() if isinstance(x, _Cells | _Rows) else x
                 x = tf.resize(x.float() if m in MOTION else x, hw, _kind(m))
             yield m, x
             del x  # before the next modality is read
 
     def raw(self, index: int, rng: np.random.Generator | None = None) -> dict[str, Tensor]:
         """Uncropped stacks ``(S, K * c, H, W)`` per modality, motion in pixels, all one size."""
-        return {m: x.dense() if isinstance(x, _Cells) else x for m, x in self._stacks(index, rng)}
+        stacks = self._stacks(index, rng)
+        return {m: x.dense() if isinstance(x, _Cells | _Rows) else x for m, x in stacks}
 
     def _normalize(self, modality: str, x: Tensor) -> Tensor:
         if modality in MOTION:
@@ -635,7 +664,7 @@ class VideoDataset(Dataset):
         std = torch.tensor(IMAGENET_STD * (c // 3)).view(c, 1, 1)
         return (x / 255 - mean) / std
 
-    def _train_view(self, x: Tensor | _Cells, params: tf.CropParams, kind: str) -> Tensor:
+    def _train_view(self, x: Tensor | _Cells | _Rows, params: tf.CropParams, kind: str) -> Tensor:
         """``tf.apply(x.float(), params, ...)``, a segment at a time, cropped before the copy.
 
         The same values; the float copy is of one segment's crop, not of the whole sample.
@@ -644,8 +673,8 @@ class VideoDataset(Dataset):
         one = CropParams(0, 0, params.height, params.width, params.flip)
         out = []
         for i in range(x.shape[0]):
-            if isinstance(x, _Cells):
-                xi = _Cells(x.cells[i : i + 1], x.block, x.size).dense(box)
+            if isinstance(x, _Cells | _Rows):
+                xi = x.segment(i, box)
             else:
                 xi = x[i : i + 1, ..., box[0] : box[0] + box[2], box[1] : box[1] + box[3]].float()
             out.append(tf.apply(xi, one, self.size, kind))
@@ -682,7 +711,7 @@ class VideoDataset(Dataset):
                     params = self.cropper.sample(*x.shape[-2:], rng=rng)
                 x = self._train_view(x, params, kind)
             else:
-                x = x.dense() if isinstance(x, _Cells) else x
+                x = x.dense() if isinstance(x, _Cells | _Rows) else x
                 x = self._test_view(x.float(), kind)
             x = self._normalize(m, x)
             if clip:  # (S, K*c, H, W) -> (S, c, K, H, W)
