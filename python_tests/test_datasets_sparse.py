@@ -71,7 +71,7 @@ def root(tmp_path_factory) -> Path:
         if (h, w, t, dx, dy) not in frames:
             frames[h, w, t, dx, dy] = texture(h, w, t, dx, dy)
         encode(frames[h, w, t, dx, dy], d / name, args)
-        if name not in ("h264_b.mp4", "mpeg4.avi"):  # the ones the paired test reads
+        if name not in ("h264_b.mp4", "mpeg4.avi"):  # the ones the flow tests read
             continue
         flows = torch.from_numpy(rng.uniform(-15, 15, (t - 1, 2, h, w)).astype(np.float32))
         write_flow_jpgs(base / "flow" / "Class" / Path(name).stem, flows, bound=20.0)
@@ -241,3 +241,21 @@ def test_bad_videos_name_the_file(root, tmp_path):
     video = _dataset(root, "h264_b.mp4", ("mv",)).video(0)
     with pytest.raises(IndexError, match="frame 36 out of range"):
         video.mv([3, 36])
+
+
+@pytest.mark.parametrize("mods", [("mv", "residual"), ("rgb", "iframe"), ("mv", "flow")])
+def test_training_crop_equals_crop_of_the_full_float_stack(root, mods):
+    """Cropping each segment before the float copy (and MVs per block) changes no value."""
+    from mvaccel.data import transforms as tf
+
+    flow = {"flow_root": root / "flow"} if "flow" in mods else {}
+    ds = _dataset(root, "mpeg4.avi", mods, size=40, new_length=3, num_segments=3, **flow)
+    for epoch in range(3):
+        rng = np.random.default_rng([ds.seed, epoch, 0])
+        raw = ds.raw(0, rng)
+        params = ds.cropper.sample(*next(iter(raw.values())).shape[-2:], rng=rng)
+        got = ds[(0, epoch)]
+        for m, x in zip(mods, got[:-1], strict=True):
+            kind = "motion" if m in ("mv", "flow") else "image"
+            want = ds._normalize(m, tf.apply(raw[m].float(), params, ds.size, kind))
+            assert torch.equal(x, want.contiguous())
