@@ -100,18 +100,19 @@ class _Cells(NamedTuple):
 
     def dense(self, box: tuple[int, int, int, int] | None = None) -> Tensor:
         """``(..., 2k, H, W)`` pixels, or the ``(top, left, height, width)`` box of them."""
-        if box is None:
-            from ..ops import block_upsample
+        from ..ops import block_upsample
 
-            lead = self.cells.shape[:-3]
-            flat = self.cells.reshape(-1, *self.cells.shape[-3:])
-            return block_upsample(flat, self.block, self.size, "nearest").reshape(
-                *lead, -1, *self.size
-            )
-        t, left, h, w = box
-        rows = torch.arange(t, t + h) // self.block
-        cols = torch.arange(left, left + w) // self.block
-        return self.cells[..., rows, :][..., cols]
+        b, cells = self.block, self.cells
+        if box is None:
+            flat = cells.reshape(-1, *cells.shape[-3:])
+            out = block_upsample(flat, b, self.size, "nearest")
+            return out.reshape(*cells.shape[:-3], -1, *self.size)
+        t, left, h, w = box  # spread only the cells under the box, then cut the box out
+        r0, c0, r1, c1 = t // b, left // b, (t + h - 1) // b + 1, (left + w - 1) // b + 1
+        win = cells[..., r0:r1, c0:c1].reshape(-1, *cells.shape[-3:-2], r1 - r0, c1 - c0)
+        up = block_upsample(win.contiguous(), b, ((r1 - r0) * b, (c1 - c0) * b), "nearest")
+        up = up.reshape(*cells.shape[:-2], *up.shape[-2:])
+        return up[..., t - r0 * b : t - r0 * b + h, left - c0 * b : left - c0 * b + w]
 
     def segment(self, i: int, box: tuple[int, int, int, int]) -> Tensor:
         """``(1, 2k, h, w)``: the ``box`` of segment ``i``."""
