@@ -108,6 +108,9 @@ def test_sample_frames_equal_the_whole_video_decode(root, name, config):
         assert torch.equal(got, want), f"{name} {m}: {(got != want).sum()} values differ"
     types = video.frame_types(frames)
     assert torch.equal(types, ref.frame_type[frames])
+    if "mv" in modalities:  # a key frame alone: its field comes from a read of the GOP before
+        alone = _dataset(root, name, modalities, accumulate=accumulate).video(0).mv([12])
+        assert torch.equal(alone, block_upsample(ref.mv[[12]], ref.block, ref.size, "nearest"))
 
 
 class _Spy:

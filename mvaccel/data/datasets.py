@@ -44,6 +44,11 @@ draws its seed from torch's generator.
 ``S * 10`` with ten crops, segment-major within each crop); with ``sampling="clip"`` as
 ``(S, C, K, H, W)`` for 3D CNNs. ``__getitem__`` returns ``(*tensors, label)`` in the order of
 ``modalities``.
+
+**Decoding.** A sample decodes only the GOPs holding its frames, each from its key frame up to
+the last frame it needs there, and keeps only its own frames (the same values as decoding the
+whole video; streams with dependent GOPs are read from the start up to the sample's last
+frame). ``cache=True`` decodes every video whole once and keeps it instead.
 """
 
 from __future__ import annotations
