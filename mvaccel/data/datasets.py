@@ -44,13 +44,20 @@ draws its seed from torch's generator.
 ``S * 10`` with ten crops, segment-major within each crop); with ``sampling="clip"`` as
 ``(S, C, K, H, W)`` for 3D CNNs. ``__getitem__`` returns ``(*tensors, label)`` in the order of
 ``modalities``.
+
+**Decoding.** A sample decodes only the GOPs holding its frames, each from its key frame up to
+the last frame it needs there, and keeps only its own frames (the same values as decoding the
+whole video; streams with dependent GOPs are read from the start up to the sample's last
+frame). ``cache=True`` decodes every video whole once and keeps it instead.
 """
 
 from __future__ import annotations
 
+import bisect
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -60,6 +67,7 @@ from torch.utils.data import Dataset, Sampler
 from . import sampling as smp
 from . import transforms as tf
 from .lists import VideoItem, read_class_index, ucf101_split
+from .transforms import CropParams
 
 MODALITIES = ("mv", "residual", "flow", "rgb", "iframe")
 MOTION = ("mv", "flow")
@@ -75,15 +83,103 @@ def _kind(modality: str) -> str:
     return "motion" if modality in MOTION else "image"
 
 
+class _Cells(NamedTuple):
+    """Motion vectors per codec block, spread to pixels on demand.
+
+    ``cells`` is ``(..., 2k, Hb, Wb)`` for frames of ``size = (H, W)`` pixels; pixel ``(y, x)``
+    takes the vector of cell ``(y // block, x // block)`` (:func:`mvaccel.ops.block_upsample`,
+    nearest). A training crop reads only the pixels of its box.
+    """
+
+    cells: Tensor
+    block: int
+    size: tuple[int, int]
+
+    def reshape(self, *shape: int) -> _Cells:
+        return _Cells(self.cells.reshape(*shape[:-2], *self.cells.shape[-2:]), self.block,
+                      self.size)  # fmt: skip
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (*self.cells.shape[:-2], *self.size)
+
+    def dense(self, box: tuple[int, int, int, int] | None = None) -> Tensor:
+        """``(..., 2k, H, W)`` pixels, or the ``(top, left, height, width)`` box of them."""
+        from ..ops import block_upsample
+
+        b, cells = self.block, self.cells
+        if box is None:
+            flat = cells.reshape(-1, *cells.shape[-3:])
+            out = block_upsample(flat, b, self.size, "nearest")
+            return out.reshape(*cells.shape[:-3], -1, *self.size)
+        t, left, h, w = box  # spread only the cells under the box, then cut the box out
+        r0, c0, r1, c1 = t // b, left // b, (t + h - 1) // b + 1, (left + w - 1) // b + 1
+        win = cells[..., r0:r1, c0:c1].reshape(-1, *cells.shape[-3:-2], r1 - r0, c1 - c0)
+        up = block_upsample(win.contiguous(), b, ((r1 - r0) * b, (c1 - c0) * b), "nearest")
+        up = up.reshape(*cells.shape[:-2], *up.shape[-2:])
+        return up[..., t - r0 * b : t - r0 * b + h, left - c0 * b : left - c0 * b + w]
+
+    def segment(self, i: int, box: tuple[int, int, int, int]) -> Tensor:
+        """``(1, 2k, h, w)``: the ``box`` of segment ``i``."""
+        return _Cells(self.cells[i : i + 1], self.block, self.size).dense(box)
+
+
+class _Rows(NamedTuple):
+    """A sample's frames ``(c, H, W)`` (views of what the reader gave), stacked on demand.
+
+    ``(S, K * c, H, W)`` for ``S = segments``; a training crop copies only its box.
+    """
+
+    rows: list[Tensor]
+    segments: int = 1
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        c, h, w = self.rows[0].shape
+        return (self.segments, len(self.rows) // self.segments * c, h, w)
+
+    def dense(self) -> Tensor:
+        return torch.stack(self.rows).reshape(self.shape)
+
+    def segment(self, i: int, box: tuple[int, int, int, int]) -> Tensor:
+        """``(1, K * c, h, w)`` float32: the ``box`` of segment ``i``."""
+        t, left, h, w = box
+        k = len(self.rows) // self.segments
+        crops = [r[:, t : t + h, left : left + w] for r in self.rows[i * k : (i + 1) * k]]
+        return torch.stack(crops).reshape(1, -1, h, w).float()
+
+
 class _Video:
-    """What one video gives, read lazily and (with ``cache``) kept for the next sample."""
+    """What one video gives to a dataset's samples.
+
+    Frames of the video itself (motion vectors, residuals, RGB, I-frames) come one of two ways,
+    with the same values:
+
+    - ``cache``: the whole video is decoded once (:func:`read_motion`) and kept, for small
+      datasets that visit every video many times (the demo, the tests);
+    - otherwise only what a sample needs: the GOPs holding its frames, each decoded from its
+      key frame up to the last frame asked in it (:meth:`CompressedVideo.read_gop`), so time
+      and memory follow the sample, not the video. A stream whose GOPs do not decode on
+      their own (open GOPs, packed MPEG-4 B-frames) or without the native reader decodes from
+      its first frame up to the sample's last one instead (``read_motion(frames=...)``).
+
+    No decoder stays open across a DataLoader's fork: the cached path holds tensors only,
+    and the GOP reader is opened in the process that reads (again after a fork).
+    """
 
     def __init__(self, ds: VideoDataset, item: VideoItem):
         self.ds, self.item = ds, item
         self._clip = None
         self._flow = None
         self._flow_dir = None
-        self._rgb = None
+        # sparse path: the stream's index, the reader of this process, what was read
+        self._index: tuple[int, bool] | None = None
+        self._reader = None
+        self._reader_pid = -1
+        self._size: tuple[int, int] | None = None
+        self._types: dict[int, int] = {}
+        self._rows: dict[str, dict[int, Tensor]] = {m: {} for m in ("mv", "residual", "rgb",
+                                                                    "iframe")}  # fmt: skip
 
     # ---- files ----
 
@@ -104,28 +200,151 @@ class _Video:
             raise FileNotFoundError(f"{self.item.path}: no {what} folder at {d}")
         return d
 
-    # ---- compressed domain ----
+    # ---- compressed domain: the whole video (cache) ----
+
+    def _rgb_mode(self) -> str | None:
+        mods = self.ds.modalities
+        if "rgb" in mods and self.ds.frame_root is None:
+            return "all"
+        return "iframes" if "iframe" in mods else None
 
     def clip(self):
+        """The whole video decoded for the dataset's modalities (what ``cache`` keeps)."""
         if self._clip is None:
             from ..video import read_motion
 
-            mods = self.ds.modalities
-            rgb = None
-            if "rgb" in mods and self.ds.frame_root is None:
-                rgb = "all"
-            elif "iframe" in mods:
-                rgb = "iframes"
             self._clip = read_motion(
                 self.video_path(),
                 block=self.ds.block,
-                residual="residual" in mods,
-                rgb=rgb,
+                residual="residual" in self.ds.modalities,
+                rgb=self._rgb_mode(),
                 accumulate=self.ds.accumulate,
             )
             if len(self._clip) < 2:
                 raise ValueError(f"{self.item.path}: {len(self._clip)} frame(s), need 2 or more")
         return self._clip
+
+    # ---- compressed domain: only the sample's frames ----
+
+    def _scan(self) -> tuple[int, bool]:
+        """``(frames, GOPs decode on their own)`` from a demux pass (no decoding)."""
+        if self._index is None:
+            from ..video import native_available, probe
+
+            path = self.video_path()
+            if native_available():
+                from ..video.core import _native
+
+                d = _native().probe(str(path), False)
+                n, keys = int(d["num_packets"]), list(d["key_packets"])
+                gops = bool(d["chunks_independent"]) and bool(keys) and keys[0] == 0
+            else:  # PyAV decodes from the start for any GOP: one pass is cheapest
+                n, gops = probe(path, count_frames=False).num_frames, False
+            if n < 2:
+                raise ValueError(f"{self.item.path}: {n} frame(s), need 2 or more")
+            self._index = (n, gops)
+        return self._index
+
+    def _gop_reader(self):
+        """This process's :class:`CompressedVideo` (None: decode sequentially)."""
+        if not self._scan()[1]:
+            return None
+        if self._reader is None or self._reader_pid != os.getpid():
+            from ..video import CompressedVideo
+
+            self._reader = CompressedVideo(self.video_path())
+            self._reader_pid = os.getpid()
+        return self._reader
+
+    def _reads(self, frames: list[int], **kw):
+        """Clips holding ``frames`` (sorted, distinct): one per GOP touched, or one read."""
+        cv = self._gop_reader()
+        if cv is None:
+            from ..video import read_motion
+
+            return [read_motion(self.video_path(), frames=frames, block=self.ds.block,
+                                threads=1, **kw)]  # fmt: skip
+        by_gop: dict[int, list[int]] = {}
+        for f in frames:
+            g, local = cv.gop_of_frame(f)
+            by_gop.setdefault(g, []).append(local)
+        return [cv.read_gop(g, frames=fr, block=self.ds.block, **kw) for g, fr in by_gop.items()]
+
+    def _fetch(self, frames: list[int]) -> None:
+        """Read what the dataset's modalities need at ``frames`` and was not read yet."""
+        need = sorted({int(f) for f in frames} - self._rows["mv"].keys())
+        if not need:
+            return
+        mods = self.ds.modalities
+        residual, rgb = "residual" in mods, self._rgb_mode()
+        for c in self._reads(need, residual=residual, rgb=rgb, accumulate=self.ds.accumulate):
+            self._size = c.size
+            for i, f in enumerate(c.frame_index.tolist()):
+                self._types[f] = int(c.frame_type[i])
+                self._rows["mv"][f] = c.mv[i]
+                if residual:
+                    self._rows["residual"][f] = c.residual[i]
+                if rgb == "all":
+                    self._rows["rgb"][f] = c.rgb[i]
+            if rgb == "iframes":
+                self._keep_iframes(c)
+        if rgb == "all" and "iframe" in mods:  # a second, RGB-less pass gives the I-frames
+            for c in self._reads(need, rgb="iframes"):
+                self._keep_iframes(c)
+        if not self.ds.accumulate and self._gop_reader() is not None:
+            self._fill_key_frames(need)
+
+    def _keep_iframes(self, c) -> None:
+        keys = c.rgb_index.tolist()
+        for f in c.frame_index.tolist():
+            j = bisect.bisect_right(keys, f) - 1
+            if j < 0:  # a stream that does not start with a key frame
+                raise ValueError(f"{self.item.path}: frame {f} comes before the first I-frame")
+            self._rows["iframe"][f] = c.rgb[j]
+
+    def _fill_key_frames(self, frames: list[int]) -> None:
+        """Give a GOP's key frame the previous frame's field, as the whole-video decode does.
+
+        A GOP read starts at its key frame, which has no previous frame there (zeros); the
+        previous one is the end of the GOP before, read here in the fast vectors-only mode.
+        """
+        cv = self._gop_reader()
+        for f in frames:  # ascending: a key frame's row is final before the next one's
+            if self._types[f] != 0 or f == 0 or cv.gop_of_frame(f)[1] != 0:
+                continue
+            if f - 1 in self._rows["mv"]:  # read for the sample already
+                self._rows["mv"][f] = self._rows["mv"][f - 1]
+                continue
+            prev = f - 1
+            while True:  # a GOP of one I-frame carries the field before it
+                g, local = cv.gop_of_frame(prev)
+                c = cv.read_gop(g, frames=[local], block=self.ds.block)
+                if int(c.frame_type[0]) == 0 and local == 0 and prev > 0:
+                    prev -= 1
+                    continue
+                self._rows["mv"][f] = c.mv[0]
+                break
+
+    def rows(self, what: str, frames: list[int]) -> _Rows:
+        """One ``(3, H, W)`` view per frame of ``frames``: read now, or of the cached video.
+
+        ``what``: ``"residual"``, ``"rgb"`` (decoded from the video) or ``"iframe"``.
+        """
+        if not self.ds.cache:
+            self._fetch(frames)
+            return _Rows([self._rows[what][int(f)] for f in frames])
+        clip = self.clip()
+        if what == "residual":
+            return _Rows([clip.residual[f] for f in frames])
+        row = {int(v): i for i, v in enumerate(clip.rgb_index)}
+        if what == "rgb":
+            return _Rows([clip.rgb[row[int(f)]] for f in frames])
+        keys = clip.frame_index[clip.frame_type == 0].numpy()
+        pos = np.searchsorted(keys, np.asarray(frames), side="right") - 1
+        if len(keys) == 0 or (pos < 0).any():  # a stream that does not start with a key frame
+            bad = [f for f, p in zip(frames, pos, strict=True) if p < 0]
+            raise ValueError(f"{self.item.path}: frames {bad} come before the first I-frame")
+        return _Rows([clip.rgb[row[int(k)]] for k in keys[pos]])
 
     def num_frames(self) -> int:
         """Frames every source of the dataset's modalities has (flow: fields + 1)."""
@@ -133,12 +352,28 @@ class _Video:
         counts = []
         from_video = ("mv", "residual", "iframe")
         if any(m in mods for m in from_video) or ("rgb" in mods and self.ds.frame_root is None):
-            counts.append(len(self.clip()))
+            counts.append(len(self.clip()) if self.ds.cache else self._scan()[0])
         if "flow" in mods:
             counts.append(self.num_flow() + 1)
         if "rgb" in mods and self.ds.frame_root is not None:
             counts.append(len(self._frame_files()))
         return min(counts)
+
+    def frame_types(self, frames: list[int] | None = None) -> Tensor:
+        """``(n,)`` uint8 picture types (``0 = I, 1 = P, 2 = B``) of ``frames`` (None: all)."""
+        if self.ds.cache:
+            types = self.clip().frame_type
+            return types if frames is None else types[list(frames)]
+        if frames is None:
+            from ..video import probe
+
+            return torch.from_numpy(probe(self.video_path()).frame_types)
+        need = sorted({int(f) for f in frames} - self._types.keys())
+        if need:  # vectors only (the fast decode): the types, not the sample's data yet
+            for c in self._reads(need):
+                self._types.update(zip(c.frame_index.tolist(), c.frame_type.tolist(),
+                                       strict=True))  # fmt: skip
+        return torch.tensor([self._types[int(f)] for f in frames], dtype=torch.uint8)
 
     # ---- flow JPEGs ----
 
@@ -193,9 +428,7 @@ class _Video:
     def rgb(self, frames: list[int]) -> Tensor:
         """``(n, 3, H, W)`` uint8 frames ``frames`` (0-based)."""
         if self.ds.frame_root is None:
-            clip = self.clip()
-            index = {int(v): i for i, v in enumerate(clip.rgb_index)}
-            return clip.rgb[[index[f] for f in frames]]
+            return torch.stack(self.rows("rgb", frames).rows)
         from PIL import Image
 
         d = self._folder(self.ds.frame_root, "frame")
@@ -209,29 +442,26 @@ class _Video:
 
     def iframe(self, frames: list[int]) -> Tensor:
         """``(n, 3, H, W)`` uint8: the I-frame of the GOP of each frame in ``frames``."""
-        clip = self.clip()
-        keys = clip.frame_index[clip.frame_type == 0].numpy()
-        pos = np.searchsorted(keys, np.asarray(frames), side="right") - 1
-        if len(keys) == 0 or (pos < 0).any():  # a stream that does not start with a key frame
-            bad = [f for f, p in zip(frames, pos, strict=True) if p < 0]
-            raise ValueError(f"{self.item.path}: frames {bad} come before the first I-frame")
-        row = {int(v): i for i, v in enumerate(clip.rgb_index)}
-        return clip.rgb[[row[int(k)] for k in keys[pos]]]
+        return torch.stack(self.rows("iframe", frames).rows)
 
     # ---- motion vectors and residuals ----
 
+    def mv_cells(self, frames: list[int]) -> _Cells:
+        """The vectors of ``frames`` per codec block (:class:`_Cells`, ``n`` fields)."""
+        if not self.ds.cache:
+            self._fetch(frames)
+            mv = torch.stack([self._rows["mv"][int(f)] for f in frames])
+            return _Cells(mv, self.ds.block, self._size)
+        clip = self.clip()
+        return _Cells(clip.mv[frames], clip.block, clip.size)
+
     def mv(self, frames: list[int]) -> Tensor:
         """``(n, 2, H, W)`` per-pixel vectors in pixels (codec block semantics)."""
-        from ..ops import block_upsample
-
-        clip = self.clip()
-        return block_upsample(clip.mv[frames], clip.block, clip.size, "nearest")
+        return self.mv_cells(frames).dense()
 
     def residual(self, frames: list[int]) -> Tensor:
-        return self.clip().residual[frames]
-
-    def frame_types(self) -> Tensor:
-        return self.clip().frame_type
+        """``(n, 3, H, W)`` int16 RGB residuals."""
+        return torch.stack(self.rows("residual", frames).rows)
 
 
 class VideoDataset(Dataset):
@@ -270,8 +500,10 @@ class VideoDataset(Dataset):
         motion_std: the last divisor of :func:`transforms.normalize_motion`.
         flow_bound: the bound the flow JPEGs were quantised with (20).
         flow_negate: read dense_flow's forward-order flow (see the module docstring).
-        cache: keep each video's decoded data in memory after its first sample (small
-            datasets, the demo and the tests; per DataLoader worker).
+        cache: decode each video whole once and keep it in memory (small datasets, the
+            demo and the tests; per DataLoader worker). Without it (the default) a sample
+            decodes only the GOPs holding its frames, up to the last frame it needs there:
+            time and memory follow the sample, not the video, and the values are the same.
         seed: with ``(index, epoch)`` keys, the seed of the training randomness.
     """
 
@@ -343,6 +575,12 @@ class VideoDataset(Dataset):
         self.seed = seed
         self._videos: dict[int, _Video] = {}
 
+    def __getstate__(self):
+        # A worker started by spawn/forkserver gets the settings, not the parent's cache.
+        state = self.__dict__.copy()
+        state["_videos"] = {}
+        return state
+
     def __len__(self) -> int:
         return len(self.items)
 
@@ -377,41 +615,49 @@ class VideoDataset(Dataset):
             return [[first + p for p in pos]]
         out = [[first + min(st + j, n - 1) for j in range(k)] for st in starts]
         if self.sampling == "gop":
-            types = video.frame_types()
-            out = [
-                [f + 1 if int(types[f]) == 0 and f + 1 < total else f for f in seg] for seg in out
-            ]
+            flat = sorted({f for seg in out for f in seg})
+            types = dict(zip(flat, video.frame_types(flat).tolist(), strict=True))
+            out = [[f + 1 if types[f] == 0 and f + 1 < total else f for f in seg] for seg in out]
         return out
 
     # ---- reading and transforming ----
 
     def _read(self, video: _Video, modality: str, frames: list[int]) -> Tensor:
         if modality == "mv":
-            return video.mv(frames)
+            return video.mv_cells(frames)
         if modality == "flow":
             return video.flow(frames)
-        if modality == "residual":
-            return video.residual(frames)
-        if modality == "iframe":
-            return video.iframe(frames)
+        if modality in ("residual", "iframe") or self.frame_root is None:
+            return video.rows(modality, frames)
         return video.rgb(frames)
 
-    def raw(self, index: int, rng: np.random.Generator | None = None) -> dict[str, Tensor]:
-        """Uncropped stacks ``(S, K * c, H, W)`` per modality, motion in pixels, all one size."""
+    def _stacks(self, index: int, rng: np.random.Generator | None):
+        """Yield ``(modality, (S, K * c, H, W))`` one modality at a time, all one size.
+
+        Motion vectors come as :class:`_Cells` (per block, ``.dense()`` gives the pixels).
+        """
         video = self.video(index)
         segs = self.frames(video, rng)
         flat = [f for seg in segs for f in seg]
-        out: dict[str, Tensor] = {}
         hw = None
         for m in self.modalities:
             x = self._read(video, m, flat)  # (S*K, c, H, W)
-            x = x.reshape(len(segs), -1, *x.shape[-2:])
+            if isinstance(x, _Rows):
+                x = x._replace(segments=len(segs))
+            else:
+                x = x.reshape(len(segs), -1, *x.shape[-2:])
             if hw is None:
                 hw = tuple(x.shape[-2:])
             elif tuple(x.shape[-2:]) != hw:  # e.g. flow of the original, MV of the re-encode
+                x = x.dense() if isinstance(x, _Cells | _Rows) else x
                 x = tf.resize(x.float() if m in MOTION else x, hw, _kind(m))
-            out[m] = x
-        return out
+            yield m, x
+            del x  # before the next modality is read
+
+    def raw(self, index: int, rng: np.random.Generator | None = None) -> dict[str, Tensor]:
+        """Uncropped stacks ``(S, K * c, H, W)`` per modality, motion in pixels, all one size."""
+        stacks = self._stacks(index, rng)
+        return {m: x.dense() if isinstance(x, _Cells | _Rows) else x for m, x in stacks}
 
     def _normalize(self, modality: str, x: Tensor) -> Tensor:
         if modality in MOTION:
@@ -423,6 +669,22 @@ class VideoDataset(Dataset):
         mean = torch.tensor(IMAGENET_MEAN * (c // 3)).view(c, 1, 1)
         std = torch.tensor(IMAGENET_STD * (c // 3)).view(c, 1, 1)
         return (x / 255 - mean) / std
+
+    def _train_view(self, x: Tensor | _Cells | _Rows, params: tf.CropParams, kind: str) -> Tensor:
+        """``tf.apply(x.float(), params, ...)``, a segment at a time, cropped before the copy.
+
+        The same values; the float copy is of one segment's crop, not of the whole sample.
+        """
+        box = (params.top, params.left, params.height, params.width)
+        one = CropParams(0, 0, params.height, params.width, params.flip)
+        out = []
+        for i in range(x.shape[0]):
+            if isinstance(x, _Cells | _Rows):
+                xi = x.segment(i, box)
+            else:
+                xi = x[i : i + 1, ..., box[0] : box[0] + box[2], box[1] : box[1] + box[3]].float()
+            out.append(tf.apply(xi, one, self.size, kind))
+        return torch.cat(out)
 
     def _test_view(self, x: Tensor, kind: str) -> Tensor:
         h, w = x.shape[-2:]
@@ -442,25 +704,27 @@ class VideoDataset(Dataset):
         if not 0 <= index < len(self.items):
             raise IndexError(f"index {index} out of range for {len(self.items)} videos")
         rng = np.random.default_rng(seed) if self.train else None
-        raw = self.raw(index, rng)
         clip = self.sampling == "clip"
         k = self.new_length
-        first = next(iter(raw.values()))
-        params = self.cropper.sample(*first.shape[-2:], rng=rng) if self.train else None
+        params = None
         outs = []
-        for m, x in raw.items():
+        # One modality at a time, cropped before it becomes float: a sample's memory is one
+        # full-size stack, not all of them in float32.
+        for m, x in self._stacks(index, rng):
             kind = _kind(m)
-            if not x.is_floating_point():
-                x = x.float()
-            if params is not None:
-                x = tf.apply(x, params, self.size, kind)
+            if self.train:
+                if params is None:
+                    params = self.cropper.sample(*x.shape[-2:], rng=rng)
+                x = self._train_view(x, params, kind)
             else:
-                x = self._test_view(x, kind)
+                x = x.dense() if isinstance(x, _Cells | _Rows) else x
+                x = self._test_view(x.float(), kind)
             x = self._normalize(m, x)
             if clip:  # (S, K*c, H, W) -> (S, c, K, H, W)
                 s, kc, h, w = x.shape
                 x = x.view(s, k, kc // k, h, w).transpose(1, 2)
             outs.append(x.contiguous())
+            del x
         return (*outs, self.items[index].label)
 
 
