@@ -176,8 +176,13 @@ def _caffe_dict(d: dict) -> dict[str, Tensor] | None:
     return out
 
 
-def read_state(path: str | Path) -> tuple[dict[str, Tensor], str | None]:
-    """The tensors of a weights file and the scheme its container tells (or None).
+def read_state(path: str | Path) -> tuple[dict[str, Tensor], str | None, str | None]:
+    """The tensors of a weights file, the scheme and the RGB convention its container tells.
+
+    The scheme hint is ``"caffe"`` for Caffe files, ``"mars"`` for checkpoints with an ``arch``
+    (MARS, 3D-ResNets; tsn-pytorch's too, recognised by their names), else None; the RGB
+    convention hint is the ``rgb_norm`` a Lightning checkpoint of :mod:`mvaccel.train` was
+    trained with (its data module's), else None.
 
     ``.caffemodel``: :func:`read_caffemodel`; ``.npy`` / ``.npz``: a pickled dict of Caffe
     layers (``np.save`` of a dict; loaded with ``allow_pickle``, so only open files you trust);
@@ -193,7 +198,7 @@ def read_state(path: str | Path) -> tuple[dict[str, Tensor], str | None]:
         raise FileNotFoundError(f"weights file not found: {path}")
     if path.suffix == ".caffemodel":
         return {f"{k}.{p}": _tensor(b) for k, v in read_caffemodel(path).items()
-                for b, p in zip(v, ("weight", "bias"), strict=False)}, "caffe"  # fmt: skip
+                for b, p in zip(v, ("weight", "bias"), strict=False)}, "caffe", None  # fmt: skip
     if path.suffix in (".npy", ".npz"):
         raw = np.load(path, allow_pickle=True, encoding="latin1")
         if isinstance(raw, np.ndarray) and raw.dtype == object and raw.shape == ():
@@ -206,21 +211,23 @@ def read_state(path: str | Path) -> tuple[dict[str, Tensor], str | None]:
                 f"{path}: expected a pickled dict layer -> [weight, bias] (Caffe layers saved "
                 "with pycaffe), got " + type(raw).__name__
             )
-        return state, "caffe"
+        return state, "caffe", None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # Lightning checkpoints may pickle hyper-parameter objects
         state = torch.load(path, map_location="cpu", weights_only=False)
     # MARS and 3D-ResNets save {"arch", "state_dict"} (tsn-pytorch too, with its own names)
     told = "mars" if isinstance(state, dict) and "arch" in state else None
+    dm = state.get("datamodule_hyper_parameters") if isinstance(state, dict) else None
+    norm = dm.get("rgb_norm", "imagenet") if isinstance(dm, dict) else None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if isinstance(state, dict) and (caffe := _caffe_dict(state)) is not None:
-        return caffe, "caffe"
+        return caffe, "caffe", None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"{path}: holds no state dict")
-    return dict(state), told
+    return dict(state), told, norm
 
 
 # ---- renaming ----
@@ -337,7 +344,8 @@ def load_weights(
     classifier for another number of classes) unless ``strict``. BatchNorm's
     ``num_batches_tracked`` counters, absent from older files, are not reported missing.
     Sets ``model.input_norm`` to the convention of the scheme's weights
-    (:data:`SCHEME_INPUT_NORMS`) and logs the per-layer report.
+    (:data:`SCHEME_INPUT_NORMS`; for a Lightning checkpoint of :mod:`mvaccel.train`, its data
+    module's ``rgb_norm``) and logs the per-layer report.
 
     Args:
         model: the backbone to fill.
@@ -359,7 +367,7 @@ def load_weights(
             ``model``.
     """
     path = Path(path)
-    state, told = read_state(path)
+    state, told, trained_norm = read_state(path)
     if scheme == "auto":
         scheme = detect_scheme(state, model)
         if scheme == "mvaccel" and told is not None:  # MARS / 3D-ResNets: native names
@@ -414,6 +422,7 @@ def load_weights(
     norm = SCHEME_INPUT_NORMS.get(scheme)
     if scheme == "mmaction" and isinstance(model, BNInception):
         norm = "caffe_bgr"  # mmaction's BN-Inception is TSN's Caffe model
+    norm = norm or trained_norm  # a checkpoint of mvaccel.train: the data it was trained on
     if norm is not None:
         model.input_norm = norm
     report["input_norm"] = getattr(model, "input_norm", "imagenet")
