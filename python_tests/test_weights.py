@@ -363,6 +363,56 @@ def test_full_size_clarifai_and_bn_inception_shapes_are_the_caffe_ones():
         assert tuple(bn[f"{names[caffe]}.weight"].shape) == (cout, cin, k, k), caffe
 
 
+def test_tsn_caffemodel_of_bn_inception(tmp_path):
+    # TSN's own release: Caffe names with "/", its BN layers (scale, shift, mean, variance as
+    # (1, C, 1, 1) blobs), the classifier "fc-action".
+    state = bn_inception_state(101, fc="fc-action")
+    net = b""
+    for name in bn_inception_convs():
+        caffe = name.replace("_", "/", 1) if name.startswith(("conv", "inception")) else name
+        if name.startswith("inception"):
+            caffe = name[:12] + "/" + name[13:]  # inception_3a/1x1
+        w, b = (state[f"{name}.{p}"].numpy() for p in ("weight", "bias"))
+        net += _layer(caffe, [w, b])
+        bn = [state[f"{name}_bn.{p}"].numpy().reshape(1, -1, 1, 1)
+              for p in ("weight", "bias", "running_mean", "running_var")]  # fmt: skip
+        net += _layer(f"{caffe}_bn", bn)
+    net += _layer("fc-action", [state["fc-action.weight"].numpy(), state["fc-action.bias"].numpy()])
+    path = tmp_path / "ucf101_split1_tsn_rgb_bn_inception.caffemodel"
+    path.write_bytes(net)
+    model = B.BNInception(num_classes=101).eval()
+    report = B.load_weights(model, path, strict=True)
+    assert report["scheme"] == "caffe" and report["input_norm"] == "caffe_bgr"
+    assert report["missing"] == [] and report["unexpected"] == []
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), bn_inception_reference(state, x, "fc-action"))
+
+
+def test_fit_refuses_rgb_normalised_otherwise_than_the_weights(tmp_path):
+    from types import SimpleNamespace
+    from unittest import mock
+
+    from mvaccel.train import ActionClassifier
+
+    path = _save(tmp_path, "bn_inception.pth", bn_inception_state(1000))
+    model = ActionClassifier(backbone="bninception", num_classes=4, pretrained=str(path))
+    assert model.net.input_norm == "caffe_bgr"
+
+    def fit_start(rgb_norm, modalities=("rgb",)):
+        dm = SimpleNamespace(modalities=list(modalities), val_modalities=list(modalities),
+                             hparams={"rgb_norm": rgb_norm})  # fmt: skip
+        trainer = SimpleNamespace(datamodule=dm)
+        with mock.patch.object(type(model), "trainer", new_callable=mock.PropertyMock,
+                               return_value=trainer):  # fmt: skip
+            model.on_fit_start()
+
+    fit_start("caffe_bgr")
+    fit_start("imagenet", modalities=("flow",))  # the network reads no RGB
+    with pytest.raises(ValueError, match="expect RGB normalised as 'caffe_bgr'.*--data.rgb_norm"):
+        fit_start("imagenet")
+
+
 def test_bad_weight_files(tmp_path):
     model = B.ClarifaiNet(num_classes=5, in_channels=3, width=0.25)
     bad = tmp_path / "broken.caffemodel"

@@ -23,7 +23,8 @@ Schemes (:data:`SCHEMES`):
   or from the ``.npy`` / ``.pth`` dicts people save with pycaffe
   (``{k: [b.data for b in v] for k, v in net.params.items()}``): ClarifaiNet (CNN-M-2048)
   ``conv1`` ... ``conv5``, ``fc6``, ``fc7``, ``fc8`` and PReLU slopes ``relu1`` ... ``relu7``
-  (or ``prelu1`` ...), and BN-Inception by its layer names. Blobs keep Caffe's layout
+  (or ``prelu1`` ...), and BN-Inception by its layer names (``conv1/7x7_s2`` or
+  ``conv1_7x7_s2``; TSN's ``BN`` layers: scale, shift, mean, variance). Blobs keep Caffe's layout
   (``out, in, kh, kw``; legacy 4D inner-product blobs are reshaped). caffe-tensorflow's
   ``.npy`` (TensorFlow layout, ``h, w, in, out``) is not this layout and is refused by shape.
 
@@ -54,7 +55,9 @@ log = logging.getLogger(__name__)
 SCHEMES = ("auto", "mvaccel", "tsn", "mmaction", "mars", "caffe")
 #: the RGB input convention each scheme's weights were trained with, where it is fixed.
 SCHEME_INPUT_NORMS = {"tsn": "caffe_bgr", "mars": "activitynet", "caffe": "caffe_bgr"}
-CAFFE_SUFFIXES = (".caffemodel", ".npy", ".npz")
+#: parameter names of a Caffe layer's blobs, in order: a conv / inner product (weight, bias); a
+#: PReLU (slope); TSN's ``BN`` layer (scale, shift, history mean, history variance).
+CAFFE_BLOBS = ("weight", "bias", "running_mean", "running_var")
 
 
 # ---- reading files ----
@@ -171,7 +174,7 @@ def _caffe_dict(d: dict) -> dict[str, Tensor] | None:
     for layer, blobs in d.items():
         if isinstance(blobs, dict):
             blobs = [blobs[k] for k in ("weights", "biases", "0", "1", 0, 1) if k in blobs]
-        for blob, param in zip(blobs, ("weight", "bias"), strict=False):
+        for blob, param in zip(blobs, CAFFE_BLOBS, strict=False):
             out[f"{layer}.{param}"] = _tensor(blob)
     return out
 
@@ -198,7 +201,7 @@ def read_state(path: str | Path) -> tuple[dict[str, Tensor], str | None, str | N
         raise FileNotFoundError(f"weights file not found: {path}")
     if path.suffix == ".caffemodel":
         return {f"{k}.{p}": _tensor(b) for k, v in read_caffemodel(path).items()
-                for b, p in zip(v, ("weight", "bias"), strict=False)}, "caffe", None  # fmt: skip
+                for b, p in zip(v, CAFFE_BLOBS, strict=False)}, "caffe", None  # fmt: skip
     if path.suffix in (".npy", ".npz"):
         raw = np.load(path, allow_pickle=True, encoding="latin1")
         if isinstance(raw, np.ndarray) and raw.dtype == object and raw.shape == ():
@@ -233,7 +236,7 @@ def read_state(path: str | Path) -> tuple[dict[str, Tensor], str | None, str | N
 # ---- renaming ----
 
 _PREFIXES = ("module.", "base_model.", "backbone.")
-_HEADS = {"new_fc.": "fc.", "cls_head.fc_cls.": "fc.", "last_linear.": "fc."}
+_HEADS = {"new_fc.": "fc.", "cls_head.fc_cls.": "fc.", "last_linear.": "fc.", "fc-action.": "fc."}
 _MM_RESNET = [
     (re.compile(r"^conv1\.conv\."), "conv1."),
     (re.compile(r"^conv1\.bn\."), "bn1."),
@@ -261,6 +264,7 @@ def _by_layer_name(state: dict[str, Tensor], names: dict[str, str]) -> dict[str,
     out = {}
     for k, v in state.items():
         layer, _, param = k.rpartition(".")
+        layer = layer.replace("/", "_")  # Caffe's own names: conv1/7x7_s2, inception_3a/1x1
         out[f"{names[layer]}.{param}" if layer in names else k] = v
     return out
 
@@ -280,6 +284,8 @@ def detect_scheme(keys, model: nn.Module) -> str:
     if any(k.startswith(("backbone.", "module.backbone.", "cls_head.")) for k in keys):
         return "mmaction"
     bare = {_strip(k).rpartition(".")[0] for k in keys}
+    if "conv1/7x7_s2" in bare:  # the layer names of TSN's own .caffemodel
+        return "caffe"
     if "conv1_7x7_s2" in bare:
         return "tsn"
     if isinstance(model, ClarifaiNet) and "conv1" in bare and "conv1.0" not in bare:
