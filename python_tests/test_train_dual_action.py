@@ -408,3 +408,20 @@ def test_mars_recipes_train_from_mars_checkpoints(root, tmp_path):
                                             "--trainer.max_steps=1"])  # fmt: skip
     with pytest.raises(ValueError, match="expect RGB normalised as 'activitynet'"):
         cli.trainer.fit(cli.model, cli.datamodule)
+
+
+def test_mars_route_recipes_agree():
+    import yaml
+
+    names = ["dual_action_flow_teacher_mars", "dual_action_stream_mars", "dual_action_fusion_mars"]
+    t, s, f = (yaml.safe_load((RECIPES / f"{n}.yaml").read_text()) for n in names)
+    assert {c["model"]["init_args"]["backbone"] for c in (t, s, f)} == {"resnext3d101"}
+    assert t["model"]["init_args"]["finetune"] == "last_block"
+    assert "Flow_Kinetics" in t["model"]["init_args"]["pretrained"]
+    assert "RGB_Kinetics" in s["model"]["init_args"]["pretrained"]
+    # MARS's inputs everywhere: RGB minus the ActivityNet mean, flow JPEG value - 127.5
+    assert s["data"]["rgb_norm"] == f["data"]["rgb_norm"] == "activitynet"
+    assert {c["data"]["motion_std"] for c in (t, s, f)} == {1 / 255}
+    assert "teacher_mars" in s["model"]["init_args"]["teacher_checkpoint"]
+    assert "stream_mars" in f["model"]["init_args"]["rgb_checkpoint"]
+    assert "teacher_mars" in f["model"]["init_args"]["flow_checkpoint"]
