@@ -403,11 +403,17 @@ def test_mars_recipes_train_from_mars_checkpoints(root, tmp_path):
     before = _objective(model, batch)
     cli.trainer.fit(model, train_dataloaders=DataLoader([batch] * 3, batch_size=None))
     assert cli.trainer.global_step == 3 and _objective(model, batch) < before
+    cli.trainer.save_checkpoint(tmp_path / "student_mars.ckpt")
     # the RGB convention is the weights': another one is refused when training starts
     cli = build("dual_action_stream_mars", [*args, "--data.rgb_norm=imagenet",
                                             "--trainer.max_steps=1"])  # fmt: skip
     with pytest.raises(ValueError, match="expect RGB normalised as 'activitynet'"):
         cli.trainer.fit(cli.model, cli.datamodule)
+    # evaluation rebuilds from the checkpoint alone: MARS's files are not read again
+    rgb.unlink()
+    flow.unlink()
+    net = network_from_checkpoint(load_checkpoint(tmp_path / "student_mars.ckpt"))
+    assert torch.equal(net.layer4[0].conv3.weight, model.net.layer4[0].conv3.weight)
 
 
 def test_mars_route_recipes_agree():

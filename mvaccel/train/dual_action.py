@@ -128,6 +128,9 @@ class ClipClassifier(ActionClassifier):
             ``resnet3d`` with ``backbone_kwargs={depth, width}``).
     """
 
+    #: the checkpoint holds the weights: evaluation does not read ``pretrained`` again.
+    INFERENCE_OVERRIDES: ClassVar[dict] = dict(pretrained=None)
+
     def __init__(
         self, clip_channels: int = 3, channels_last: bool = False, finetune: str = "all", **kw
     ):
@@ -224,7 +227,7 @@ class DualActionStream(ClipClassifier):
         **kw: :class:`ClipClassifier`'s arguments (the student's backbone etc.).
     """
 
-    INFERENCE_OVERRIDES: ClassVar[dict] = dict(teacher_checkpoint=None, loss="ce")
+    INFERENCE_OVERRIDES: ClassVar[dict] = dict(teacher_checkpoint=None, loss="ce", pretrained=None)
     TRAINING_ONLY: ClassVar[tuple[str, ...]] = ("teacher.",)
 
     def __init__(
@@ -373,7 +376,9 @@ class DualActionFusion(ClipClassifier):
             ``backbone_kwargs``, the fusion's optimizer.
     """
 
-    INFERENCE_OVERRIDES: ClassVar[dict] = dict(rgb_checkpoint=None, flow_checkpoint=None)
+    INFERENCE_OVERRIDES: ClassVar[dict] = dict(
+        rgb_checkpoint=None, flow_checkpoint=None, pretrained=None
+    )
 
     def __init__(
         self,
