@@ -9,13 +9,16 @@ from torch import nn
 
 from mvaccel.nn import (
     BN_INCEPTION_TAPS,
+    Bottleneck,
     FeatureTaps,
     OFFLayer,
     OFFSubNetwork,
     OFFUnit,
     RawOFF,
     SegmentConsensus,
+    TapOFFLayer,
 )
+from mvaccel.nn.off import AUTHORS_SPATIAL_KERNEL
 from mvaccel.ops.off import off_gradients_reference, off_gradients_stack_reference
 
 
@@ -88,7 +91,14 @@ def test_feature_taps():
 
 def _subnet(num_classes=4, mode="off"):
     return OFFSubNetwork(
-        (8, 24, 16), num_classes, widths=(12, 12, 16), blocks=1, reduce=6, dropout=0.0, mode=mode
+        (8, 24, 16),
+        num_classes,
+        widths=(12, 12, 16),
+        blocks=1,
+        reduce=6,
+        dropout=0.0,
+        mode=mode,
+        architecture="resnet20",
     )
 
 
@@ -180,3 +190,89 @@ def test_off_network_fits_a_tiny_motion_task(one_thread):
         accs = [(s.argmax(1) == y).float().mean().item() for s in net(_levels(taps, clips))]
     # Every level's classifier (the last is the prediction) on unseen clips; chance is 0.25.
     assert min(accs) >= 0.9, f"OFF network accuracies {accs} on the 4-direction task"
+
+
+# ---- the authors' released nets (kevin-ssy/Optical-Flow-Guided-Feature train.prototxt) ----
+
+#: BN-Inception's tapped blocks: 3a, 3b | 3c, 4a, 4b, 4c, 4d | 5a, 5b output channels.
+BN_TAP_CHANNELS = [[256, 320], [576, 576, 576, 608, 608], [1024, 1024]]
+
+
+def test_authors_rgb_off_layer_against_a_reference():
+    torch.manual_seed(0)
+    layer = OFFLayer(5, reduce=6, mode="rgb", spatial_channels=4, relu=True,
+                     spatial_kernel="authors", spatial_dropout=0.8).double().eval()  # fmt: skip
+    assert layer.out_channels == 6 + 4
+    f = torch.randn(2, 3, 5, 7, 9, dtype=torch.float64)
+    out = layer(f)
+    r = F.relu(layer.reduce(f.flatten(0, 1))).view(2, 3, 6, 7, 9)
+    # their Caffe "sobel" filler, one kernel per channel, on the earlier frame of each pair
+    k = torch.tensor([[0, 1, 0], [-1, 0, 1], [0, -1, 0]], dtype=torch.float64)
+    s = layer.spatial(f[:, :-1].flatten(0, 1))
+    g = F.conv2d(s, k.expand(4, 1, 3, 3), padding=1, groups=4).view(2, 2, 4, 7, 9)
+    torch.testing.assert_close(out, torch.cat([g, r[:, 1:] - r[:, :-1]], 2))
+    assert torch.equal(torch.tensor(AUTHORS_SPATIAL_KERNEL, dtype=torch.float64), k)
+    # the pair form gives the same pair
+    torch.testing.assert_close(layer(f[:, 1], f[:, 0]), out[:, 0])
+    # dropout 0.8 on the spatial branch only, in training
+    layer.train()
+    torch.manual_seed(1)
+    train_out = layer(f)
+    zeros = (train_out[:, :, :4] == 0).double().mean().item()
+    assert 0.7 < zeros < 0.9
+    torch.testing.assert_close(train_out[:, :, 4:], out[:, :, 4:])
+    with pytest.raises(ValueError, match="spatial_kernel must be one of"):
+        OFFLayer(5, mode="rgb", spatial_kernel="prewitt")
+
+
+def test_tap_off_layer_is_one_layer_per_tap():
+    torch.manual_seed(0)
+    tap = TapOFFLayer([3, 5], reduce=4, mode="temporal", relu=True).double()
+    f = torch.randn(2, 3, 8, 6, 6, dtype=torch.float64)
+    expected = torch.cat([tap.taps[0](f[:, :, :3]), tap.taps[1](f[:, :, 3:])], 2)
+    torch.testing.assert_close(tap(f), expected)
+    assert tap.out_channels == 8 and expected.shape == (2, 2, 8, 6, 6)
+    with pytest.raises(ValueError, match="expected 8 channels"):
+        tap(f[:, :, :7])
+
+
+def test_bottleneck_without_batchnorm():
+    b = Bottleneck(6, 2, 10, last_kernel=3, relu=False).double()
+    x = torch.randn(1, 6, 5, 5, dtype=torch.float64)
+    y = b.conv3(F.relu(b.conv2(F.relu(b.conv1(x))))) + b.shortcut(x)
+    torch.testing.assert_close(b(x), y)
+    assert y.min() < 0  # no ReLU after the last sum
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in b.modules())
+    assert isinstance(Bottleneck(4, 2, 4).shortcut, nn.Identity)
+
+
+def test_authors_subnetwork_is_their_prototxt():
+    net = OFFSubNetwork(BN_TAP_CHANNELS, 101, mode="rgb").eval()  # architecture="authors"
+    u0, u1, u2 = net.units
+    # a 1x1 conv (128) + ReLU per inception block; RGB-OFF: 32 spatial + 128 temporal
+    assert [t.reduce.in_channels for t in u1.layer.taps] == BN_TAP_CHANNELS[1]
+    assert all(t.relu and t.out_channels == 160 for u in net.units for t in u.layer.taps)
+    convs = [(u.transition.in_channels, u.transition.out_channels, u.transition.kernel_size[0],
+              u.transition.stride[0]) for u in net.units]  # fmt: skip
+    assert convs == [(320, 64, 7, 2), (5 * 160 + 256, 128, 5, 2), (2 * 160 + 512, 256, 3, 1)]
+    assert [[b.conv3.out_channels for b in u.blocks] for u in net.units] == [
+        [256] * 3,
+        [512] * 2,
+        [1024],
+    ]
+    assert u0.blocks[0].conv1.out_channels == 64 and u2.blocks[0].conv2.out_channels == 256
+    assert u1.blocks[1].conv3.kernel_size == (3, 3)  # their motion_conv3_trans_14b
+    assert not u2.blocks[-1].relu and u1.blocks[-1].relu
+    assert all(h[-2].p == 0.8 for h in net.heads)
+    assert isinstance(net.heads[0][0], nn.MaxPool2d) and isinstance(
+        net.heads[1][0], nn.AdaptiveAvgPool2d
+    )
+    levels = [
+        torch.randn(1, 2, sum(c), s, s) for c, s in zip(BN_TAP_CHANNELS, (28, 14, 7), strict=True)
+    ]
+    with torch.no_grad():
+        assert [tuple(s.shape) for s in net(levels)] == [(1, 101)] * 3
+    with pytest.raises(ValueError, match="has 3 levels"):
+        OFFSubNetwork(BN_TAP_CHANNELS[:2], 5)
+    with pytest.raises(ValueError, match="architecture must be one of"):
+        OFFSubNetwork(BN_TAP_CHANNELS, 5, architecture="paper")

@@ -267,7 +267,7 @@ def test_bad_inputs_fail_clearly(root, teacher, tmp_path):
     with pytest.raises(ValueError, match="does not fit"):  # another width than the teacher's
         DualActionStream(teacher_checkpoint=str(teacher), backbone="resnet3d",
                          backbone_kwargs=dict(depth=10, width=0.25), num_classes=3)  # fmt: skip
-    with pytest.raises(ValueError, match="3D ResNet"):
+    with pytest.raises(ValueError, match="must be a 3D network .*got 'resnet18'"):
         ClipClassifier(backbone="resnet18", num_classes=3)
     with pytest.raises(ValueError, match="loss must be one of"):
         _module("kd")
@@ -330,3 +330,104 @@ def test_channels_last_gives_the_same_scores():
     x = torch.randn(2, 1, 2, 4, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(b(x), a(x), rtol=1e-4, atol=1e-5)
+
+
+# ---- MARS's route: ResNeXt-101 3D from MARS's checkpoints, the last block fine-tuned ----
+
+#: the ResNeXt-101 of the MARS recipes shrunk: ResNeXt-50, cardinality 8, 1/4 width
+TINY_RESNEXT = dict(depth=50, width=0.25, cardinality=8)
+
+
+def _mars_file(path: Path, in_channels: int, seed: int) -> Path:
+    """A MARS-style checkpoint (arch, DataParallel keys, 400 Kinetics classes) of the tiny net."""
+    from mvaccel.nn.backbones import resnext3d
+
+    torch.manual_seed(seed)
+    net = resnext3d(**TINY_RESNEXT, num_classes=400, in_channels=in_channels)
+    for m in net.modules():  # BN statistics that differ from a fresh network's
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    state = {f"module.{k}": v for k, v in net.state_dict().items()}
+    torch.save({"arch": "resnext-101", "epoch": 1, "state_dict": state}, path)
+    return path
+
+
+def test_finetune_last_block_trains_layer4_and_fc_only(tmp_path):
+    mars = _mars_file(tmp_path / "Flow_Kinetics_16f.pth", 2, seed=0)
+    model = ClipClassifier(backbone="resnext3d", backbone_kwargs=TINY_RESNEXT, num_classes=3,
+                           clip_channels=2, pretrained=str(mars), finetune="last_block",
+                           lr=0.1)  # fmt: skip
+    src = {k.removeprefix("module."): v for k, v in torch.load(mars)["state_dict"].items()}
+    assert torch.equal(model.net.layer2[0].conv2.weight, src["layer2.0.conv2.weight"])
+    assert model.net.layer2[0].conv2.groups == 8 and model.net.fc.out_features == 3
+    trainable = {n.split(".")[0] for n, p in model.net.named_parameters() if p.requires_grad}
+    assert trainable == {"layer4", "fc"}
+    before = {k: v.clone() for k, v in model.net.state_dict().items()}
+    opt = model.configure_optimizers()
+    model.train()
+    assert not model.net.layer3.training and model.net.layer4.training
+    x = torch.randn(2, 1, 2, 4, 32, 32)
+    for _ in range(2):
+        opt.zero_grad()
+        F.cross_entropy(model(x), torch.tensor([0, 2])).backward()
+        opt.step()
+    after = model.net.state_dict()
+    moved = {k.split(".")[0] for k in after if not torch.equal(after[k], before[k])}
+    # layer4's weights and BN statistics move; stem, layer1-3 and their BN statistics do not
+    assert moved == {"layer4", "fc"}, moved
+    assert not torch.equal(after["layer4.0.bn1.running_mean"], before["layer4.0.bn1.running_mean"])
+    with pytest.raises(ValueError, match="finetune must be one of"):
+        ClipClassifier(backbone="resnext3d", backbone_kwargs=TINY_RESNEXT, finetune="layer4")
+
+
+def test_mars_recipes_train_from_mars_checkpoints(root, tmp_path):
+    flow = _mars_file(tmp_path / "Flow_Kinetics_16f.pth", 2, seed=0)
+    rgb = _mars_file(tmp_path / "RGB_Kinetics_16f.pth", 3, seed=1)
+    net = ["--model.init_args.backbone=resnext3d",
+           f"--model.init_args.backbone_kwargs={TINY_RESNEXT}".replace("'", ""),
+           "--data.new_length=4", "--model.init_args.lr=0.01"]  # fmt: skip
+    cli = build("dual_action_flow_teacher_mars", [*tiny_overrides(root), *net,
+                f"--model.init_args.pretrained={flow}", "--trainer.max_steps=2"])  # fmt: skip
+    assert cli.model.hparams.finetune == "last_block" and cli.model.net.input_norm == "activitynet"
+    assert cli.model.net.layer1[0].conv2.groups == 8
+    teacher = _fit(cli, 2, tmp_path / "teacher_mars.ckpt")
+    args = [*tiny_overrides(root, teacher), *net, f"--model.init_args.pretrained={rgb}"]
+    cli = build("dual_action_stream_mars", [*args, "--trainer.max_steps=3"])
+    model = cli.model
+    assert isinstance(model, DualActionStream) and model.net.input_norm == "activitynet"
+    assert cli.datamodule.hparams.rgb_norm == "activitynet"
+    src = {k.removeprefix("module."): v for k, v in torch.load(rgb)["state_dict"].items()}
+    assert torch.equal(model.net.layer3[1].conv1.weight, src["layer3.1.conv1.weight"])
+    batch = _batch(cli)
+    before = _objective(model, batch)
+    cli.trainer.fit(model, train_dataloaders=DataLoader([batch] * 3, batch_size=None))
+    assert cli.trainer.global_step == 3 and _objective(model, batch) < before
+    cli.trainer.save_checkpoint(tmp_path / "student_mars.ckpt")
+    # the RGB convention is the weights': another one is refused when training starts
+    cli = build("dual_action_stream_mars", [*args, "--data.rgb_norm=imagenet",
+                                            "--trainer.max_steps=1"])  # fmt: skip
+    with pytest.raises(ValueError, match="expect RGB normalised as 'activitynet'"):
+        cli.trainer.fit(cli.model, cli.datamodule)
+    # evaluation rebuilds from the checkpoint alone: MARS's files are not read again
+    rgb.unlink()
+    flow.unlink()
+    net = network_from_checkpoint(load_checkpoint(tmp_path / "student_mars.ckpt"))
+    assert torch.equal(net.layer4[0].conv3.weight, model.net.layer4[0].conv3.weight)
+
+
+def test_mars_route_recipes_agree():
+    import yaml
+
+    names = ["dual_action_flow_teacher_mars", "dual_action_stream_mars", "dual_action_fusion_mars"]
+    t, s, f = (yaml.safe_load((RECIPES / f"{n}.yaml").read_text()) for n in names)
+    assert {c["model"]["init_args"]["backbone"] for c in (t, s, f)} == {"resnext3d101"}
+    assert t["model"]["init_args"]["finetune"] == "last_block"
+    assert "Flow_Kinetics" in t["model"]["init_args"]["pretrained"]
+    assert "RGB_Kinetics" in s["model"]["init_args"]["pretrained"]
+    # MARS's inputs everywhere: RGB minus the ActivityNet mean, flow JPEG value - 127.5
+    assert s["data"]["rgb_norm"] == f["data"]["rgb_norm"] == "activitynet"
+    assert {c["data"]["motion_std"] for c in (t, s, f)} == {1 / 255}
+    assert "teacher_mars" in s["model"]["init_args"]["teacher_checkpoint"]
+    assert "stream_mars" in f["model"]["init_args"]["rgb_checkpoint"]
+    assert "teacher_mars" in f["model"]["init_args"]["flow_checkpoint"]

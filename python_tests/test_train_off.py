@@ -26,6 +26,7 @@ from mvaccel.train.off import DEFAULT_TAPS
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "mvaccel" / "recipes"
 RGB = ["off_stage1_tsn", "off_stage2", "off_stage3"]
 RAW = ["off_rawoff_stage1", "off_rawoff_stage2", "off_rawoff_stage3"]
+FLOW = ["off_flow_stage2", "off_flow_stage3"]  # stage 1: recipes/two_stream_flow.yaml (TSN)
 BETA = 4  # test_segments of the tiny runs (16-frame videos: interval 4)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -50,6 +51,8 @@ def off_overrides(root: Path, raw: bool = False, init: Path | None = None) -> li
         "--model.init_args.backbone=clarifai",
         "--model.init_args.backbone_kwargs={width: 0.0625, dropout: [0.1, 0.1], prelu: false}",
         "--model.init_args.taps=null",
+        "--data.rgb_norm=imagenet",
+        "--model.init_args.off_architecture=resnet20",  # the authors' needs BN-Inception's levels
         "--model.init_args.off_widths=[8, 16]",
         "--model.init_args.off_blocks=1",
         "--model.init_args.off_reduce=8",
@@ -122,6 +125,7 @@ def test_recipes_hold_the_papers_settings():
         assert c["trainer"]["gradient_clip_val"] == 40
         assert m.get("raw_off", False) == (n in RAW)
         assert d["new_length"] == (6 if n in RAW else 1)
+        assert d["rgb_norm"] == "caffe_bgr"  # TSN's Caffe BN-Inception weights
         stage = m["stage"]
         assert n.endswith(str(stage)) or (stage == 1 and n.endswith("tsn"))
         if stage == 1:
@@ -130,7 +134,7 @@ def test_recipes_hold_the_papers_settings():
             assert d["sampling"] == "fixed" and d["num_segments"] == 7
             assert d["val_segments"] == 25 and d["batch_size"] * 4 == 128
             assert c["trainer"]["accumulate_grad_batches"] == 4
-            assert m["off_widths"] == [128, 192, 256] and m["off_blocks"] == 3
+            assert m["off_architecture"] == "authors" and "off_widths" not in m
             assert m["off_reduce"] == 128 and m["fusion_weights"] == [1.0, 1.0]
             assert m["off_mode"] == ("temporal" if n in RAW else "rgb")
     s2, s3 = cfg["off_stage2"]["model"]["init_args"], cfg["off_stage3"]["model"]["init_args"]
@@ -140,14 +144,38 @@ def test_recipes_hold_the_papers_settings():
     assert "off_stage1" in s2["init_checkpoint"]
 
 
+def test_off_flow_recipes_hold_the_papers_settings():
+    import yaml
+
+    f2, f3 = (yaml.safe_load(recipe(n).read_text()) for n in FLOW)
+    for c in (f2, f3):
+        m, d = c["model"]["init_args"], c["data"]
+        assert m["off_architecture"] == "authors" and m["off_mode"] == "temporal"
+        assert d["modalities"] == ["flow"] and d["new_length"] == 5
+        assert d["sampling"] == "fixed" and d["num_segments"] == 7 and d["val_segments"] == 25
+        assert m["off_dropout"] == 0.8 and m["test_segments"] == 25
+    # section 5.1: flow lr 0.05 (stage 2) and 0.0005 (stage 3); stage 2 starts from TSN's flow net
+    assert f2["model"]["init_args"]["lr"] == 0.05 and f3["model"]["init_args"]["lr"] == 0.0005
+    assert "two_stream_flow" in f2["model"]["init_args"]["init_checkpoint"]
+    assert "off_flow_stage2" in f3["model"]["init_args"]["init_checkpoint"]
+
+
 def test_recipe_backbone_builds_at_the_papers_size():
-    # BN-Inception at 224: the authors' three levels, 28 / 14 / 7, feed the OFF units.
+    # BN-Inception at 224: the authors' three levels, 28 / 14 / 7, feed the OFF units, a 1x1
+    # conv per inception block (3a, 3b | 3c, 4a-4d | 5a, 5b).
     model = OFFNetwork(stage=2, backbone="bninception", num_classes=5, in_channels=3,
                        off_mode="rgb", test_segments=25)  # fmt: skip
-    assert [u.layer.reduce.in_channels for u in model.off.units] == [576, 2944, 2048]
-    assert [u.width for u in model.off.units] == [128, 192, 256]
-    assert sum(len(u.blocks) for u in model.off.units) == 9
+    taps = [[t.reduce.in_channels for t in u.layer.taps] for u in model.off.units]
+    assert taps == [[256, 320], [576, 576, 576, 608, 608], [1024, 1024]]
+    assert [u.width for u in model.off.units] == [256, 512, 1024]
     assert not any(p.requires_grad for p in model.net.parameters())
+    flow = OFFNetwork(stage=2, backbone="bninception", num_classes=5, in_channels=10,
+                      off_mode="temporal", test_segments=25)  # fmt: skip
+    assert flow.off.units[1].transition.in_channels == 5 * 128 + 256
+    old = OFFNetwork(stage=2, backbone="bninception", num_classes=5, in_channels=3,
+                     off_architecture="resnet20", test_segments=25)  # fmt: skip
+    assert [u.layer.reduce.in_channels for u in old.off.units] == [576, 2944, 2048]
+    assert [u.width for u in old.off.units] == [128, 192, 256]
 
 
 @pytest.mark.parametrize("name", RGB + RAW)
@@ -182,10 +210,30 @@ def test_stage_trains_through_its_recipe(name, root, ckpts, tmp_path):
         assert not all(same)
 
 
+def test_off_flow_stage2_trains_through_its_recipe(root, tmp_path):
+    # Stage 1 is TSN's flow network (an ActionClassifier); OFF(Flow) freezes it.
+    tsn = ActionClassifier(backbone="clarifai", num_classes=3, in_channels=2,
+                           backbone_kwargs={"width": 0.0625, "prelu": False})  # fmt: skip
+    init = tmp_path / "tsn_flow.ckpt"
+    torch.save({"state_dict": {f"net.{k}": v for k, v in tsn.net.state_dict().items()}}, init)
+    cli = build("off_flow_stage2", [*off_overrides(root, init=init), "--trainer.max_steps=4"])
+    model = cli.model
+    assert model.hparams.in_channels == 2 and model.off.units[0].layer.mode == "temporal"
+    assert all(torch.equal(v, tsn.net.state_dict()[k]) for k, v in model.net.state_dict().items())
+    batch = _batch(cli)
+    assert batch[0].shape[:3] == (3, 3, 2)  # 3 videos x 3 segments x one (x, y) flow field
+    before = _loss(model, batch)
+    model.train()
+    cli.trainer.fit(model, train_dataloaders=DataLoader([batch] * 4, batch_size=None))
+    assert _loss(model, batch) < before
+    assert all(torch.equal(v, tsn.net.state_dict()[k]) for k, v in model.net.state_dict().items())
+
+
 def test_stage2_freezes_backbone_batchnorm_and_dropout():
     # A BatchNorm backbone: stage 2 leaves its running statistics alone too.
     model = OFFNetwork(stage=2, backbone="resnet18", num_classes=3, in_channels=3,
-                       backbone_kwargs={"dropout": 0.5}, off_widths=[8, 8, 8], off_blocks=1,
+                       backbone_kwargs={"dropout": 0.5}, off_architecture="resnet20",
+                       off_widths=[8, 8, 8], off_blocks=1,
                        off_reduce=8, test_segments=3, lr=0.1)  # fmt: skip
     before = copy.deepcopy(model.net.state_dict())
     opt = model.configure_optimizers()
@@ -204,7 +252,8 @@ def test_stage2_freezes_backbone_batchnorm_and_dropout():
 
 def _tiny(stage: int, **kw) -> OFFNetwork:
     args = dict(backbone="clarifai", num_classes=3, in_channels=3,
-                backbone_kwargs={"width": 0.0625, "prelu": False}, off_widths=[8, 16],
+                backbone_kwargs={"width": 0.0625, "prelu": False}, off_architecture="resnet20",
+                off_widths=[8, 16],
                 off_blocks=1, off_reduce=8, off_spatial_channels=4, test_segments=BETA)  # fmt: skip
     args.update(kw)
     return OFFNetwork(stage=stage, **args)

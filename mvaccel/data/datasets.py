@@ -500,6 +500,10 @@ class VideoDataset(Dataset):
         motion_std: the last divisor of :func:`transforms.normalize_motion`.
         flow_bound: the bound the flow JPEGs were quantised with (20).
         flow_negate: read dense_flow's forward-order flow (see the module docstring).
+        rgb_norm: RGB (and I-frame) input convention of the network's weights, a key of
+            :data:`transforms.RGB_NORMS` (its backbone's ``input_norm``): ``"imagenet"``,
+            ``"caffe_bgr"`` (TSN's BN-Inception, Caffe ClarifaiNets) or ``"activitynet"``
+            (3D-ResNets / MARS).
         cache: decode each video whole once and keep it in memory (small datasets, the
             demo and the tests; per DataLoader worker). Without it (the default) a sample
             decodes only the GOPs holding its frames, up to the last frame it needs there:
@@ -534,10 +538,13 @@ class VideoDataset(Dataset):
         motion_std: float = 1.0,
         flow_bound: float = 20.0,
         flow_negate: bool = False,
+        rgb_norm: str = "imagenet",
         cache: bool = False,
         seed: int = 0,
     ):
         modalities = tuple(modalities)
+        if rgb_norm not in tf.RGB_NORMS:
+            raise ValueError(f"rgb_norm must be one of {sorted(tf.RGB_NORMS)}, got {rgb_norm!r}")
         bad = [m for m in modalities if m not in MODALITIES]
         if not modalities or bad or len(set(modalities)) != len(modalities):
             raise ValueError(f"modalities must be distinct names of {MODALITIES}, got {modalities}")
@@ -571,6 +578,7 @@ class VideoDataset(Dataset):
         self.block, self.accumulate = block, accumulate
         self.bound, self.motion_std = bound, motion_std
         self.flow_bound, self.flow_negate = flow_bound, flow_negate
+        self.rgb_norm = rgb_norm
         self.cache = cache
         self.seed = seed
         self._videos: dict[int, _Video] = {}
@@ -665,10 +673,7 @@ class VideoDataset(Dataset):
         x = x.float()
         if modality == "residual":
             return ((x + 128).clamp(0, 255) / 255 - 0.5) / RESIDUAL_STD
-        c = x.shape[-3]
-        mean = torch.tensor(IMAGENET_MEAN * (c // 3)).view(c, 1, 1)
-        std = torch.tensor(IMAGENET_STD * (c // 3)).view(c, 1, 1)
-        return (x / 255 - mean) / std
+        return tf.normalize_rgb(x, self.rgb_norm)
 
     def _train_view(self, x: Tensor | _Cells | _Rows, params: tf.CropParams, kind: str) -> Tensor:
         """``tf.apply(x.float(), params, ...)``, a segment at a time, cropped before the copy.

@@ -187,3 +187,62 @@ def normalize_motion(x: Tensor, bound: float = 20.0, std: float = 1.0) -> Tensor
     """
     u = x.float().clamp(-bound, bound) * (127.5 / bound) + 128.0
     return (u / 255.0 - 0.5) / std
+
+
+#: RGB input conventions of pre-trained weights: ``(channel order, scale, mean, std)``, mean and
+#: std in the channel order and the scaled range. ``"imagenet"``: torchvision's (RGB / 255,
+#: ImageNet mean and std); ``"caffe_bgr"``: Caffe-trained nets such as TSN's BN-Inception
+#: (tsn-pytorch ``input_mean=[104, 117, 128]``, ``input_std=[1]``, BGR, 0-255) and the Caffe
+#: ClarifaiNets; ``"activitynet"``: Hara et al.'s 3D-ResNets and MARS (RGB, 0-255, minus the
+#: ActivityNet mean, std 1).
+RGB_NORMS: dict[str, tuple[str, float, tuple[float, ...], tuple[float, ...]]] = {
+    "imagenet": ("rgb", 1 / 255, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "caffe_bgr": ("bgr", 1.0, (104.0, 117.0, 128.0), (1.0, 1.0, 1.0)),
+    "activitynet": ("rgb", 1.0, (114.7748, 107.7354, 99.4750), (1.0, 1.0, 1.0)),
+}
+
+
+def _rgb_norm(x: Tensor, convention: str) -> tuple[str, float, Tensor, Tensor]:
+    if convention not in RGB_NORMS:
+        raise ValueError(
+            f"RGB normalisation must be one of {sorted(RGB_NORMS)}, got {convention!r}"
+        )
+    if x.dim() < 3 or x.shape[-3] % 3:
+        raise ValueError(f"expected RGB stacks (..., 3K, H, W), got shape {tuple(x.shape)}")
+    order, scale, mean, std = RGB_NORMS[convention]
+    k = x.shape[-3] // 3
+    mean_t = torch.tensor(mean * k, dtype=torch.float32, device=x.device).view(-1, 1, 1)
+    std_t = torch.tensor(std * k, dtype=torch.float32, device=x.device).view(-1, 1, 1)
+    return order, scale, mean_t, std_t
+
+
+def _swap_rb(x: Tensor) -> Tensor:
+    """RGB <-> BGR of every frame of a ``(..., 3K, H, W)`` stack."""
+    shape = x.shape
+    return x.reshape(*shape[:-3], -1, 3, *shape[-2:]).flip(-3).reshape(shape)
+
+
+def normalize_rgb(x: Tensor, convention: str = "imagenet") -> Tensor:
+    """0-255 RGB stacks -> the network's input convention (one of :data:`RGB_NORMS`).
+
+    Args:
+        x: ``(..., 3K, H, W)`` RGB frames (``K`` stacked), values 0-255 (any dtype).
+        convention: the weights' convention (a backbone's ``input_norm``).
+
+    Returns:
+        float32 ``(..., 3K, H, W)``, channels in the convention's order (BGR for Caffe).
+    """
+    order, scale, mean, std = _rgb_norm(x, convention)
+    x = x.float()
+    if order == "bgr":
+        x = _swap_rb(x)
+    return (x * scale - mean) / std
+
+
+def denormalize_rgb(x: Tensor, convention: str = "imagenet") -> Tensor:
+    """The inverse of :func:`normalize_rgb`, to RGB in ``[0, 1]`` (clamped), ``x``'s dtype."""
+    order, scale, mean, std = _rgb_norm(x, convention)
+    y = (x * std.to(x.dtype) + mean.to(x.dtype)) / (scale * 255)
+    if order == "bgr":
+        y = _swap_rb(y)
+    return y.clamp(0, 1)

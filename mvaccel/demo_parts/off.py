@@ -28,7 +28,8 @@ from . import DemoContext, MethodResult, timed
 ALPHA, BETA = 5, 8
 #: The tiny ClarifaiNet's conv1 output (after its ReLU, before LRN and pooling): one OFF level.
 TAPS = [["conv1.1"]]
-OFF = dict(off_widths=[32], off_blocks=1, off_reduce=16, off_mode="off", off_dropout=0.8,
+OFF = dict(off_architecture="resnet20", off_widths=[32], off_blocks=1, off_reduce=16,
+           off_mode="off", off_dropout=0.8,
            taps=TAPS)  # fmt: skip
 
 

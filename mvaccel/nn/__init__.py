@@ -9,12 +9,23 @@ from . import backbones
 from .common import BN_INCEPTION_TAPS, RESNET_TAPS, FeatureTaps, SegmentConsensus
 from .dmcnet import DMCDiscriminator, DMCGenerator, DMCNetwork
 from .fusion import AttentionFusion
-from .off import OFFLayer, OFFSubNetwork, OFFUnit, RawOFF, ResidualBlock
+from .off import (
+    AuthorsOFFUnit,
+    Bottleneck,
+    OFFLayer,
+    OFFSubNetwork,
+    OFFUnit,
+    RawOFF,
+    ResidualBlock,
+    TapOFFLayer,
+)
 from .tvnet import TVNet
 
 __all__ = [
     "AttentionFusion",
+    "AuthorsOFFUnit",
     "BN_INCEPTION_TAPS",
+    "Bottleneck",
     "DMCDiscriminator",
     "DMCGenerator",
     "DMCNetwork",
@@ -26,6 +37,7 @@ __all__ = [
     "RawOFF",
     "ResidualBlock",
     "SegmentConsensus",
+    "TapOFFLayer",
     "TVNet",
     "backbones",
 ]

@@ -40,7 +40,8 @@ class VideoDataModule(L.LightningDataModule):
         modalities: training inputs, of ``mv``, ``residual``, ``flow``, ``rgb``.
         val_modalities: validation inputs (default: ``modalities[:1]``).
         num_segments / new_length / sampling / test_segments / clip_stride / size / scales /
-        flip / block / accumulate / bound / motion_std / flow_bound / flow_negate / cache: as
+        flip / block / accumulate / bound / motion_std / flow_bound / flow_negate / rgb_norm /
+        cache: as
             :class:`mvaccel.data.VideoDataset` (``test_segments``: OFF's beta, the count that
             fixes the training interval of ``sampling="fixed"``; default ``val_segments``;
             at test the interval comes from the segments sampled).
@@ -80,6 +81,7 @@ class VideoDataModule(L.LightningDataModule):
         motion_std: float = 1.0,
         flow_bound: float = 20.0,
         flow_negate: bool = False,
+        rgb_norm: str = "imagenet",
         val_segments: int = 5,
         val_crops: int = 1,
         batch_size: int = 32,
@@ -172,7 +174,7 @@ class VideoDataModule(L.LightningDataModule):
             scales=tuple(hp.scales) if hp.scales else tf.TSN_SCALES, flip=hp.flip,
             test_crops=hp.val_crops, block=hp.block, accumulate=hp.accumulate, bound=hp.bound,
             motion_std=hp.motion_std, flow_bound=hp.flow_bound, flow_negate=hp.flow_negate,
-            cache=hp.cache, seed=hp.seed,
+            rgb_norm=hp.get("rgb_norm", "imagenet"), cache=hp.cache, seed=hp.seed,
         )  # fmt: skip
         kw.update(overrides)
         mods = modalities or (self.modalities if train else self.val_modalities)

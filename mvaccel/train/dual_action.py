@@ -16,9 +16,16 @@ Three LightningModules, all subclasses of :class:`~mvaccel.train.ActionClassifie
 ``new_length``); a 3D network reads ``C`` channels per frame, so these modules take the clip's
 channels from ``clip_channels`` (3 RGB, 2 flow) and ignore the linked value.
 
-**Backbones.** ``resnet3d18`` / ``50`` / ``101`` of :data:`~mvaccel.train.BACKBONES` (the paper:
-ResNet-101) and ``"resnet3d"`` (:func:`mvaccel.nn.backbones.resnet3d`): any depth and a
-width multiplier (the demo's and the tests' tiny networks).
+**Backbones.** ``resnext3d101`` (MARS's 3D ResNeXt-101, cardinality 32: the network of the
+paper's teacher, MARS's released Kinetics flow model, loadable with
+:func:`mvaccel.nn.backbones.load_weights`), ``"resnext3d"`` (any depth, cardinality and width),
+``resnet3d18`` / ``50`` / ``101`` of :data:`~mvaccel.train.BACKBONES` and ``"resnet3d"``
+(:func:`mvaccel.nn.backbones.resnet3d`: any depth and a width multiplier, the demo's and the
+tests' tiny networks).
+
+**Fine-tuning the last block.** The paper's motion stream is MARS's Kinetics flow model with
+"the last block and the last fully-connected layer" fine-tuned: ``finetune="last_block"``
+trains ``layer4`` and ``fc`` only; everything before stays frozen, its BatchNorm statistics too.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from torch import Tensor, nn
 from .. import distill
 from ..nn.backbones.resnet3d import resnet3d
 from ..nn.fusion import AttentionFusion
-from .modules import ActionClassifier, _fold, build_backbone, tapped
+from .modules import CLIP_BACKBONES, ActionClassifier, _fold, build_backbone, tapped
 
 #: The levels the student matches (eq. 2 and 3, i = 1 ... n-1): the four stages' outputs and the
 #: pooled features before the classifier (``f_(n-1)``, MAR's only level).
@@ -43,6 +50,10 @@ CLIP_LEVELS: tuple[str, ...] = ("layer1", "layer2", "layer3", "layer4", "avgpool
 LOSSES = ("dual_action", "mae", "gram", "mar", "ce")
 #: ``gram_reduction`` values: how eq. 3's L1 norm reduces the ``C x C`` entries.
 GRAM_REDUCTIONS = ("mean", "sum")
+#: ``finetune`` values of :class:`ClipClassifier`: what trains.
+FINETUNE = ("all", "last_block")
+#: The parts ``finetune="last_block"`` trains (MARS's ``ft_begin_index`` 4: layer4 and fc).
+LAST_BLOCK = ("layer4", "fc")
 
 
 def load_stream(net: nn.Module, path: str | Path, role: str) -> None:
@@ -109,26 +120,51 @@ class ClipClassifier(ActionClassifier):
             input channels (the linked ``in_channels`` counts a 2D stack and is ignored).
         channels_last: run the network in ``torch.channels_last_3d`` memory format (GPUs with
             tensor cores, together with ``--trainer.precision 16-mixed``).
-        **kw: :class:`ActionClassifier`'s arguments; ``backbone`` one of the 3D ResNets
-            (``resnet3d18``, ``resnet3d50``, ``resnet3d101``, ``resnet3d`` with
-            ``backbone_kwargs={depth, width}``).
+        finetune: ``"all"`` or ``"last_block"`` (only ``layer4`` and ``fc`` train; the rest,
+            BatchNorm statistics included, stays as ``pretrained`` left it: the paper's
+            fine-tuning of MARS's flow model).
+        **kw: :class:`ActionClassifier`'s arguments; ``backbone`` one of the 3D networks
+            (``resnext3d101``, ``resnext3d``, ``resnet3d18``, ``resnet3d50``, ``resnet3d101``,
+            ``resnet3d`` with ``backbone_kwargs={depth, width}``).
     """
 
-    def __init__(self, clip_channels: int = 3, channels_last: bool = False, **kw):
+    #: the checkpoint holds the weights: evaluation does not read ``pretrained`` again.
+    INFERENCE_OVERRIDES: ClassVar[dict] = dict(pretrained=None)
+
+    def __init__(
+        self, clip_channels: int = 3, channels_last: bool = False, finetune: str = "all", **kw
+    ):
         backbone = kw.get("backbone", "resnet18")
-        if not backbone.startswith("resnet3d"):
+        if not backbone.startswith(CLIP_BACKBONES):
             raise ValueError(
-                f"{type(self).__name__}: backbone must be a 3D ResNet (resnet3d, resnet3d18, "
-                f"resnet3d50, resnet3d101), got {backbone!r}"
+                f"{type(self).__name__}: backbone must be a 3D network (resnext3d101, "
+                f"resnext3d, resnet3d, resnet3d18, resnet3d50, resnet3d101), got {backbone!r}"
             )
         if clip_channels < 1:
             raise ValueError(f"clip_channels must be >= 1, got {clip_channels}")
+        if finetune not in FINETUNE:
+            raise ValueError(f"finetune must be one of {FINETUNE}, got {finetune!r}")
         kw["in_channels"] = clip_channels
         super().__init__(**kw)
         self.image_dims = 4
         self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
         if channels_last:
             self.net.to(memory_format=self.memory_format)
+        if finetune == "last_block":
+            for name, p in self.net.named_parameters():
+                p.requires_grad_(name.startswith(tuple(f"{m}." for m in LAST_BLOCK)))
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """The network's parts that ``finetune`` keeps frozen (eval mode in training)."""
+        if self.hparams.get("finetune", "all") != "last_block":
+            return []
+        return [m for n, m in self.net.named_children() if n not in LAST_BLOCK]
+
+    def train(self, mode: bool = True):  # noqa: D102  (frozen parts keep their BN statistics)
+        super().train(mode)
+        for m in self.frozen_modules():
+            m.eval()
+        return self
 
     def _build(self, in_channels: int) -> nn.Module:
         """Another network of this module's backbone (a teacher or a second stream)."""
@@ -191,7 +227,7 @@ class DualActionStream(ClipClassifier):
         **kw: :class:`ClipClassifier`'s arguments (the student's backbone etc.).
     """
 
-    INFERENCE_OVERRIDES: ClassVar[dict] = dict(teacher_checkpoint=None, loss="ce")
+    INFERENCE_OVERRIDES: ClassVar[dict] = dict(teacher_checkpoint=None, loss="ce", pretrained=None)
     TRAINING_ONLY: ClassVar[tuple[str, ...]] = ("teacher.",)
 
     def __init__(
@@ -340,7 +376,9 @@ class DualActionFusion(ClipClassifier):
             ``backbone_kwargs``, the fusion's optimizer.
     """
 
-    INFERENCE_OVERRIDES: ClassVar[dict] = dict(rgb_checkpoint=None, flow_checkpoint=None)
+    INFERENCE_OVERRIDES: ClassVar[dict] = dict(
+        rgb_checkpoint=None, flow_checkpoint=None, pretrained=None
+    )
 
     def __init__(
         self,
@@ -417,6 +455,7 @@ class DualActionFusion(ClipClassifier):
 
 __all__ = [
     "CLIP_LEVELS",
+    "FINETUNE",
     "GRAM_REDUCTIONS",
     "LOSSES",
     "ClipClassifier",

@@ -31,7 +31,11 @@ BACKBONES = {
     "resnet3d18": backbones.resnet3d18,
     "resnet3d50": backbones.resnet3d50,
     "resnet3d101": backbones.resnet3d101,
+    "resnext3d": backbones.resnext3d,  # backbone_kwargs {depth, cardinality, width}
+    "resnext3d101": backbones.resnext3d101,  # MARS's network
 }
+#: name prefixes of the clip (3D) backbones: inputs ``(N, [S,] C, T, H, W)``.
+CLIP_BACKBONES = ("resnet3d", "resnext3d")
 
 
 def build_backbone(name: str, num_classes: int, in_channels: int, **kw) -> nn.Module:
@@ -106,6 +110,9 @@ class ActionClassifier(L.LightningModule):
     INFERENCE_OVERRIDES: ClassVar[dict] = {}
     #: state-dict prefixes of training-only parts (teachers, discriminators).
     TRAINING_ONLY: ClassVar[tuple[str, ...]] = ()
+    #: whether :attr:`net` reads the data's RGB / I-frame tensors, whose normalisation (the data
+    #: module's ``rgb_norm``) must then be the weights' ``input_norm`` (checked at fit start).
+    NET_READS_RGB: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -133,7 +140,7 @@ class ActionClassifier(L.LightningModule):
                 f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
             )
         self.net = build_backbone(backbone, num_classes, in_channels, **(backbone_kwargs or {}))
-        self.image_dims = 4 if backbone.startswith("resnet3d") else 3
+        self.image_dims = 4 if backbone.startswith(CLIP_BACKBONES) else 3
         if pretrained:
             backbones.load_weights(self.net, pretrained)
 
@@ -144,6 +151,26 @@ class ActionClassifier(L.LightningModule):
         ``(N * S, K)`` scores.
         """
         return self.net
+
+    def on_fit_start(self) -> None:
+        """Refuse RGB normalised otherwise than the ``pretrained`` weights expect (``input_norm``).
+
+        Networks without pre-trained weights learn whatever convention the data has.
+        """
+        dm = getattr(self.trainer, "datamodule", None)
+        want = getattr(self.net, "input_norm", None)
+        pretrained = self.hparams.get("pretrained")
+        if dm is None or want is None or not self.NET_READS_RGB or not pretrained:
+            return
+        mods = set(getattr(dm, "modalities", ()) or ())
+        mods |= set(getattr(dm, "val_modalities", ()) or ())
+        have = dm.hparams.get("rgb_norm", "imagenet") if hasattr(dm, "hparams") else "imagenet"
+        if mods & {"rgb", "iframe"} and have != want:
+            raise ValueError(
+                f"{type(self).__name__}: the network's weights expect RGB normalised as {want!r} "
+                f"(from its pretrained file) but data.rgb_norm is {have!r}: set "
+                f"--data.rgb_norm {want}"
+            )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:  # noqa: D102
         cls = type(self)

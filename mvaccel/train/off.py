@@ -57,8 +57,9 @@ DEFAULT_TAPS: dict[str, tuple[tuple[str, ...], ...]] = {
     "resnet152": RESNET_TAPS,
     "clarifai": (("conv2.1",), ("conv3", "conv4", "conv5.1")),
 }
-#: Output channels of the OFF units of the paper's ResNet-20 sub-network, finest level first.
-PAPER_WIDTHS = (128, 192, 256)
+#: Output channels of the units of ``off_architecture="resnet20"`` (mvaccel's reading of the
+#: paper's "ResNet-20", widths of its own: the paper gives none), finest level first.
+RESNET20_WIDTHS = (128, 192, 256)
 STAGES = (1, 2, 3)
 
 
@@ -96,17 +97,23 @@ class OFFNetwork(ActionClassifier):
             fitting (unless resuming).
         taps: the backbone's submodule names of each level, finest first (None: the
             backbone's :data:`DEFAULT_TAPS`).
-        off_widths: output channels of each level's OFF unit (None: the paper's 128, 192, 256,
-            as many as there are levels).
-        off_blocks: residual blocks per unit (3: the paper's ResNet-20 over three levels).
-        off_strides: resolution ratio between consecutive levels (2 on BN-Inception).
-        off_reduce: channels of the OFF layer's 1x1 convolution (128 in the paper).
+        off_architecture: ``"authors"`` (the authors' released nets: a 1x1 conv + ReLU per
+            tapped block, 7x7/2, 5x5/2, 3x3 transitions, bottlenecks with 256/512/1024 outputs;
+            three levels) or ``"resnet20"`` (mvaccel's earlier reading of the text: basic
+            blocks of ``off_widths``; any number of levels). See
+            :class:`mvaccel.nn.OFFSubNetwork`.
+        off_widths: ``"resnet20"``: output channels of each level's unit (None: 128, 192,
+            256, as many as there are levels; mvaccel's choice).
+        off_blocks: ``"resnet20"``: residual blocks per unit (3 over three levels: 20 layers).
+        off_strides: ``"resnet20"``: resolution ratio between consecutive levels (2).
+        off_reduce: channels of the OFF layer's 1x1 convolutions (128 in the paper).
         off_mode: the OFF layer (:class:`mvaccel.nn.OFFLayer`): ``"off"`` (the paper's Sobel
             x, Sobel y and difference), ``"rgb"`` (the authors' RGB-OFF net: difference plus a
-            32-channel Sobel branch) or ``"temporal"`` (the difference only: the authors'
-            flow-OFF and RGB-diff-OFF nets).
-        off_spatial_channels: width of the ``"rgb"`` mode's Sobel branch.
-        off_dropout: before each OFF classifier (0.8 in the authors' nets).
+            32-channel spatial branch with their fixed kernel) or ``"temporal"`` (the
+            difference only: the authors' flow-OFF and RGB-diff-OFF nets).
+        off_spatial_channels: width of the ``"rgb"`` mode's spatial branch.
+        off_dropout: before each OFF classifier, and (``"authors"``) on the RGB-OFF spatial
+            branch (0.8 in the authors' nets).
         level_weights: loss weight of each OFF level (None: 1 each; eq. 9 per level).
         backbone_weight: loss weight of the backbone's cross-entropy in stage 3 (in stage 2 the
             backbone is frozen and its loss is only logged).
@@ -128,6 +135,7 @@ class OFFNetwork(ActionClassifier):
         stage: int = 2,
         init_checkpoint: str | None = None,
         taps: Sequence[Sequence[str]] | None = None,
+        off_architecture: str = "authors",
         off_widths: Sequence[int] | None = None,
         off_blocks: int = 3,
         off_strides: int | Sequence[int] = 2,
@@ -183,12 +191,12 @@ class OFFNetwork(ActionClassifier):
         if stage >= 2:
             chans = self._level_channels()
             levels = len(chans)
-            widths = list(off_widths) if off_widths else list(PAPER_WIDTHS[:levels])
+            widths = list(off_widths) if off_widths else list(RESNET20_WIDTHS[:levels])
             if len(widths) < levels:
                 widths += [widths[-1]] * (levels - len(widths))
             self.off = OFFSubNetwork(
                 chans, hp.num_classes, widths, off_blocks, off_strides, off_dropout,
-                off_reduce, off_mode, off_spatial_channels,
+                off_reduce, off_mode, off_spatial_channels, off_architecture,
             )  # fmt: skip
         n_levels = len(self.taps)
         self.level_weights = list(level_weights) if level_weights else [1.0] * n_levels
@@ -206,8 +214,8 @@ class OFFNetwork(ActionClassifier):
     # ---- construction ----
 
     @torch.no_grad()
-    def _level_channels(self) -> list[int]:
-        """Channels of each tapped level (one probe of the backbone at 224x224)."""
+    def _level_channels(self) -> list[list[int]]:
+        """Channels of each tap of each level (one probe of the backbone at 224x224)."""
         names = [n for lv in self.taps for n in lv]
         was = self.net.training
         self.net.eval()
@@ -219,7 +227,7 @@ class OFFNetwork(ActionClassifier):
             raise ValueError(f"OFFNetwork: bad taps for {self.hparams.backbone!r}: {e}") from e
         finally:
             self.net.train(was)
-        return [sum(store[n].shape[1] for n in lv) for lv in self.taps]
+        return [[store[n].shape[1] for n in lv] for lv in self.taps]
 
     def _backbone_channels(self) -> int:
         first = next(m for m in self.net.modules() if isinstance(m, nn.Conv2d))
@@ -259,6 +267,7 @@ class OFFNetwork(ActionClassifier):
 
     def on_fit_start(self) -> None:
         """Stages 2 and 3 start from a checkpoint of the stage before (or resume)."""
+        super().on_fit_start()  # the RGB normalisation the backbone's weights expect
         hp = self.hparams
         if hp.stage >= 2 and not hp.init_checkpoint and not self.trainer.ckpt_path:
             prev = "a stage-1 (TSN backbone)" if hp.stage == 2 else "a stage-2"

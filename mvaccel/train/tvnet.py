@@ -163,6 +163,7 @@ class TVNetClassifier(ActionClassifier):
     """
 
     INFERENCE_OVERRIDES: ClassVar[dict] = dict(classifier_checkpoint=None, pretrained=None)
+    NET_READS_RGB: ClassVar[bool] = False  # the classifier reads TVNet's flow
 
     def __init__(
         self,

@@ -58,6 +58,35 @@ BLOCKS = {
 }
 
 
+def layer_names() -> dict[str, str]:
+    """BN-Inception's Caffe layer names -> this module's paths (each conv and its ``_bn``).
+
+    The names of the Caffe model TSN released, kept by every PyTorch port: tsn-pytorch's
+    ``tf_model_zoo/bninception`` (``conv1_7x7_s2``, ``conv1_7x7_s2_bn``, ``inception_3a_1x1``,
+    ``inception_3a_double_3x3_2_bn``, ``inception_3a_pool_proj`` ...), Cadene's
+    ``pretrainedmodels`` and mmaction's / mmaction2's ``BNInception`` backbone.
+    """
+    units = {"conv1_7x7_s2": "conv1", "conv2_3x3_reduce": "conv2.0", "conv2_3x3": "conv2.1"}
+    for block, (c1, *_, proj, _) in BLOCKS.items():
+        parts = {
+            "3x3_reduce": "b3.0",
+            "3x3": "b3.1",
+            "double_3x3_reduce": "bd3.0",
+            "double_3x3_1": "bd3.1",
+            "double_3x3_2": "bd3.2",
+        }
+        if c1:
+            parts["1x1"] = "b1"
+        if proj:
+            parts["pool_proj"] = "pool.1"
+        units.update({f"{block}_{caffe}": f"{block}.{ours}" for caffe, ours in parts.items()})
+    names = {}
+    for caffe, unit in units.items():  # a _cbr unit: .0 the conv, .1 its BatchNorm
+        names[caffe] = f"{unit}.0"
+        names[f"{caffe}_bn"] = f"{unit}.1"
+    return names
+
+
 class BNInception(nn.Module):
     """BN-Inception: ``(N, in_channels, 224, 224)`` -> ``(N, num_classes)``.
 
@@ -70,6 +99,10 @@ class BNInception(nn.Module):
         in_channels: input channels (cross-modality initialisation on weight loading).
         dropout: before the classifier (TSN: 0.8 RGB, 0.7 flow).
     """
+
+    #: the RGB input convention of the weights (:data:`mvaccel.data.transforms.RGB_NORMS`);
+    #: TSN's Caffe-trained weights set ``"caffe_bgr"`` when loaded.
+    input_norm = "imagenet"
 
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.0):
         super().__init__()

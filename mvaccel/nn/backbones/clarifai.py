@@ -25,6 +25,9 @@ class ClarifaiNet(nn.Module):
     Connected Transfer connects (their outputs after the activation: see :attr:`stages`).
     """
 
+    #: the RGB input convention of the weights (:data:`mvaccel.data.transforms.RGB_NORMS`).
+    input_norm = "imagenet"
+
     stages = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 
     def __init__(

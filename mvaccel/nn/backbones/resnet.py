@@ -69,6 +69,9 @@ class ResNet(nn.Module):
     ``layer1``...``layer4`` have strides 4, 8, 16, 32: at 224 input 56, 28, 14, 7.
     """
 
+    #: the RGB input convention of the weights (:data:`mvaccel.data.transforms.RGB_NORMS`).
+    input_norm = "imagenet"
+
     def __init__(self, block, layers, num_classes=1000, in_channels=3, dropout=0.0):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)

@@ -65,21 +65,36 @@ class ResNet3d(nn.Module):
         num_classes: outputs (0: features only).
         in_channels: 3 for RGB clips, 2 for flow clips.
         width: multiplier of the channel counts (0.125: 8 ... 64 planes; tiny demo nets).
+        stage_planes: planes of ``layer1`` (default: the stem's ``64 * width``; ResNeXt uses
+            ``128 * width`` after a 64-channel stem, :mod:`.resnext3d`).
     """
 
-    def __init__(self, block, layers, num_classes=400, in_channels=3, width: float = 1.0):
+    #: the RGB input convention of the weights (see :data:`mvaccel.data.transforms.RGB_NORMS`);
+    #: :func:`~mvaccel.nn.backbones.load_weights` sets it from the weight file's scheme.
+    input_norm = "imagenet"
+
+    def __init__(
+        self,
+        block,
+        layers,
+        num_classes=400,
+        in_channels=3,
+        width: float = 1.0,
+        stage_planes: int | None = None,
+    ):
         super().__init__()
         if not width > 0:
             raise ValueError(f"resnet3d: width must be > 0, got {width}")
         base = max(1, round(64 * width))
+        planes = base if stage_planes is None else stage_planes
         self.conv1 = nn.Conv3d(3, base, 7, (1, 2, 2), 3, bias=False)
         self.bn1 = nn.BatchNorm3d(base)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool3d(3, 2, 1)
-        stages = residual_stages(block, layers, nn.Conv3d, nn.BatchNorm3d, base)
+        stages = residual_stages(block, layers, nn.Conv3d, nn.BatchNorm3d, planes, base)
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.avgpool = nn.AdaptiveAvgPool3d(1)
-        self.num_features = 8 * base * block.expansion
+        self.num_features = 8 * planes * block.expansion
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
         for m in self.modules():
             if isinstance(m, nn.Conv3d):
