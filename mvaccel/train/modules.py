@@ -41,21 +41,46 @@ def build_backbone(name: str, num_classes: int, in_channels: int, **kw) -> nn.Mo
     return BACKBONES[name](num_classes=num_classes, in_channels=in_channels, **kw)
 
 
+def _before_dropout(module: nn.Module) -> nn.Module:
+    """The submodule whose output is ``module``'s output before its trailing dropout.
+
+    A stage such as ClarifaiNet's ``fc6 = Sequential(Linear, PReLU, Dropout)`` yields its
+    ``PReLU``; a module without trailing dropout is itself.
+    """
+    while isinstance(module, nn.Sequential) and len(module) > 0:
+        kids = list(module)
+        while kids and isinstance(kids[-1], nn.modules.dropout._DropoutNd):
+            kids.pop()
+        if not kids:
+            raise ValueError(f"{module} holds only dropout: nothing to tap before it")
+        if len(kids) == len(module):
+            return module
+        module = kids[-1]
+    return module
+
+
 @contextlib.contextmanager
-def tapped(model: nn.Module, names: Sequence[str]):
+def tapped(model: nn.Module, names: Sequence[str], before_dropout: bool = False):
     """Record the outputs of ``model``'s submodules ``names`` while the block runs.
 
-    Yields a dict that fills with ``name -> output`` on every forward pass.
+    Args:
+        model: the network.
+        names: submodule names (``model.named_modules()``).
+        before_dropout: record a stage's output before its trailing dropout (the activation
+            itself: the same in train and eval mode) instead of after it.
+
+    Yields:
+        A dict that fills with ``name -> output`` on every forward pass.
     """
     modules = dict(model.named_modules())
     missing = [n for n in names if n not in modules]
     if missing:
         raise ValueError(f"{type(model).__name__} has no submodules {missing}")
     store: dict[str, Tensor] = {}
-    handles = [
-        modules[n].register_forward_hook(lambda m, i, o, n=n: store.__setitem__(n, o))
-        for n in names
-    ]
+    handles = []
+    for n in names:
+        m = _before_dropout(modules[n]) if before_dropout else modules[n]
+        handles.append(m.register_forward_hook(lambda m, i, o, n=n: store.__setitem__(n, o)))
     try:
         yield store
     finally:
@@ -207,9 +232,13 @@ class MotionVectorTransfer(ActionClassifier):
     """Zhang et al.'s MV-CNN trained from an optical-flow teacher (DTMV-CNN).
 
     The strategies combine freely: Teacher Initialization (``teacher_init``: the student starts
-    from the teacher's weights), Supervision Transfer (``temperature`` > 0: eq. 4,
-    ``L_TSL + w * L_GT``) and Deeply Connected Transfer (``connect``: eq. 5-6 between the
-    named layers of student and teacher, conv3 ... fc7 by default, weight ``dc_weight``).
+    from the teacher's weights), Supervision Transfer (``temperature`` > 0: the teacher's soft
+    target ``L_TSL`` and the ground truth ``L_GT`` weighted by ``w``, see ``st_weighting``) and
+    Deeply Connected Transfer (``connect``: eq. 5-6 between the named layers of student and
+    teacher, conv3 ... fc7 by default, weight ``dc_weight``). The connected layers are compared
+    before their dropout: ClarifaiNet's fc6 / fc7 activations, not the 90 % / 80 % zeros that
+    the student's dropout (p 0.9 / 0.8 in train mode) leaves of them; the teacher runs in eval
+    mode.
     Teacher and student share the architecture. At test time the student reads only motion
     vectors: batches of ``(mv, y)``.
 
@@ -218,7 +247,10 @@ class MotionVectorTransfer(ActionClassifier):
             :class:`ActionClassifier` saved with Lightning, or a plain state dict of the net.
         teacher_init / temperature / st_weight / connect / dc_weight: the strategies above;
             ``temperature=0`` and ``connect=()`` with ``teacher_init=False`` is MV-CNN from
-            scratch.
+            scratch. ``st_weight`` is ``w`` (default ``Temp**2``).
+        st_weighting: which term ``w`` weights (:func:`mvaccel.distill.supervision_transfer_loss`):
+            ``"soft"`` (default; the paper's text and Hinton et al.: ``w * L_TSL + L_GT``) or
+            ``"hard"`` (eq. 4 as printed: ``L_TSL + w * L_GT``).
         **kw: :class:`ActionClassifier`'s arguments (the student's backbone etc.).
     """
 
@@ -234,10 +266,16 @@ class MotionVectorTransfer(ActionClassifier):
         teacher_init: bool = True,
         temperature: float = 2.0,
         st_weight: float | None = None,
+        st_weighting: str = "soft",
         connect: Sequence[str] = ("conv3", "conv4", "conv5", "fc6", "fc7"),
         dc_weight: float = 1.0,
         **kw,
     ):
+        if st_weighting not in distill.ST_WEIGHTINGS:
+            raise ValueError(
+                f"MotionVectorTransfer: st_weighting must be one of {distill.ST_WEIGHTINGS}, "
+                f"got {st_weighting!r}"
+            )
         super().__init__(**kw)
         hp = self.hparams
         if teacher is None:
@@ -267,17 +305,22 @@ class MotionVectorTransfer(ActionClassifier):
         hp = self.hparams
         mv_flat, s = _fold(mv, self.image_dims)
         flow_flat, _ = _fold(flow, self.image_dims)
-        with tapped(self.net, self.connect) as fs:
+        with tapped(self.net, self.connect, before_dropout=True) as fs:
             scores = self.net(mv_flat)
         logits = scores.view(-1, s, hp.num_classes).mean(1)
         out = {"logits": logits}
         if hp.temperature > 0 or self.connect:
-            with torch.no_grad(), tapped(self.teacher, self.connect) as ft:
+            with torch.no_grad(), tapped(self.teacher, self.connect, before_dropout=True) as ft:
                 t_scores = self.teacher(flow_flat)
             t_logits = t_scores.view(-1, s, hp.num_classes).mean(1)
         if hp.temperature > 0:
             loss = distill.supervision_transfer_loss(
-                logits, t_logits, y, hp.temperature, hp.st_weight
+                logits,
+                t_logits,
+                y,
+                hp.temperature,
+                hp.st_weight,
+                hp.get("st_weighting", "hard"),  # checkpoints from before the option: eq. 4
             )
         else:
             loss = F.cross_entropy(logits, y)
