@@ -12,15 +12,75 @@ as well: ``videos`` and ``lists`` default to the root itself when those sub-fold
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 from torch.utils.data import DataLoader
 
 from ..data import transforms as tf
-from ..data.datasets import MODALITIES, EpochSampler, VideoDataset, num_channels
+from ..data.datasets import FIELDS, MODALITIES, EpochSampler, VideoDataset, num_channels
 from ..data.lists import hmdb51_classes, hmdb51_split, read_class_index, ucf101_split
+
+
+def cover_clip_starts(num_frames: int, extent: int, count: int) -> list[int]:
+    """Start frames of test clips that cover a whole video (multi-clip testing).
+
+    Args:
+        num_frames: frames (or motion fields) in the video.
+        extent: frames one clip spans, ``(clip_len - 1) * stride + 1``.
+        count: clips spread evenly from the first frame to the last (the first starts at 0,
+            the last ends at the video's end; 1: the centred clip); ``0``: every
+            non-overlapping clip, back to back, the last one moved to end with the video
+            (MARS's test protocol).
+
+    Returns:
+        Start frames; a video shorter than a clip gives starts of 0 (the clip loops).
+    """
+    if num_frames < 1 or extent < 1 or count < 0:
+        raise ValueError(f"cover_clip_starts: need num_frames, extent >= 1 and count >= 0, got "
+                         f"{num_frames}, {extent}, {count}")  # fmt: skip
+    last = max(0, num_frames - extent)
+    if count == 0:
+        return [min(i * extent, last) for i in range(max(1, math.ceil(num_frames / extent)))]
+    if count == 1:
+        return [last // 2]
+    return [int(round(v)) for v in np.linspace(0, last, count)]
+
+
+class MultiClipDataset(VideoDataset):
+    """A clip dataset (``sampling="clip"``) whose test samples are several clips of a video.
+
+    A test sample is ``(S, C, K, H, W)`` per modality, ``S`` clips that cover the video
+    (:func:`cover_clip_starts`); the evaluation averages the network's scores over them (the
+    papers' test protocol for 3D CNNs, MARS's average over the whole video). Training samples
+    are :class:`VideoDataset`'s (one random clip). With ``num_clips=0`` the clip count varies
+    from video to video: evaluate with one video per batch.
+
+    Args:
+        num_clips: clips per test video (see :func:`cover_clip_starts`).
+        **kw: :class:`VideoDataset`'s arguments; ``sampling`` must be ``"clip"``.
+    """
+
+    def __init__(self, *args, num_clips: int = 0, **kw):
+        super().__init__(*args, **kw)
+        if self.sampling != "clip":
+            raise ValueError(f"MultiClipDataset needs sampling='clip', got {self.sampling!r}")
+        if num_clips < 0:
+            raise ValueError(f"num_clips must be >= 0, got {num_clips}")
+        self.num_clips = num_clips
+
+    def frames(self, video, rng):  # noqa: D102
+        if self.train:
+            return super().frames(video, rng)
+        motion = any(m in FIELDS for m in self.modalities)
+        n = video.num_frames() - (1 if motion else 0)
+        first = 1 if motion else 0
+        k, step = self.new_length, self.clip_stride
+        starts = cover_clip_starts(n, (k - 1) * step + 1, self.num_clips)
+        return [[first + (st + i * step) % n for i in range(k)] for st in starts]
 
 
 class VideoDataModule(L.LightningDataModule):
@@ -45,6 +105,9 @@ class VideoDataModule(L.LightningDataModule):
             fixes the training interval of ``sampling="fixed"``; default ``val_segments``;
             at test the interval comes from the segments sampled).
         val_segments / val_crops: the validation protocol (segments, 1 or 10 crops).
+        test_clips: clip models (``sampling="clip"``): clips per validation / test video
+            covering the whole video (:class:`MultiClipDataset`; 0: every non-overlapping
+            clip, MARS's protocol); None: one centred clip.
         batch_size / val_batch_size / num_workers: loaders (per process under DDP).
         synthetic: if given (fields of :class:`mvaccel.data.synthetic.SyntheticSpec`),
             ``prepare_data`` writes the synthetic videos into ``root`` first.
@@ -82,6 +145,7 @@ class VideoDataModule(L.LightningDataModule):
         flow_negate: bool = False,
         val_segments: int = 5,
         val_crops: int = 1,
+        test_clips: int | None = None,
         batch_size: int = 32,
         val_batch_size: int | None = None,
         num_workers: int = 4,
@@ -174,8 +238,12 @@ class VideoDataModule(L.LightningDataModule):
             motion_std=hp.motion_std, flow_bound=hp.flow_bound, flow_negate=hp.flow_negate,
             cache=hp.cache, seed=hp.seed,
         )  # fmt: skip
+        clips = overrides.pop("test_clips", hp.get("test_clips"))
         kw.update(overrides)
         mods = modalities or (self.modalities if train else self.val_modalities)
+        if clips is not None and not train and kw["sampling"] == "clip":
+            return MultiClipDataset(self.items(subset), self.video_root, mods, num_clips=clips,
+                                    **kw)  # fmt: skip
         return VideoDataset(self.items(subset), self.video_root, mods, **kw)
 
     def setup(self, stage: str | None = None) -> None:  # noqa: D102
