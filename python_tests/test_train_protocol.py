@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ from mvaccel.train import ActionClassifier
 from mvaccel.train.data import MultiClipDataset, VideoDataModule, cover_clip_starts
 from mvaccel.train.evaluate import evaluate
 
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -67,3 +70,145 @@ def test_evaluate_averages_a_clip_model_over_its_clips(root, tmp_path):
         one = torch.stack([model.net(ds[i][0][1:2]).mean(0) for i in range(len(ds))]).numpy()
     np.testing.assert_allclose(r["scores"], want, rtol=1e-4, atol=1e-5)
     assert not np.allclose(want, one)  # the clips differ: averaging is not one clip's score
+
+
+# ---- lists: Kinetics, THUMOS14 ----
+
+
+def test_kinetics_list_reads_the_released_csv(tmp_path):
+    from mvaccel.data.lists import kinetics_classes, kinetics_list
+
+    csv = tmp_path / "train.csv"
+    csv.write_text("label,youtube_id,time_start,time_end,split,is_cc\n"
+                   "zumba,abc123,14,24,train,0\n"
+                   "air drumming,--6bJUbfpnQ,17,27,train,0\n"
+                   "zumba,x_y,0,10,train,1\n")  # fmt: skip
+    assert kinetics_classes(csv) == ["air drumming", "zumba"]
+    items = kinetics_list(csv, folder="train")
+    assert [it.label for it in items] == [1, 0, 1]
+    assert items[1].path == "train/air drumming/--6bJUbfpnQ_000017_000027.mp4"
+    val = tmp_path / "validate.csv"
+    val.write_text("label,youtube_id,time_start,time_end,split\nyoga,q,1,11,val\n")
+    with pytest.raises(ValueError, match="'yoga' is not one of the classes"):
+        kinetics_list(val, kinetics_classes(csv))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("youtube_id,label\nq,yoga\n")
+    with pytest.raises(ValueError, match="missing"):
+        kinetics_list(bad)
+    with pytest.raises(FileNotFoundError):
+        kinetics_list(tmp_path / "none.csv")
+
+
+def test_kinetics_data_module_reads_train_and_validate(tmp_path):
+    (tmp_path / "train.csv").write_text("label,youtube_id,time_start,time_end,split\n"
+                                        "b,v1,0,10,train\na,v2,5,15,train\n")  # fmt: skip
+    (tmp_path / "validate.csv").write_text("label,youtube_id,time_start,time_end,split\n"
+                                           "a,v3,0,10,val\n")  # fmt: skip
+    dm = VideoDataModule(root=str(tmp_path), list_format="kinetics")
+    assert dm.classes == ["a", "b"] and dm.num_classes == 2
+    assert [(i.path, i.label) for i in dm.items("test")] == [("val/a/v3_000000_000010.mp4", 0)]
+    assert dm.items("train")[0].path == "train/b/v1_000000_000010.mp4"
+
+
+def test_thumos14_list_and_its_map(tmp_path):
+    from mvaccel.data.lists import thumos14_list
+    from mvaccel.train.evaluate import mean_average_precision
+
+    classes = ["Archery", "Biking", "Diving"]
+    path = tmp_path / "test.txt"
+    path.write_text("video_test_0000004 Biking\nvideo_test_0000006 Archery 3\nvideo_test_0000007\n")
+    items, targets = thumos14_list(path, classes)
+    assert [it.label for it in items] == [1, 0, -1]
+    assert targets.tolist() == [[False, True, False], [True, False, True], [False] * 3]
+    scores = np.array([[0.1, 0.9, 0.0], [0.8, 0.1, 0.7], [0.3, 0.2, 0.9]])
+    # Archery: ranked 1, 2, 0 -> AP 1; Biking: video 0 first -> 1; Diving: ranked 2, 1 -> 1/2.
+    assert mean_average_precision(scores, targets) == pytest.approx((1 + 1 + 0.5) / 3)
+    path.write_text("video_test_0000004 Skiing\n")
+    with pytest.raises(ValueError, match="'Skiing'"):
+        thumos14_list(path, classes)
+
+
+# ---- Middlebury and TVNet's Table 1 ----
+
+
+def _middlebury(tmp_path, n=2, size=(20, 24)):
+    from PIL import Image
+    from test_nn_tvnet import _pair
+
+    from mvaccel.flow.io import write_flo
+
+    gen = torch.Generator().manual_seed(0)
+    i0, i1, u = _pair(n, *size, gen, dtype=torch.float32)
+    for k, name in enumerate(["Grove2", "RubberWhale"][:n]):
+        seq = tmp_path / name
+        seq.mkdir()
+        for f, img in (("frame10.png", i0[k]), ("frame11.png", i1[k])):
+            arr = (img.squeeze().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+            Image.fromarray(np.stack([arr] * 3, -1)).save(seq / f)
+        flow = u[k].clone()
+        flow[:, 0, 0] = 1.7e9  # one unknown vector, as Middlebury marks occlusions
+        write_flo(seq / "flow10.flo", flow)
+    (tmp_path / "Army").mkdir()  # a sequence without ground truth is left out
+    return tmp_path
+
+
+def test_middlebury_pairs(tmp_path):
+    from mvaccel.data.middlebury import middlebury_pairs
+
+    pairs = middlebury_pairs(_middlebury(tmp_path))
+    assert [p.name for p in pairs] == ["Grove2", "RubberWhale"]
+    p = pairs[0]
+    assert p.i0.shape == (3, 20, 24) and p.i0.dtype == torch.uint8 and p.flow.shape == (2, 20, 24)
+    assert not p.valid[0, 0] and p.valid.sum() == 20 * 24 - 1 and p.flow[:, 0, 0].eq(0).all()
+    with pytest.raises(FileNotFoundError, match="flow10.flo"):
+        middlebury_pairs(tmp_path / "Army")
+    (tmp_path / "Grove2" / "frame11.png").unlink()
+    with pytest.raises(FileNotFoundError, match="frame11.png"):
+        middlebury_pairs(tmp_path)
+
+
+def test_tvnet_table1_recipe_lowers_the_epe(tmp_path, capsys):
+    from mvaccel.train.tvnet import table1
+
+    (tmp_path / "mb").mkdir()
+    root = _middlebury(tmp_path / "mb")
+    recipe = RECIPES / "tvnet_table1.yaml"
+    text = recipe.read_text()
+    assert "lr: 0.05" in text and "steps: 3000" in text and "# Run: python -m" in text
+    out = tmp_path / "tv.pt"
+    # The recipe as is, cut to 15 steps on the two tiny pairs.
+    assert table1([str(recipe), "--root", str(root), "--steps", "15", "--out", str(out)]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "average EPE" in ln]
+    before, after = (float(ln.split("EPE ")[1].split()[0]) for ln in (lines[0], lines[-1]))
+    assert lines[0].startswith("step 0:") and lines[-1].startswith("step 15:")
+    assert after < before
+    state = torch.load(out, weights_only=True)
+    assert "u0" in state
+
+
+def test_train_tvnet_epe_is_full_batch_sgd():
+    from mvaccel.data.middlebury import FlowPair
+    from mvaccel.nn import TVNet
+    from mvaccel.train.tvnet import train_tvnet_epe
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    pairs = [FlowPair("a", torch.randint(0, 255, (3, 12, 14), generator=g, dtype=torch.uint8),
+                      torch.randint(0, 255, (3, 12, 14), generator=g, dtype=torch.uint8),
+                      torch.ones(2, 12, 14), torch.ones(12, 14, dtype=torch.bool)),
+             FlowPair("b", torch.randint(0, 255, (3, 10, 9), generator=g, dtype=torch.uint8),
+                      torch.randint(0, 255, (3, 10, 9), generator=g, dtype=torch.uint8),
+                      -torch.ones(2, 10, 9), torch.ones(10, 9, dtype=torch.bool))]  # fmt: skip
+    net = TVNet(iters=3, trainable=("u0",))
+    u0 = net.u0.detach().clone()
+    # One step by hand: the mean of the two pairs' EPE, gradient times 0.05.
+    net.zero_grad()
+    loss = sum(torch.linalg.vector_norm(net(p.i0[None], p.i1[None]) - p.flow[None], dim=1).mean()
+               for p in pairs) / 2  # fmt: skip
+    loss.backward()
+    want = u0 - 0.05 * net.u0.grad
+    hist = train_tvnet_epe(net, pairs, steps=1, lr=0.05)
+    assert hist[0] == (0, pytest.approx(float(loss)))
+    torch.testing.assert_close(net.u0.detach(), want)
+    with pytest.raises(ValueError, match="no trainable"):
+        train_tvnet_epe(TVNet(iters=2, trainable=()), pairs, steps=1)

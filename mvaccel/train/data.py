@@ -22,7 +22,18 @@ from torch.utils.data import DataLoader
 
 from ..data import transforms as tf
 from ..data.datasets import FIELDS, MODALITIES, EpochSampler, VideoDataset, num_channels
-from ..data.lists import hmdb51_classes, hmdb51_split, read_class_index, ucf101_split
+from ..data.lists import (
+    hmdb51_classes,
+    hmdb51_split,
+    kinetics_classes,
+    kinetics_list,
+    read_class_index,
+    ucf101_split,
+)
+
+LIST_FORMATS = ("ucf101", "hmdb51", "kinetics")
+#: Kinetics: the csv and the download folder of each subset (the validation set is the test).
+KINETICS_FILES = {"train": ("train.csv", "train"), "test": ("validate.csv", "val")}
 
 
 def cover_clip_starts(num_frames: int, extent: int, count: int) -> list[int]:
@@ -93,7 +104,10 @@ class VideoDataModule(L.LightningDataModule):
     Args:
         root: the prepared dataset folder (see the module docstring).
         list_format: ``"ucf101"`` (classInd + train/testlist, what ``prepare`` writes for both
-            datasets) or ``"hmdb51"`` (the original ``<class>_test_splitN.txt`` files).
+            datasets), ``"hmdb51"`` (the original ``<class>_test_splitN.txt`` files) or
+            ``"kinetics"`` (``train.csv`` / ``validate.csv`` in ``list_dir``, clips under
+            ``videos/train`` and ``videos/val``: :func:`mvaccel.data.lists.kinetics_list`;
+            ``split`` is ignored).
         split: 1, 2 or 3.
         list_dir / video_root / flow_root / frame_root: override the folders under ``root``.
         video_ext: replaces the list's extension when reading videos (None: keep).
@@ -156,8 +170,8 @@ class VideoDataModule(L.LightningDataModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        if list_format not in ("ucf101", "hmdb51"):
-            raise ValueError(f"list_format must be 'ucf101' or 'hmdb51', got {list_format!r}")
+        if list_format not in LIST_FORMATS:
+            raise ValueError(f"list_format must be one of {LIST_FORMATS}, got {list_format!r}")
         mods = tuple(modalities)
         if not mods or any(m not in MODALITIES for m in mods):
             raise ValueError(f"modalities must be names of {MODALITIES}, got {modalities}")
@@ -179,6 +193,8 @@ class VideoDataModule(L.LightningDataModule):
         """Class names in label order."""
         if self.hparams.list_format == "hmdb51":
             return hmdb51_classes(self.list_dir)
+        if self.hparams.list_format == "kinetics":
+            return kinetics_classes(self.list_dir / KINETICS_FILES["train"][0])
         return read_class_index(self.list_dir / "classInd.txt")
 
     @property
@@ -199,6 +215,11 @@ class VideoDataModule(L.LightningDataModule):
 
     def items(self, subset: str):
         """The split's videos of ``subset``."""
+        if self.hparams.list_format == "kinetics":
+            if subset not in KINETICS_FILES:
+                raise ValueError(f"subset must be 'train' or 'test', got {subset!r}")
+            name, folder = KINETICS_FILES[subset]
+            return kinetics_list(self.list_dir / name, self.classes, folder)
         fn = hmdb51_split if self.hparams.list_format == "hmdb51" else ucf101_split
         return fn(self.list_dir, self.hparams.split, subset)
 
