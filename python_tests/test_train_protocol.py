@@ -212,3 +212,95 @@ def test_train_tvnet_epe_is_full_batch_sgd():
     torch.testing.assert_close(net.u0.detach(), want)
     with pytest.raises(ValueError, match="no trainable"):
         train_tvnet_epe(TVNet(iters=2, trainable=()), pairs, steps=1)
+
+
+# ---- multi-task training: HMDB51 with UCF101 (Zhang et al.) ----
+
+
+@pytest.fixture(scope="module")
+def aux_root(tmp_path_factory):
+    """A second tiny dataset of 2 classes (the 'UCF101' of the multi-task training)."""
+    from mvaccel.data.synthetic import SyntheticSpec, write_synthetic_dataset
+
+    spec = SyntheticSpec(classes=("MoveUp", "MoveDown"), train_per_class=2, test_per_class=1,
+                         frames=12, height=48, width=64, seed=3)  # fmt: skip
+    return write_synthetic_dataset(tmp_path_factory.mktemp("aux"), spec)
+
+
+def _multitask_data(root, aux_root, modalities=("mv",)):
+    return VideoDataModule(root=str(root), modalities=list(modalities), new_length=2, size=48,
+                           batch_size=3, num_workers=0, cache=True, val_segments=1,
+                           bound=5.0, flow_bound=5.0, aux={"root": str(aux_root)})  # fmt: skip
+
+
+def _fit_steps(model, dm, steps=3):
+    import lightning as L
+
+    trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        accelerator="cpu", limit_val_batches=0, num_sanity_val_steps=0)  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+    return trainer
+
+
+def _tiny_clarifai(**kw):
+    torch.manual_seed(0)
+    return dict(backbone="clarifai", num_classes=3, in_channels=4, lr=0.01,
+                backbone_kwargs={"width": 0.0625, "dropout": [0.1, 0.1]}, **kw)  # fmt: skip
+
+
+def test_multitask_batches_train_a_shared_trunk_and_two_heads(root, aux_root, tmp_path):
+    dm = _multitask_data(root, aux_root)
+    assert dm.aux_module.num_classes == 2 and dm.aux_module.modalities == ("mv",)
+    dm.setup("fit")
+    loaders = dm.train_dataloader()
+    assert set(loaders) == {"main", "aux"}
+    model = ActionClassifier(**_tiny_clarifai(aux_num_classes=2, aux_weight=0.5))
+    assert model.aux_head.in_features == model.net.fc8.in_features  # reads what fc8 reads
+    # The loss of a multi-task batch: main CE + 0.5 * the second head's CE on the aux videos.
+    main, aux = next(iter(loaders["main"])), next(iter(loaders["aux"]))
+    model.eval()
+    with torch.no_grad():
+        got = model._with_aux({"main": main, "aux": aux}, lambda b: model._step(b, "train"))
+        feats = torch.nn.functional.dropout(model.net.fc7(model.net.fc6(
+            model.net.pool(model.net.conv5(model.net.conv4(model.net.conv3(model.net.conv2(
+                model.net.conv1(aux[0].flatten(0, 1))))))).flatten(1))), 0.0)  # fmt: skip
+        aux_logits = model.aux_head(feats).view(len(aux[-1]), -1, 2).mean(1)
+        want = torch.nn.functional.cross_entropy(model(main[0]), main[1])
+        want = want + 0.5 * torch.nn.functional.cross_entropy(aux_logits, aux[-1])
+    torch.testing.assert_close(got, want)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    _fit_steps(model, dm)
+    now = model.state_dict()
+    for k in ("aux_head.weight", "net.fc8.weight", "net.conv1.0.weight"):
+        assert not torch.equal(before[k], now[k]), k  # both heads and the shared trunk learn
+    # Evaluation keeps the main head only.
+    from mvaccel.train.evaluate import module_from_checkpoint
+
+    ckpt = {"state_dict": now, "hyper_parameters": dict(model.hparams),
+            "mvaccel_module": "mvaccel.train.modules.ActionClassifier"}  # fmt: skip
+    rebuilt = module_from_checkpoint(ckpt)
+    assert rebuilt.aux_head is None
+    assert torch.equal(rebuilt.net.fc8.weight, now["net.fc8.weight"])
+
+
+def test_multitask_transfer_student_and_clear_errors(root, aux_root):
+    from mvaccel.train import MotionVectorTransfer, build_backbone
+
+    dm = _multitask_data(root, aux_root, modalities=("mv", "flow"))
+    assert dm.aux_module.modalities == ("mv",)  # the aux head reads motion vectors only
+    kw = _tiny_clarifai(aux_num_classes=2)
+    teacher = build_backbone("clarifai", 3, 4, **kw["backbone_kwargs"])
+    model = MotionVectorTransfer(teacher=teacher, connect=("fc6",), **kw)
+    head = model.aux_head.weight.detach().clone()
+    _fit_steps(model, dm, steps=2)
+    assert not torch.equal(head, model.aux_head.weight)
+    # The model's second head must fit the aux lists; aux batches need a second head.
+    wrong = ActionClassifier(**_tiny_clarifai(aux_num_classes=5))
+    with pytest.raises(ValueError, match="aux_num_classes is 5, the aux lists"):
+        _fit_steps(wrong, _multitask_data(root, aux_root), steps=1)
+    plain = ActionClassifier(**_tiny_clarifai())
+    with pytest.raises(ValueError, match="no second head"):
+        plain.aux_loss((torch.randn(2, 1, 4, 48, 48), torch.tensor([0, 1])))
+    with pytest.raises(ValueError, match="root"):
+        VideoDataModule(root=str(root), aux={"split": 2})

@@ -142,3 +142,20 @@ def test_supervision_transfer_recipes_record_the_weighting(name, root):
                                              "--model.init_args.temperature=0",
                                              "--model.init_args.connect=[]"])  # fmt: skip
     assert cli.model.hparams.st_weighting == "soft"  # the paper's text, as Hinton et al.
+
+
+@pytest.mark.parametrize("name", ["teacher_flow_hmdb51", "mv_cnn_st_ti_dc_hmdb51"])
+def test_hmdb51_multitask_recipes_train_two_heads(name, root, teacher):
+    """HMDB51 with UCF101 (Zhang et al.): the recipe's data.aux and second head, real loaders."""
+    aux = root  # the tiny set again as the second dataset (it has flow, the teacher reads it)
+    recipe = RECIPES[0].parent / f"{name}.yaml"
+    text = recipe.read_text()
+    assert "--reencode mpeg4" in text and "data/ucf101_original" in text
+    args = [*tiny_overrides(root, teacher if "teacher_checkpoint" in text else None),
+            f"--data.aux={{root: {aux}}}", "--model.init_args.aux_num_classes=3",
+            "--trainer.max_steps=2"]  # fmt: skip
+    cli = build(recipe, args)
+    assert cli.datamodule.aux_module.num_classes == 3
+    head = cli.model.aux_head.weight.detach().clone()
+    cli.trainer.fit(cli.model, cli.datamodule)
+    assert cli.trainer.global_step == 2 and not torch.equal(head, cli.model.aux_head.weight)

@@ -129,6 +129,12 @@ class VideoDataModule(L.LightningDataModule):
             ``prepare_data`` computes it (``mvaccel flow --backward --preset flow_preset``).
         seed: of the training data's order, positions, crops and flips (a function of the seed,
             the epoch and the video: a resumed run sees the same data as an uninterrupted one).
+        aux: multi-task training (Zhang et al. train HMDB51 together with UCF101): the settings
+            of a second dataset, e.g. ``{root: data/ucf101_original}``; every other argument is
+            this module's (``modalities``: the first one only, what the second head reads;
+            ``root``-derived folders and ``list_format`` reset). Training batches become
+            ``{"main": batch, "aux": batch}`` (the shorter loader cycles); validation reads the
+            main dataset only. The model needs ``aux_num_classes`` = the aux lists' classes.
     """
 
     def __init__(
@@ -167,6 +173,7 @@ class VideoDataModule(L.LightningDataModule):
         synthetic: dict | None = None,
         flow_preset: str | None = None,
         seed: int = 0,
+        aux: dict | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -185,6 +192,16 @@ class VideoDataModule(L.LightningDataModule):
             r / "videos" if (r / "videos").is_dir() else r)  # fmt: skip
         self.flow_root = Path(flow_root) if flow_root else r / "flow"
         self.frame_root = Path(frame_root) if frame_root else None
+        self.aux_module = None
+        if aux:
+            own = {k: v for k, v in self.hparams.items() if not k.startswith("_")}
+            for k in ("aux", "synthetic", "list_dir", "video_root", "flow_root", "frame_root",
+                      "list_format", "video_ext", "val_modalities"):  # fmt: skip
+                own.pop(k, None)
+            own["modalities"] = list(mods[:1])
+            if "root" not in aux:
+                raise ValueError(f"data.aux needs the second dataset's root, got {aux}")
+            self.aux_module = VideoDataModule(**{**own, **dict(aux)})
 
     # ---- what the model needs to know ----
 
@@ -270,6 +287,8 @@ class VideoDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:  # noqa: D102
         if stage in (None, "fit"):
             self.train_set = self.dataset("train")
+            if self.aux_module is not None:
+                self.aux_module.setup("fit")
         if stage in (None, "fit", "validate"):
             self.val_set = self.dataset("test", train=False)
 
@@ -280,11 +299,18 @@ class VideoDataModule(L.LightningDataModule):
             persistent_workers=n > 0, pin_memory=False,
         )  # fmt: skip
 
-    def train_dataloader(self) -> DataLoader:  # noqa: D102
+    def train_dataloader(self):  # noqa: D102
         # The epoch the trainer is at (restored on resume): Lightning sets later epochs itself.
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         sampler = EpochSampler(len(self.train_set), True, self.hparams.seed, epoch)
-        return self._loader(self.train_set, self.hparams.batch_size, sampler)
+        main = self._loader(self.train_set, self.hparams.batch_size, sampler)
+        if self.aux_module is None:
+            return main
+        aux = self.aux_module
+        aux_sampler = EpochSampler(len(aux.train_set), True, aux.hparams.seed, epoch)
+        # Lightning combines a dict of loaders into {"main": batch, "aux": batch} steps.
+        return {"main": main,
+                "aux": aux._loader(aux.train_set, aux.hparams.batch_size, aux_sampler)}  # fmt: skip
 
     def val_dataloader(self) -> DataLoader:  # noqa: D102
         hp = self.hparams

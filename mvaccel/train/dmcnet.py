@@ -56,7 +56,7 @@ from ..nn.dmcnet import (
     block_average,
     class_activation_map,
 )
-from .modules import ActionClassifier, _fold, _load_net
+from .modules import ActionClassifier, _fold, _load_net, last_linear
 
 STAGES = ("reconstruction", "adversarial")
 READINGS = ("authors", "paper")
@@ -80,14 +80,6 @@ def _adam(
                                               {"params": plain, "weight_decay": 0.0})
                    if g["params"]]  # fmt: skip
     return torch.optim.Adam(groups, lr=lr, eps=eps)
-
-
-def last_linear(net: torch.nn.Module) -> torch.nn.Linear:
-    """The classifier's last layer: its final ``nn.Linear`` (ResNet's ``fc``)."""
-    linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
-    if not linears:
-        raise ValueError(f"{type(net).__name__} has no nn.Linear last layer")
-    return linears[-1]
 
 
 class DMCNet(ActionClassifier):

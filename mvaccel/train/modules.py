@@ -41,6 +41,14 @@ def build_backbone(name: str, num_classes: int, in_channels: int, **kw) -> nn.Mo
     return BACKBONES[name](num_classes=num_classes, in_channels=in_channels, **kw)
 
 
+def last_linear(net: nn.Module) -> nn.Linear:
+    """A classifier's last layer: its final ``nn.Linear`` (ResNet's ``fc``, ClarifaiNet's fc8)."""
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(net).__name__} has no nn.Linear last layer")
+    return linears[-1]
+
+
 def _before_dropout(module: nn.Module) -> nn.Module:
     """The submodule whose output is ``module``'s output before its trailing dropout.
 
@@ -118,6 +126,13 @@ class ActionClassifier(L.LightningModule):
             ``(step_seed, global_step, rank)``, so the step's random draws (dropout) depend only
             on the step: a resumed run repeats the uninterrupted one (with the data module's
             keyed data randomness), and DDP ranks draw differently. None: leave the generator.
+        aux_num_classes / aux_weight: multi-task training (Zhang et al. on HMDB51, after
+            Simonyan and Zisserman): a second classification head of ``aux_num_classes``
+            (UCF101's 101) on the input of the network's last layer, trained with
+            ``aux_weight`` times its cross-entropy on the data module's ``aux`` batches; the
+            trunk is shared, each dataset has its own head. 0: no second head. Training only:
+            evaluation keeps the main head. (:class:`ActionClassifier` and
+            :class:`MotionVectorTransfer`.)
 
     **Methods.** Every method's module derives from this class (LightningCLI's
     ``model.class_path`` and ``mvaccel eval`` rely on it) and keeps ``num_classes`` and
@@ -128,9 +143,9 @@ class ActionClassifier(L.LightningModule):
     """
 
     #: hyper-parameters replaced when a checkpoint is rebuilt for inference only.
-    INFERENCE_OVERRIDES: ClassVar[dict] = {}
-    #: state-dict prefixes of training-only parts (teachers, discriminators).
-    TRAINING_ONLY: ClassVar[tuple[str, ...]] = ()
+    INFERENCE_OVERRIDES: ClassVar[dict] = dict(aux_num_classes=0)
+    #: state-dict prefixes of training-only parts (teachers, discriminators, second heads).
+    TRAINING_ONLY: ClassVar[tuple[str, ...]] = ("aux_head.",)
 
     def __init__(
         self,
@@ -147,6 +162,8 @@ class ActionClassifier(L.LightningModule):
         gamma: float = 0.1,
         scheduler_interval: str = "epoch",
         step_seed: int | None = None,
+        aux_num_classes: int = 0,
+        aux_weight: float = 1.0,
     ):
         super().__init__()
         # Collects the arguments of subclasses' __init__ too; modules are saved as weights.
@@ -161,6 +178,57 @@ class ActionClassifier(L.LightningModule):
         self.image_dims = 4 if backbone.startswith("resnet3d") else 3
         if pretrained:
             backbones.load_weights(self.net, pretrained)
+        self.aux_head = None
+        if aux_num_classes < 0:
+            raise ValueError(f"aux_num_classes must be >= 0, got {aux_num_classes}")
+        if aux_num_classes:
+            self.aux_head = nn.Linear(last_linear(self.net).in_features, aux_num_classes)
+
+    def aux_loss(self, batch) -> Tensor:
+        """Cross-entropy of the second head on an ``aux`` batch ``(x, ..., y)`` (first input).
+
+        The trunk runs on ``x``; the head reads what the network's last layer reads.
+        """
+        if self.aux_head is None:
+            raise ValueError(
+                "the data module gives aux batches (data.aux: multi-task training) but the model "
+                "has no second head: set model.init_args.aux_num_classes"
+            )
+        x, y = batch[0], batch[-1]
+        flat, s = _fold(x, self.image_dims)
+        store = {}
+        hook = last_linear(self.net).register_forward_pre_hook(
+            lambda m, inp: store.__setitem__("x", inp[0])
+        )
+        try:
+            self.net(flat)
+        finally:
+            hook.remove()
+        logits = self.aux_head(store["x"]).view(-1, s, self.aux_head.out_features).mean(1)
+        return F.cross_entropy(logits, y)
+
+    def _with_aux(self, batch, main_loss) -> Tensor:
+        """The training loss of a plain batch, or of a multi-task one (``main`` + ``aux``).
+
+        A batch ``{"main": ..., "aux": ...}`` (the data module's ``aux``) gives
+        ``main_loss(main) + aux_weight * aux_loss(aux)``; a plain batch ``main_loss(batch)``.
+        """
+        if not isinstance(batch, dict):
+            return main_loss(batch)
+        loss = main_loss(batch["main"])
+        aux = self.aux_loss(batch["aux"])
+        self.log("train/aux_ce", aux, batch_size=len(batch["aux"][-1]))
+        return loss + self.hparams.aux_weight * aux
+
+    def setup(self, stage: str) -> None:  # noqa: D102  (the second head fits the aux lists)
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        aux = getattr(dm, "aux_module", None)
+        want = self.hparams.get("aux_num_classes", 0)
+        if aux is not None and want != aux.num_classes:
+            raise ValueError(
+                f"model.init_args.aux_num_classes is {want}, the aux lists ({aux.root}) have "
+                f"{aux.num_classes} classes"
+            )
 
     def inference_network(self) -> nn.Module:
         """What evaluation runs: one tensor per validation modality in, scores out.
@@ -190,7 +258,7 @@ class ActionClassifier(L.LightningModule):
         return loss
 
     def training_step(self, batch, batch_idx):  # noqa: D102
-        return self._step(batch, "train")
+        return self._with_aux(batch, lambda b: self._step(b, "train"))
 
     def validation_step(self, batch, batch_idx):  # noqa: D102
         return self._step(batch, "val")
@@ -255,9 +323,10 @@ class MotionVectorTransfer(ActionClassifier):
     """
 
     INFERENCE_OVERRIDES: ClassVar[dict] = dict(
-        teacher_checkpoint=None, teacher_init=False, temperature=0.0, connect=()
-    )
-    TRAINING_ONLY: ClassVar[tuple[str, ...]] = ("teacher.",)
+        teacher_checkpoint=None, teacher_init=False, temperature=0.0, connect=(),
+        aux_num_classes=0,
+    )  # fmt: skip
+    TRAINING_ONLY: ClassVar[tuple[str, ...]] = ("teacher.", "aux_head.")
 
     def __init__(
         self,
@@ -333,6 +402,9 @@ class MotionVectorTransfer(ActionClassifier):
         return out
 
     def training_step(self, batch, batch_idx):  # noqa: D102
+        return self._with_aux(batch, self._transfer_step)
+
+    def _transfer_step(self, batch) -> Tensor:
         out = self.objective(batch)
         y = batch[-1]
         if "dc" in out:
