@@ -118,7 +118,12 @@ def gram_loss(student: Sequence[Tensor], teacher: Sequence[Tensor]) -> Tensor:
 
     ``L_G = sum_i || (G(f_DS(i)) - G(f_FLOW(i))) / ((n-1) C_i T_i H_i W_i) ||_1`` with
     ``G`` the Gram matrix of the flattened features, ``n-1`` the number of levels, the L1 norm
-    summed over the ``C_i x C_i`` entries and averaged over the batch.
+    summed over the ``C_i x C_i`` entries (the norm's letter) and averaged over the batch. The
+    paper does not say how its norm reduces the entries; the other reading, the mean over them
+    (PyTorch's ``L1Loss``, ``C_i**2`` times smaller), is
+    :func:`mvaccel.train.dual_action.mean_gram_loss`, and ``DualActionStream``'s
+    ``gram_reduction`` chooses between the two (default ``"mean"``: with the sum and alpha = 50
+    the Gram term swamps the cross-entropy).
     """
     pairs = _pairs(student, teacher, "gram_loss")
     total = 0.0
