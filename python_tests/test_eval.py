@@ -14,6 +14,7 @@ from mvaccel.train.evaluate import (
     average_precision,
     confusion_matrix,
     evaluate,
+    evaluate_splits,
     fuse,
     fusion_table,
     limit_subset,
@@ -24,6 +25,7 @@ from mvaccel.train.evaluate import (
     module_from_checkpoint,
     network_from_checkpoint,
     save_scores,
+    thumos14_map,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -225,3 +227,39 @@ def test_mean_over_the_three_splits():
     assert [p[0] for p in m["per_split"]] == [1.0, 0.5, 0.5]
     with pytest.raises(ValueError):
         mean_over_splits([])
+
+
+def test_evaluate_splits_averages_one_checkpoint_per_split(trained, tmp_path):
+    import shutil
+
+    path, cli = trained
+    lists = tmp_path / "lists"
+    shutil.copytree(cli.datamodule.list_dir, lists)
+    # Split 2: the same training list, a test list of two videos.
+    shutil.copy(lists / "trainlist01.txt", lists / "trainlist02.txt")
+    test = (lists / "testlist01.txt").read_text().splitlines()
+    (lists / "testlist02.txt").write_text("\n".join(test[:2]) + "\n")
+    out = evaluate_splits([path, path], segments=1, progress=False, list_dir=str(lists))
+    r1, r2 = out["results"]
+    assert len(r1["labels"]) == 3 and len(r2["labels"]) == 2
+    assert out["top1"] == pytest.approx((r1["top1"] + r2["top1"]) / 2)
+    with pytest.raises(ValueError, match="1 to 3"):
+        evaluate_splits([path] * 4)
+
+
+def test_thumos14_map_matches_videos_by_name(tmp_path):
+    r = _result(
+        [[0.9, 0.5], [0.2, 0.8], [0.6, 0.4]],
+        [0, 1, 0],
+        videos=["test/video_test_3.mp4", "test/video_test_1.mp4", "test/video_test_2.mp4"],
+    )
+    r["classes"] = np.asarray(["Archery", "Biking"])
+    lst = tmp_path / "test.txt"
+    # List order differs from the score order; video 2 shows both classes.
+    lst.write_text("video_test_1 Biking\nvideo_test_2 Archery Biking\nvideo_test_3 Archery\n")
+    # Archery: positives 3 (0.9), 2 (0.6), ranked first and second: AP 1. Biking: 1 (0.8),
+    # then negative 3 (0.5), then 2 (0.4): positives at ranks 1 and 3 -> (1 + 2/3) / 2.
+    assert thumos14_map(r, lst) == pytest.approx((1 + (1 + 2 / 3) / 2) / 2)
+    lst.write_text("video_test_1 Biking\n")
+    with pytest.raises(ValueError, match="different videos"):
+        thumos14_map(r, lst)

@@ -200,6 +200,52 @@ def mean_over_splits(results: Sequence[dict]) -> dict:
     }
 
 
+def thumos14_map(result: dict, list_path: str | Path) -> float:
+    """THUMOS14 mAP of a score dict (:func:`evaluate` / :func:`load_scores`) against a list.
+
+    Args:
+        result: per-video ``scores``, ``videos`` and ``classes`` (UCF101's 101).
+        list_path: a :func:`mvaccel.data.lists.thumos14_list` file of the same videos
+            (matched by file stem, so ``videos/video_test_0000004.mp4`` matches
+            ``video_test_0000004``).
+
+    Returns:
+        :func:`mean_average_precision` over the classes with a positive video.
+
+    Raises:
+        ValueError: a scored video missing from the list, or the list's videos not all scored.
+    """
+    from ..data.lists import thumos14_list
+
+    items, targets = thumos14_list(list_path, [str(c) for c in result["classes"]])
+    row = {Path(it.path).stem: i for i, it in enumerate(items)}
+    stems = [Path(str(v)).stem for v in result["videos"]]
+    missing = [v for v in stems if v not in row]
+    if missing or len(set(stems)) != len(row):
+        raise ValueError(
+            f"thumos14_map: the scores and {list_path} cover different videos (not in the list: "
+            f"{missing[:3]}; {len(set(stems))} scored, {len(row)} listed)"
+        )
+    return mean_average_precision(result["scores"], targets[[row[v] for v in stems]])
+
+
+def evaluate_splits(checkpoints: Sequence[str | Path], **kw) -> dict:
+    """:func:`evaluate` one checkpoint per split (splits 1, 2, 3 in order) and average them.
+
+    Args:
+        checkpoints: the checkpoints trained on splits 1, 2 (and 3).
+        **kw: :func:`evaluate`'s arguments (each run gets ``split=i``).
+
+    Returns:
+        :func:`mean_over_splits` of the results, plus ``results`` (one score dict per split).
+    """
+    if not 1 <= len(checkpoints) <= 3:
+        raise ValueError(f"evaluate_splits: 1 to 3 checkpoints (splits 1..3), got "
+                         f"{len(checkpoints)}")  # fmt: skip
+    results = [evaluate(c, split=i, **kw) for i, c in enumerate(checkpoints, 1)]
+    return {**mean_over_splits(results), "results": results}
+
+
 def save_scores(path: str | Path, result: dict) -> Path:
     """Write a result of :func:`evaluate` as ``.npz`` atomically."""
     path = Path(path)
