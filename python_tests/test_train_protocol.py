@@ -168,7 +168,7 @@ def test_middlebury_pairs(tmp_path):
 
 
 def test_tvnet_table1_recipe_lowers_the_epe(tmp_path, capsys):
-    from mvaccel.train.tvnet import table1
+    from mvaccel.train.tvnet_table1 import main as table1
 
     (tmp_path / "mb").mkdir()
     root = _middlebury(tmp_path / "mb")
@@ -184,6 +184,11 @@ def test_tvnet_table1_recipe_lowers_the_epe(tmp_path, capsys):
     assert after < before
     state = torch.load(out, weights_only=True)
     assert "u0" in state
+    # A missing folder or recipe: one clear line, exit status 1.
+    assert table1([str(recipe), "--root", str(tmp_path / "none")]) == 1
+    assert table1([str(tmp_path / "none.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert "Middlebury: no such folder" in err and "recipe not found" in err
 
 
 def test_train_tvnet_epe_is_full_batch_sgd():
