@@ -21,9 +21,11 @@ def test_supervision_transfer_hand_value():
     tsl = -(pt[0] * lps[0] + pt[1] * lps[1])
     gt = -(2 - math.log(math.exp(2) + 1))
     assert D.teacher_supervision_loss(s, t, 2.0).item() == pytest.approx(tsl, rel=1e-6)
-    assert D.supervision_transfer_loss(s, t, y).item() == pytest.approx(tsl + 4 * gt, rel=1e-6)
+    assert D.supervision_transfer_loss(s, t, y).item() == pytest.approx(4 * tsl + gt, rel=1e-6)
+    hard = D.supervision_transfer_loss(s, t, y, weighting="hard")
+    assert hard.item() == pytest.approx(tsl + 4 * gt, rel=1e-6)
     assert D.supervision_transfer_loss(s, t, y, 1.0, weight=0.5).item() == pytest.approx(
-        D.teacher_supervision_loss(s, t, 1.0).item() + 0.5 * gt, rel=1e-6
+        0.5 * D.teacher_supervision_loss(s, t, 1.0).item() + gt, rel=1e-6
     )
 
 
@@ -77,3 +79,19 @@ def test_mismatched_features_raise():
         D.multi_level_mae_loss([torch.zeros(1, 2)], [torch.zeros(1, 3)])
     with pytest.raises(ValueError, match="same non-zero number"):
         D.gram_loss([torch.zeros(1, 2, 2)], [])
+
+
+def test_supervision_transfer_weightings_put_w_on_their_term():
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
+    y = torch.tensor([0, 1, 2, 3, 0])
+    tsl = D.teacher_supervision_loss(s, t, 2.0)
+    gt = torch.nn.functional.cross_entropy(s, y)
+    # The paper's text / Hinton et al.: w = Temp^2 = 4 on the soft target (the default).
+    torch.testing.assert_close(D.supervision_transfer_loss(s, t, y), 4 * tsl + gt)
+    # Eq. 4 as printed: w on the hard (ground-truth) loss.
+    torch.testing.assert_close(D.supervision_transfer_loss(s, t, y, weighting="hard"),
+                               tsl + 4 * gt)  # fmt: skip
+    # The two readings' soft : hard balances differ by Temp^4 = 16.
+    with pytest.raises(ValueError, match="weighting"):
+        D.supervision_transfer_loss(s, t, y, weighting="mixed")

@@ -11,15 +11,21 @@ from mvaccel.cli import main
 from mvaccel.train.cli import run
 from mvaccel.train.evaluate import (
     accuracy,
+    average_precision,
     confusion_matrix,
     evaluate,
+    evaluate_splits,
     fuse,
     fusion_table,
+    limit_subset,
     load_scores,
+    mean_average_precision,
     mean_class_accuracy,
+    mean_over_splits,
     module_from_checkpoint,
     network_from_checkpoint,
     save_scores,
+    thumos14_map,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -170,3 +176,90 @@ def test_checkpoint_names_its_module_class_and_bad_ones_are_refused(trained, tmp
     state = {k: v for k, v in ckpt["state_dict"].items() if not k.endswith("weight")}
     with pytest.raises(ValueError, match="does not fit ActionClassifier: missing"):
         module_from_checkpoint({**ckpt, "state_dict": state})
+
+
+def test_limit_takes_a_seeded_stratified_subset_not_the_first_class():
+    labels = [0] * 10 + [1] * 10 + [2] * 10  # a class-sorted list, as UCF101's
+    chosen = limit_subset(labels, 10, seed=0)
+    counts = np.bincount(np.asarray(labels)[chosen], minlength=3)
+    assert len(chosen) == 10 and sorted(counts) == [3, 3, 4]  # every class, at most one apart
+    assert chosen == sorted(chosen) and len(set(chosen)) == 10
+    assert limit_subset(labels, 10, seed=0) == chosen  # seeded
+    assert limit_subset(labels, 10, seed=1) != chosen
+    assert limit_subset(labels, 99) == list(range(30))
+    # A net at chance that always answers class 0 no longer scores 100 %.
+    scores = np.tile([1.0, 0.0, 0.0], (30, 1))
+    sub = np.asarray(chosen)
+    assert accuracy(scores[sub], np.asarray(labels)[sub]) < 0.5
+    with pytest.raises(ValueError, match="limit"):
+        limit_subset(labels, 0)
+
+
+def test_evaluate_limit_reads_every_class(trained):
+    path, _ = trained
+    # The training list holds 2 videos per class: its first two are one class.
+    r = evaluate(path, subset="train", segments=1, progress=False, limit=2, limit_seed=3)
+    assert len(r["labels"]) == 2 and len(set(r["labels"].tolist())) == 2
+    assert len(set(r["videos"].tolist())) == 2
+
+
+def test_average_precision_by_hand():
+    # Ranked: pos, neg, pos, neg -> precisions at the positives 1/1 and 2/3.
+    assert average_precision([0.9, 0.8, 0.7, 0.1], [1, 0, 1, 0]) == pytest.approx((1 + 2 / 3) / 2)
+    assert average_precision([0.1, 0.9], [1, 1]) == 1.0
+    assert np.isnan(average_precision([0.1, 0.9], [0, 0]))
+    scores = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    # Class 0: videos 0, 2 positive, ranked 0, 2, 1: AP 1; class 1: video 1, ranked first: 1.
+    assert mean_average_precision(scores, np.array([0, 1, 0])) == 1.0
+    # Multi-label rows (untrimmed videos) and a background video (no class).
+    t = np.array([[1, 1], [0, 0], [0, 1]])
+    want = (average_precision(scores[:, 0], t[:, 0]) + average_precision(scores[:, 1], t[:, 1])) / 2
+    assert mean_average_precision(scores, t) == pytest.approx(want)
+    with pytest.raises(ValueError, match="targets"):
+        mean_average_precision(scores, t[:2])
+
+
+def test_mean_over_the_three_splits():
+    rs = [_result(np.eye(2)[[0, 1]], [0, 1]), _result(np.eye(2)[[0, 0]], [0, 1]),
+          _result(np.eye(2)[[1, 1]], [0, 1])]  # fmt: skip
+    m = mean_over_splits(rs)
+    assert m["top1"] == pytest.approx((1 + 0.5 + 0.5) / 3)
+    assert [p[0] for p in m["per_split"]] == [1.0, 0.5, 0.5]
+    with pytest.raises(ValueError):
+        mean_over_splits([])
+
+
+def test_evaluate_splits_averages_one_checkpoint_per_split(trained, tmp_path):
+    import shutil
+
+    path, cli = trained
+    lists = tmp_path / "lists"
+    shutil.copytree(cli.datamodule.list_dir, lists)
+    # Split 2: the same training list, a test list of two videos.
+    shutil.copy(lists / "trainlist01.txt", lists / "trainlist02.txt")
+    test = (lists / "testlist01.txt").read_text().splitlines()
+    (lists / "testlist02.txt").write_text("\n".join(test[:2]) + "\n")
+    out = evaluate_splits([path, path], segments=1, progress=False, list_dir=str(lists))
+    r1, r2 = out["results"]
+    assert len(r1["labels"]) == 3 and len(r2["labels"]) == 2
+    assert out["top1"] == pytest.approx((r1["top1"] + r2["top1"]) / 2)
+    with pytest.raises(ValueError, match="1 to 3"):
+        evaluate_splits([path] * 4)
+
+
+def test_thumos14_map_matches_videos_by_name(tmp_path):
+    r = _result(
+        [[0.9, 0.5], [0.2, 0.8], [0.6, 0.4]],
+        [0, 1, 0],
+        videos=["test/video_test_3.mp4", "test/video_test_1.mp4", "test/video_test_2.mp4"],
+    )
+    r["classes"] = np.asarray(["Archery", "Biking"])
+    lst = tmp_path / "test.txt"
+    # List order differs from the score order; video 2 shows both classes.
+    lst.write_text("video_test_1 Biking\nvideo_test_2 Archery Biking\nvideo_test_3 Archery\n")
+    # Archery: positives 3 (0.9), 2 (0.6), ranked first and second: AP 1. Biking: 1 (0.8),
+    # then negative 3 (0.5), then 2 (0.4): positives at ranks 1 and 3 -> (1 + 2/3) / 2.
+    assert thumos14_map(r, lst) == pytest.approx((1 + (1 + 2 / 3) / 2) / 2)
+    lst.write_text("video_test_1 Biking\n")
+    with pytest.raises(ValueError, match="different videos"):
+        thumos14_map(r, lst)

@@ -240,6 +240,7 @@ def test_stage1_schedule(stage1):
     hp = model.hparams
     assert isinstance(model, DMCNet) and hp.stage == "reconstruction" and hp.in_channels == 2
     assert hp.alpha == 10 and hp.flow_block == 16 and hp.cls_lr_mult == 0.01
+    assert hp.classifier_lr == "authors"  # the recipe states the reading it follows
     assert model.discriminator is None
     dm = stage1["cli"].datamodule
     assert dm.modalities == ("mv", "residual", "flow")
@@ -262,6 +263,7 @@ def test_stage2_alternates_and_lowers_the_loss(root, stage1, monkeypatch, tmp_pa
     hp = model.hparams
     assert hp.stage == "adversarial" and hp.flow_block == 0 and hp.adv_weight == 1
     assert hp.d_adv_weight == 0.01 and isinstance(model.discriminator, DMCDiscriminator)
+    assert hp.alternation == "authors" and hp.classifier_lr == "authors"
     s1 = stage1["cli"].model
     assert all(torch.equal(v, s1.generator.state_dict()[k])
                for k, v in model.generator.state_dict().items())  # fmt: skip
@@ -387,3 +389,62 @@ def test_demo_part_rows(root, tmp_path):
              ("coviar_iframe", "coviar_mv", "coviar_residual", "dmc_net")}  # fmt: skip
     f = fuse(list(files.values()), [2, 1, 1, 1], softmax=False)
     assert rows[5].top1 == pytest.approx(float((f["scores"].argmax(1) == f["labels"]).mean()))
+
+
+# ---- where the paper and the authors' code disagree ----
+
+
+def _spy_fit(model, batch, n_batches=4):
+    """Fit ``n_batches`` of ``batch``; which of (classifier, generator, discriminator) moved."""
+    import lightning as L
+
+    parts = (model.net, model.generator, model.discriminator)
+    prev = [_params(m) for m in parts]
+    moved = []
+
+    def spy(*a):
+        nonlocal prev
+        moved.append(tuple(_changed(p, m) for p, m in zip(prev, parts, strict=True)))
+        prev = [_params(m) for m in parts]
+
+    model.on_train_batch_end = spy
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=n_batches, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu")  # fmt: skip
+    trainer.fit(model, DataLoader([batch] * n_batches, batch_size=None))
+    return moved
+
+
+def _toy_batch(n=2, hw=32):
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(n, 1, 2, hw, hw, generator=g), torch.randn(n, 1, 3, hw, hw, generator=g),
+            torch.randn(n, 1, 2, hw, hw, generator=g), torch.tensor([0, 1][:n]))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("alternation", "want"),
+    [("authors", [(True, False, True), (False, True, False)]),  # D + classifier | G
+     ("paper", [(False, False, True), (True, True, False)])],  # D alone | G + classifier
+)  # fmt: skip
+def test_stage2_alternation_readings(alternation, want):
+    torch.manual_seed(0)
+    m = DMCNet(num_classes=3, in_channels=2, stage="adversarial", flow_block=0,
+               alternation=alternation, milestones=())  # fmt: skip
+    assert _spy_fit(m, _toy_batch()) == want * 2
+    with pytest.raises(ValueError, match="alternation must be one of"):
+        DMCNet(num_classes=3, in_channels=2, alternation="both")
+
+
+def test_classifier_lr_readings():
+    authors = DMCNet(num_classes=3, in_channels=2, milestones=())
+    groups = authors.configure_optimizers()[0].param_groups
+    assert all(g["lr"] == pytest.approx(1e-4) for g in groups)  # the whole classifier x 0.01
+    paper = DMCNet(num_classes=3, in_channels=2, milestones=(), classifier_lr="paper")
+    groups = paper.configure_optimizers()[0].param_groups
+    fc = {id(p) for p in paper.net.fc.parameters()}
+    for g in groups:
+        last = {id(p) for p in g["params"]} <= fc
+        assert g["lr"] == pytest.approx(1e-2 if last else 1e-4), g["lr"]  # fc at the base lr
+    assert sum(len(g["params"]) for g in groups if g["lr"] == pytest.approx(1e-2)) == 2
+    with pytest.raises(ValueError, match="classifier_lr must be one of"):
+        DMCNet(num_classes=3, in_channels=2, classifier_lr="half")

@@ -136,3 +136,68 @@ def test_datamodule_channels_of_clips_and_the_fixed_interval_count(tmp_path_fact
                          test_segments=7, val_segments=5, num_workers=0)  # fmt: skip
     assert dm.dataset("train").test_segments == 7  # OFF's beta fixes the training interval
     assert dm.dataset("test", train=False).test_segments == 5  # at test: the count sampled
+
+
+def _clarifai_pair(dropout=(0.9, 0.8)):
+    """A tiny ClarifaiNet teacher and a student that is its exact copy (TI), both 3 classes."""
+    kw = dict(num_classes=3, in_channels=4, width=0.0625, prelu=True)
+    torch.manual_seed(0)
+    teacher = build_backbone("clarifai", dropout=(0.9, 0.8), **kw)
+    m = MotionVectorTransfer(
+        teacher=teacher, backbone="clarifai", num_classes=3, in_channels=4, teacher_init=True,
+        temperature=0.0, connect=("conv3", "conv4", "conv5", "fc6", "fc7"),
+        backbone_kwargs=dict(dropout=dropout, width=0.0625, prelu=True),
+    )  # fmt: skip
+    return m.train()
+
+
+def test_deeply_connected_transfer_compares_activations_before_dropout():
+    x = torch.randn(4, 4, 64, 64, generator=torch.Generator().manual_seed(0))
+    batch = (x, x, torch.tensor([0, 1, 2, 0]))
+    # The student is the teacher (TI, same input), in train mode; fc6's dropout is off, so
+    # every tapped activation before dropout is the teacher's: the DC loss is exactly 0 even
+    # with fc7's dropout at 0.8 (the old taps, after dropout, saw 80 % zeros there).
+    m = _clarifai_pair(dropout=(0.0, 0.8))
+    assert m.net.training and not m.teacher.training
+    assert m.objective(batch)["dc"].item() == 0.0
+    # fc7's own dropout ratio never reaches its tap: same draws, same DC loss.
+    losses = []
+    for p7 in (0.0, 0.5, 0.8):
+        m = _clarifai_pair(dropout=(0.9, p7))
+        torch.manual_seed(1)
+        losses.append(m.objective(batch)["dc"].item())
+    assert losses[0] > 0  # fc6's dropout still feeds fc7's input in train mode
+    assert losses[1] == losses[0] and losses[2] == losses[0]
+
+
+def test_tapped_before_dropout_records_the_activation():
+    net = build_backbone("clarifai", 3, 4, width=0.0625, dropout=(0.9, 0.8)).train()
+    x = torch.randn(2, 4, 64, 64)
+    with tapped(net, ["fc6", "conv3"], before_dropout=True) as pre, torch.no_grad():
+        net(x)
+    with tapped(net, ["fc6"]) as post, torch.no_grad():
+        net(x)
+    assert (pre["fc6"] == 0).float().mean() < 0.2  # PReLU output: dense
+    assert (post["fc6"] == 0).float().mean() > 0.7  # after p = 0.9 dropout: mostly zeros
+    assert pre["conv3"].dim() == 4  # stages without dropout: their own output
+
+
+@pytest.mark.parametrize("weighting", ["soft", "hard"])
+def test_supervision_transfer_weighting_reaches_the_objective(weighting):
+    from mvaccel import distill
+
+    x, y = _data(n=6)
+    teacher = build_backbone("resnet18", 3, 4).eval()
+    m = MotionVectorTransfer(
+        teacher=teacher, backbone="resnet18", num_classes=3, in_channels=4, teacher_init=True,
+        temperature=2.0, connect=(), st_weighting=weighting,
+    ).eval()  # fmt: skip
+    with torch.no_grad():
+        got = m.objective((x, x, y))["loss"]
+        logits = m.net(x.flatten(0, 1)).view(6, 2, 3).mean(1)
+        want = distill.supervision_transfer_loss(logits, logits, y, 2.0, None, weighting)
+    torch.testing.assert_close(got, want)
+    assert m.hparams.st_weighting == weighting
+    with pytest.raises(ValueError, match="st_weighting"):
+        MotionVectorTransfer(teacher=teacher, backbone="resnet18", num_classes=3,
+                             in_channels=4, st_weighting="both")  # fmt: skip

@@ -51,12 +51,15 @@ def build(name: str, args: list[str], steps: int = 6) -> MvaccelCLI:
     )  # fmt: skip
 
 
-def tvnet_args(root, teacher=None, frames: int = 3) -> list[str]:
+def tvnet_args(root, teacher=None, frames: int = 3, init: str | None = None) -> list[str]:
     args = [*tiny_overrides(root), *SMALL, f"--data.new_length={frames}",
             f"--model.init_args.flow_clip={FLOW_BOUND}",
             f"--model.init_args.flow_std={MOTION_STD}"]  # fmt: skip
-    if teacher is not None:
-        args.append(f"--model.init_args.classifier_checkpoint={teacher}")
+    if teacher is not None:  # the flow-trained start (the recipe's option)
+        args += ["--model.init_args.classifier_init=flow",
+                 f"--model.init_args.classifier_checkpoint={teacher}"]  # fmt: skip
+    elif init is not None:
+        args.append(f"--model.init_args.classifier_init={init}")
     return args
 
 
@@ -323,7 +326,8 @@ def test_clear_errors(root, flow_net, tmp_path):
         load_flow_classifier(model.net, sd)
     # A flow data module under the TVNet recipe: named, not a shape error deep inside.
     with pytest.raises(ValueError, match="must start with 'rgb'"):
-        cli = build("tvnet_e2e", [*tvnet_args(root), "--data.modalities=[flow]"], 1)
+        cli = build("tvnet_e2e", [*tvnet_args(root, init="scratch"), "--data.modalities=[flow]"],
+                    1)  # fmt: skip
         cli.trainer.fit(cli.model, cli.datamodule)
 
 
@@ -333,7 +337,7 @@ def test_recipe_trains_from_the_data_module_with_its_loggers(root, tmp_path):
     logger = ("--trainer.logger=[{class_path: lightning.pytorch.loggers.CSVLogger, init_args: "
               f"{{save_dir: {tmp_path}}}}}, {{class_path: lightning.pytorch.loggers."
               f"TensorBoardLogger, init_args: {{save_dir: {tmp_path}}}}}]")  # fmt: skip
-    cli = build("tvnet_e2e", [*tvnet_args(root), logger], 2)
+    cli = build("tvnet_e2e", [*tvnet_args(root, init="scratch"), logger], 2)
     cli.trainer.fit(cli.model, cli.datamodule)
     assert cli.trainer.global_step == 2
     path = tmp_path / "e2e.ckpt"
@@ -403,3 +407,43 @@ def test_demo_part_without_a_fitting_flow_cnn_trains_from_scratch(demo_ctx, monk
     rows = part.run(ctx)
     assert [r.name for r in rows] == ["TVNet-50 end to end (L_c + 0.1 L_f)"]
     assert "classifier from scratch" in rows[0].note and "new_length must be 3" in rows[0].note
+
+
+def test_tvnet_recipe_starts_from_imagenet_bninception_cross_modality(root, tmp_path):
+    """The paper's route (the recipe's default): ImageNet BN-Inception, TSN cross-modality."""
+    from mvaccel.nn import backbones
+
+    torch.manual_seed(0)
+    imagenet = backbones.BNInception(num_classes=1000, in_channels=3)
+    path = tmp_path / "bninception_imagenet.pth"
+    torch.save(imagenet.state_dict(), path)
+    cli = build("tvnet_e2e", [*tvnet_args(root), f"--model.init_args.pretrained={path}"])
+    model = cli.model
+    assert model.hparams.classifier_init == "imagenet"
+    from mvaccel.nn.backbones.common import first_conv
+
+    name, conv = first_conv(model.net)
+    rgb = dict(imagenet.named_modules())[name].weight
+    assert conv.weight.shape[1] == 4  # 3 RGB frames -> 2 flows -> 4 channels
+    want = rgb.mean(1, keepdim=True).expand(-1, 4, -1, -1)
+    torch.testing.assert_close(conv.weight.detach(), want)
+    # The rest of the trunk is ImageNet's (fc is for 1000 classes: left out).
+    own = model.net.state_dict()
+    same = [k for k, v in imagenet.state_dict().items() if k in own and own[k].shape == v.shape]
+    assert len(same) > 100 and all(torch.equal(own[k], imagenet.state_dict()[k]) for k in same)
+    # Without the weights the paper's route refuses to start silently from random weights.
+    with pytest.raises(ValueError, match="pretrained"):
+        build("tvnet_e2e", tvnet_args(root))
+
+
+def test_classifier_init_options_are_checked():
+    kw = dict(in_channels=9, backbone="resnet18", num_classes=3)
+    with pytest.raises(ValueError, match="classifier_init must be one of"):
+        TVNetClassifier(classifier_init="kinetics", **kw)
+    with pytest.raises(ValueError, match="'flow' needs classifier_checkpoint"):
+        TVNetClassifier(classifier_init="flow", **kw)
+    with pytest.raises(ValueError, match="not both"):
+        TVNetClassifier(classifier_checkpoint="a.ckpt", pretrained="b.pth", **kw)
+    assert TVNetClassifier(classifier_init="scratch", iters=2, **kw).hparams.classifier_init == (
+        "scratch"
+    )

@@ -5,13 +5,21 @@ UCF101 (``ucfTrainTestlist/``): ``classInd.txt`` holds ``"<1-based index> <Class
 ``"<Class>/<video>.avi"``. HMDB51 (``testTrainMulti_7030_splits/``): one file per class and split,
 ``<class>_test_split<N>.txt``, with ``"<video>.avi <tag>"`` lines, tag 1 = train, 2 = test,
 0 = unused. Labels here are 0-based; HMDB51's classes are numbered in sorted name order.
+
+Kinetics (:func:`kinetics_list`): the released ``train.csv`` / ``validate.csv`` files, columns
+``label,youtube_id,time_start,time_end,split``. THUMOS14 (:func:`thumos14_list`): untrimmed
+validation / test videos with one or more of UCF101's 101 classes each (or none).
 """
 
 from __future__ import annotations
 
+import csv
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 SUBSETS = ("train", "test")
 
@@ -119,3 +127,107 @@ def hmdb51_split(list_dir: str | Path, split: int = 1, subset: str = "train") ->
             if parts[1] == want:
                 items.append(VideoItem(f"{cls}/{parts[0]}", label))
     return items
+
+
+KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end", "split")
+
+
+def kinetics_clip_path(label: str, youtube_id: str, start: int, end: int, folder: str = "") -> str:
+    """Where a Kinetics clip lives: ``[folder/]<label>/<youtube_id>_<start:06d>_<end:06d>.mp4``.
+
+    The layout the ActivityNet download script (``download.py``) writes, with the csv's label
+    as the folder name.
+    """
+    name = f"{label}/{youtube_id}_{start:06d}_{end:06d}.mp4"
+    return f"{folder}/{name}" if folder else name
+
+
+def kinetics_classes(csv_path: str | Path) -> list[str]:
+    """The class names of a Kinetics csv in label order (sorted, as the released models use)."""
+    return sorted({row["label"] for row in _kinetics_rows(Path(csv_path))})
+
+
+def _kinetics_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise FileNotFoundError(f"Kinetics list not found: {path}")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in KINETICS_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(
+                f"{path}: not a Kinetics list: columns {reader.fieldnames}, missing {missing} "
+                f"(expected {','.join(KINETICS_COLUMNS)})"
+            )
+        return list(reader)
+
+
+def kinetics_list(
+    csv_path: str | Path, classes: Sequence[str] | None = None, folder: str = ""
+) -> list[VideoItem]:
+    """The clips of a Kinetics csv (``label,youtube_id,time_start,time_end,split``).
+
+    Args:
+        csv_path: ``train.csv``, ``validate.csv`` (or ``test.csv`` where it has labels).
+        classes: class names in label order (default: this file's, sorted; pass
+            :func:`kinetics_classes` of ``train.csv`` for the validation list).
+        folder: prefix of every path (e.g. ``"train"`` or ``"val"``, the download folders).
+
+    Returns:
+        Items with :func:`kinetics_clip_path` paths and 0-based labels.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: missing columns, a label outside ``classes``, times that are not integers.
+    """
+    path = Path(csv_path)
+    rows = _kinetics_rows(path)
+    classes = list(classes) if classes is not None else sorted({r["label"] for r in rows})
+    index = {c: i for i, c in enumerate(classes)}
+    items = []
+    for n, r in enumerate(rows, 2):  # line 1 is the header
+        if r["label"] not in index:
+            raise ValueError(f"{path}:{n}: label {r['label']!r} is not one of the classes")
+        try:
+            start, end = int(float(r["time_start"])), int(float(r["time_end"]))
+        except ValueError as e:
+            raise ValueError(f"{path}:{n}: time_start/time_end must be seconds: {e}") from e
+        clip = kinetics_clip_path(r["label"], r["youtube_id"], start, end, folder)
+        items.append(VideoItem(clip, index[r["label"]]))
+    return items
+
+
+def thumos14_list(path: str | Path, classes: Sequence[str]) -> tuple[list[VideoItem], np.ndarray]:
+    """THUMOS14's untrimmed recognition videos and their (multi-)labels.
+
+    The file has one video per line: ``"<video> [<Class> ...]"``, the classes by name (UCF101's
+    101, as ``classInd.txt``) or 1-based index; a video with no class is background (counted
+    as a negative of every class by :func:`mvaccel.train.evaluate.mean_average_precision`).
+    It is the ``primary_action`` / ``secondary_actions`` of the challenge's validation and
+    test meta files, one line per video. Zhang et al. train on UCF101 plus the validation set
+    and report test mAP (Tables IV and IX).
+
+    Args:
+        path: the list.
+        classes: class names in label order (:func:`read_class_index`).
+
+    Returns:
+        ``items`` (label: the first class, -1 for background) and ``targets`` ``(N, K)`` bool,
+        every class of every video.
+    """
+    path = Path(path)
+    index = {c: i for i, c in enumerate(classes)}
+    items, targets = [], []
+    for n, ln in enumerate(_lines(path), 1):
+        video, *names = ln.split()
+        row = np.zeros(len(classes), bool)
+        labels = []
+        for c in names:
+            k = int(c) - 1 if c.isdigit() else index.get(c, -1)
+            if not 0 <= k < len(classes):
+                raise ValueError(f"{path}:{n}: class {c!r} of {video!r} is not one of the "
+                                 f"{len(classes)} classes")  # fmt: skip
+            row[k] = True
+            labels.append(k)
+        items.append(VideoItem(video, labels[0] if labels else -1))
+        targets.append(row)
+    return items, np.stack(targets) if targets else np.zeros((0, len(classes)), bool)

@@ -6,6 +6,7 @@ Knowledge transfer from a flow teacher (:mod:`.transfer`) and TVNet's flow losse
 
 from .flow_losses import epe, tvl1_energy
 from .transfer import (
+    ST_WEIGHTINGS,
     deeply_connected_loss,
     dual_action_loss,
     gram,
@@ -17,6 +18,7 @@ from .transfer import (
 )
 
 __all__ = [
+    "ST_WEIGHTINGS",
     "deeply_connected_loss",
     "dual_action_loss",
     "epe",

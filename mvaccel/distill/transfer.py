@@ -41,33 +41,54 @@ def teacher_supervision_loss(
     return -(p_t * log_p_s).sum(1).mean()
 
 
+ST_WEIGHTINGS = ("soft", "hard")
+
+
 def supervision_transfer_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
     target: Tensor,
     temperature: float = 2.0,
     weight: float | None = None,
+    weighting: str = "soft",
 ) -> Tensor:
-    """Zhang et al. eq. 4: ``L = L_TSL + w * L_GT`` (Supervision Transfer).
+    """Zhang et al.'s Supervision Transfer: the teacher's soft target plus the ground truth.
+
+    The paper gives two readings of where ``w`` goes, which differ by ``Temp^4`` (16 at
+    Temp = 2) in the soft : hard balance:
+
+    - ``"soft"`` (default): ``L = w * L_TSL + L_GT``. The paper's text (Sec. IV-B, V-C) says
+      ``w`` weights the teacher's soft target, as Hinton et al. do (``Temp^2`` keeps the soft
+      term's gradients at the hard term's scale).
+    - ``"hard"``: ``L = L_TSL + w * L_GT``, eq. 4 as printed.
 
     Args:
         student_logits: ``(N, K)`` MV-CNN scores before softmax.
         teacher_logits: ``(N, K)`` flow-CNN scores before softmax (frozen teacher).
         target: ``(N,)`` class indices.
         temperature: ``Temp`` (the paper's best: 2).
-        weight: ``w``; default ``Temp**2`` as the paper sets it (4 at Temp = 2). Eq. 4 puts
-            ``w`` on the ground-truth term ``L_GT`` (eq. 3, plain cross-entropy).
+        weight: ``w``; default ``Temp**2`` as the paper sets it (4 at Temp = 2).
+        weighting: ``"soft"`` or ``"hard"``: the term ``w`` multiplies (above).
+
+    Returns:
+        The scalar loss, averaged over the batch (``L_GT``: eq. 3, plain cross-entropy).
     """
+    if weighting not in ST_WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {ST_WEIGHTINGS}, got {weighting!r}")
     w = temperature**2 if weight is None else weight
     tsl = teacher_supervision_loss(student_logits, teacher_logits, temperature)
-    return tsl + w * F.cross_entropy(student_logits, target)
+    gt = F.cross_entropy(student_logits, target)
+    return w * tsl + gt if weighting == "soft" else tsl + w * gt
 
 
 def deeply_connected_loss(student: Sequence[Tensor], teacher: Sequence[Tensor]) -> Tensor:
     """Zhang et al. eq. 5-6: ``L_DCSL = sum_t (1/k) * sqrt(sum (S^t - T^t)^2)``.
 
     One term per connected layer ``t`` (conv3 ... fc7 by default in the paper), ``k`` the
-    layer's size per sample; the L2 norm is per sample, then averaged over the batch.
+    layer's size per sample; the L2 norm is per sample, then averaged over the batch. The
+    features are the layers' activations before any dropout (``MotionVectorTransfer`` taps
+    them so): a student in train mode is compared with the teacher, not with its own dropout
+    mask.
     """
     total = 0.0
     for s, t in _pairs(student, teacher, "deeply_connected_loss"):
@@ -97,7 +118,12 @@ def gram_loss(student: Sequence[Tensor], teacher: Sequence[Tensor]) -> Tensor:
 
     ``L_G = sum_i || (G(f_DS(i)) - G(f_FLOW(i))) / ((n-1) C_i T_i H_i W_i) ||_1`` with
     ``G`` the Gram matrix of the flattened features, ``n-1`` the number of levels, the L1 norm
-    summed over the ``C_i x C_i`` entries and averaged over the batch.
+    summed over the ``C_i x C_i`` entries (the norm's letter) and averaged over the batch. The
+    paper does not say how its norm reduces the entries; the other reading, the mean over them
+    (PyTorch's ``L1Loss``, ``C_i**2`` times smaller), is
+    :func:`mvaccel.train.dual_action.mean_gram_loss`, and ``DualActionStream``'s
+    ``gram_reduction`` chooses between the two (default ``"mean"``: with the sum and alpha = 50
+    the Gram term swamps the cross-entropy).
     """
     pairs = _pairs(student, teacher, "gram_loss")
     total = 0.0

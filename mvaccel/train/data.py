@@ -12,15 +12,86 @@ as well: ``videos`` and ``lists`` default to the root itself when those sub-fold
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 from torch.utils.data import DataLoader
 
 from ..data import transforms as tf
-from ..data.datasets import MODALITIES, EpochSampler, VideoDataset, num_channels
-from ..data.lists import hmdb51_classes, hmdb51_split, read_class_index, ucf101_split
+from ..data.datasets import FIELDS, MODALITIES, EpochSampler, VideoDataset, num_channels
+from ..data.lists import (
+    hmdb51_classes,
+    hmdb51_split,
+    kinetics_classes,
+    kinetics_list,
+    read_class_index,
+    ucf101_split,
+)
+
+LIST_FORMATS = ("ucf101", "hmdb51", "kinetics")
+#: Kinetics: the csv and the download folder of each subset (the validation set is the test).
+KINETICS_FILES = {"train": ("train.csv", "train"), "test": ("validate.csv", "val")}
+
+
+def cover_clip_starts(num_frames: int, extent: int, count: int) -> list[int]:
+    """Start frames of test clips that cover a whole video (multi-clip testing).
+
+    Args:
+        num_frames: frames (or motion fields) in the video.
+        extent: frames one clip spans, ``(clip_len - 1) * stride + 1``.
+        count: clips spread evenly from the first frame to the last (the first starts at 0,
+            the last ends at the video's end; 1: the centred clip); ``0``: every
+            non-overlapping clip, back to back, the last one moved to end with the video
+            (MARS's test protocol).
+
+    Returns:
+        Start frames; a video shorter than a clip gives starts of 0 (the clip loops).
+    """
+    if num_frames < 1 or extent < 1 or count < 0:
+        raise ValueError(f"cover_clip_starts: need num_frames, extent >= 1 and count >= 0, got "
+                         f"{num_frames}, {extent}, {count}")  # fmt: skip
+    last = max(0, num_frames - extent)
+    if count == 0:
+        return [min(i * extent, last) for i in range(max(1, math.ceil(num_frames / extent)))]
+    if count == 1:
+        return [last // 2]
+    return [int(round(v)) for v in np.linspace(0, last, count)]
+
+
+class MultiClipDataset(VideoDataset):
+    """A clip dataset (``sampling="clip"``) whose test samples are several clips of a video.
+
+    A test sample is ``(S, C, K, H, W)`` per modality, ``S`` clips that cover the video
+    (:func:`cover_clip_starts`); the evaluation averages the network's scores over them (the
+    papers' test protocol for 3D CNNs, MARS's average over the whole video). Training samples
+    are :class:`VideoDataset`'s (one random clip). With ``num_clips=0`` the clip count varies
+    from video to video: evaluate with one video per batch.
+
+    Args:
+        num_clips: clips per test video (see :func:`cover_clip_starts`).
+        **kw: :class:`VideoDataset`'s arguments; ``sampling`` must be ``"clip"``.
+    """
+
+    def __init__(self, *args, num_clips: int = 0, **kw):
+        super().__init__(*args, **kw)
+        if self.sampling != "clip":
+            raise ValueError(f"MultiClipDataset needs sampling='clip', got {self.sampling!r}")
+        if num_clips < 0:
+            raise ValueError(f"num_clips must be >= 0, got {num_clips}")
+        self.num_clips = num_clips
+
+    def frames(self, video, rng):  # noqa: D102
+        if self.train:
+            return super().frames(video, rng)
+        motion = any(m in FIELDS for m in self.modalities)
+        n = video.num_frames() - (1 if motion else 0)
+        first = 1 if motion else 0
+        k, step = self.new_length, self.clip_stride
+        starts = cover_clip_starts(n, (k - 1) * step + 1, self.num_clips)
+        return [[first + (st + i * step) % n for i in range(k)] for st in starts]
 
 
 class VideoDataModule(L.LightningDataModule):
@@ -33,7 +104,10 @@ class VideoDataModule(L.LightningDataModule):
     Args:
         root: the prepared dataset folder (see the module docstring).
         list_format: ``"ucf101"`` (classInd + train/testlist, what ``prepare`` writes for both
-            datasets) or ``"hmdb51"`` (the original ``<class>_test_splitN.txt`` files).
+            datasets), ``"hmdb51"`` (the original ``<class>_test_splitN.txt`` files) or
+            ``"kinetics"`` (``train.csv`` / ``validate.csv`` in ``list_dir``, clips under
+            ``videos/train`` and ``videos/val``: :func:`mvaccel.data.lists.kinetics_list`;
+            ``split`` is ignored).
         split: 1, 2 or 3.
         list_dir / video_root / flow_root / frame_root: override the folders under ``root``.
         video_ext: replaces the list's extension when reading videos (None: keep).
@@ -46,6 +120,9 @@ class VideoDataModule(L.LightningDataModule):
             fixes the training interval of ``sampling="fixed"``; default ``val_segments``;
             at test the interval comes from the segments sampled).
         val_segments / val_crops: the validation protocol (segments, 1 or 10 crops).
+        test_clips: clip models (``sampling="clip"``): clips per validation / test video
+            covering the whole video (:class:`MultiClipDataset`; 0: every non-overlapping
+            clip, MARS's protocol); None: one centred clip.
         batch_size / val_batch_size / num_workers: loaders (per process under DDP).
         synthetic: if given (fields of :class:`mvaccel.data.synthetic.SyntheticSpec`),
             ``prepare_data`` writes the synthetic videos into ``root`` first.
@@ -53,6 +130,12 @@ class VideoDataModule(L.LightningDataModule):
             ``prepare_data`` computes it (``mvaccel flow --backward --preset flow_preset``).
         seed: of the training data's order, positions, crops and flips (a function of the seed,
             the epoch and the video: a resumed run sees the same data as an uninterrupted one).
+        aux: multi-task training (Zhang et al. train HMDB51 together with UCF101): the settings
+            of a second dataset, e.g. ``{root: data/ucf101_original}``; every other argument is
+            this module's (``modalities``: the first one only, what the second head reads;
+            ``root``-derived folders and ``list_format`` reset). Training batches become
+            ``{"main": batch, "aux": batch}`` (the shorter loader cycles); validation reads the
+            main dataset only. The model needs ``aux_num_classes`` = the aux lists' classes.
     """
 
     def __init__(
@@ -84,6 +167,7 @@ class VideoDataModule(L.LightningDataModule):
         rgb_norm: str = "imagenet",
         val_segments: int = 5,
         val_crops: int = 1,
+        test_clips: int | None = None,
         batch_size: int = 32,
         val_batch_size: int | None = None,
         num_workers: int = 4,
@@ -91,11 +175,12 @@ class VideoDataModule(L.LightningDataModule):
         synthetic: dict | None = None,
         flow_preset: str | None = None,
         seed: int = 0,
+        aux: dict | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
-        if list_format not in ("ucf101", "hmdb51"):
-            raise ValueError(f"list_format must be 'ucf101' or 'hmdb51', got {list_format!r}")
+        if list_format not in LIST_FORMATS:
+            raise ValueError(f"list_format must be one of {LIST_FORMATS}, got {list_format!r}")
         mods = tuple(modalities)
         if not mods or any(m not in MODALITIES for m in mods):
             raise ValueError(f"modalities must be names of {MODALITIES}, got {modalities}")
@@ -109,6 +194,16 @@ class VideoDataModule(L.LightningDataModule):
             r / "videos" if (r / "videos").is_dir() else r)  # fmt: skip
         self.flow_root = Path(flow_root) if flow_root else r / "flow"
         self.frame_root = Path(frame_root) if frame_root else None
+        self.aux_module = None
+        if aux:
+            own = {k: v for k, v in self.hparams.items() if not k.startswith("_")}
+            for k in ("aux", "synthetic", "list_dir", "video_root", "flow_root", "frame_root",
+                      "list_format", "video_ext", "val_modalities"):  # fmt: skip
+                own.pop(k, None)
+            own["modalities"] = list(mods[:1])
+            if "root" not in aux:
+                raise ValueError(f"data.aux needs the second dataset's root, got {aux}")
+            self.aux_module = VideoDataModule(**{**own, **dict(aux)})
 
     # ---- what the model needs to know ----
 
@@ -117,6 +212,8 @@ class VideoDataModule(L.LightningDataModule):
         """Class names in label order."""
         if self.hparams.list_format == "hmdb51":
             return hmdb51_classes(self.list_dir)
+        if self.hparams.list_format == "kinetics":
+            return kinetics_classes(self.list_dir / KINETICS_FILES["train"][0])
         return read_class_index(self.list_dir / "classInd.txt")
 
     @property
@@ -137,6 +234,11 @@ class VideoDataModule(L.LightningDataModule):
 
     def items(self, subset: str):
         """The split's videos of ``subset``."""
+        if self.hparams.list_format == "kinetics":
+            if subset not in KINETICS_FILES:
+                raise ValueError(f"subset must be 'train' or 'test', got {subset!r}")
+            name, folder = KINETICS_FILES[subset]
+            return kinetics_list(self.list_dir / name, self.classes, folder)
         fn = hmdb51_split if self.hparams.list_format == "hmdb51" else ucf101_split
         return fn(self.list_dir, self.hparams.split, subset)
 
@@ -176,13 +278,19 @@ class VideoDataModule(L.LightningDataModule):
             motion_std=hp.motion_std, flow_bound=hp.flow_bound, flow_negate=hp.flow_negate,
             rgb_norm=hp.get("rgb_norm", "imagenet"), cache=hp.cache, seed=hp.seed,
         )  # fmt: skip
+        clips = overrides.pop("test_clips", hp.get("test_clips"))
         kw.update(overrides)
         mods = modalities or (self.modalities if train else self.val_modalities)
+        if clips is not None and not train and kw["sampling"] == "clip":
+            return MultiClipDataset(self.items(subset), self.video_root, mods, num_clips=clips,
+                                    **kw)  # fmt: skip
         return VideoDataset(self.items(subset), self.video_root, mods, **kw)
 
     def setup(self, stage: str | None = None) -> None:  # noqa: D102
         if stage in (None, "fit"):
             self.train_set = self.dataset("train")
+            if self.aux_module is not None:
+                self.aux_module.setup("fit")
         if stage in (None, "fit", "validate"):
             self.val_set = self.dataset("test", train=False)
 
@@ -193,11 +301,18 @@ class VideoDataModule(L.LightningDataModule):
             persistent_workers=n > 0, pin_memory=False,
         )  # fmt: skip
 
-    def train_dataloader(self) -> DataLoader:  # noqa: D102
+    def train_dataloader(self):  # noqa: D102
         # The epoch the trainer is at (restored on resume): Lightning sets later epochs itself.
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         sampler = EpochSampler(len(self.train_set), True, self.hparams.seed, epoch)
-        return self._loader(self.train_set, self.hparams.batch_size, sampler)
+        main = self._loader(self.train_set, self.hparams.batch_size, sampler)
+        if self.aux_module is None:
+            return main
+        aux = self.aux_module
+        aux_sampler = EpochSampler(len(aux.train_set), True, aux.hparams.seed, epoch)
+        # Lightning combines a dict of loaders into {"main": batch, "aux": batch} steps.
+        return {"main": main,
+                "aux": aux._loader(aux.train_set, aux.hparams.batch_size, aux_sampler)}  # fmt: skip
 
     def val_dataloader(self) -> DataLoader:  # noqa: D102
         hp = self.hparams

@@ -20,6 +20,18 @@ Separate Adam optimizers (``eps = 1e-3``, weight decay 1e-4 except biases) for c
 generator and discriminator, base lr 0.01 with multipliers 0.01 (classifier), 1 (generator),
 1 (discriminator), divided by 10 at epochs 20, 35, 45 of 50.
 
+**Where the paper and the authors' code disagree**, both readings are options; the default is
+the authors' code (what produced their tables):
+
+- ``alternation``: ``"authors"`` (default) as above; ``"paper"`` (Sec. 3.3.2 and eq. 4: "D is
+  trained while G_DMC and the downstream action classifier are fixed"): even batches train the
+  discriminator alone on ``L_adv^D``, odd batches the generator *and the classifier* on
+  ``CE + lambda * L_adv^G + alpha * MSE``.
+- ``classifier_lr``: ``"authors"`` (default): the whole classifier at ``lr * cls_lr_mult``;
+  ``"paper"`` (supplementary, both stages: "all layers in the classification network except
+  its last layer have the learning rate set to be 100x smaller"): its last layer (the final
+  ``nn.Linear``) at ``lr``, the rest at ``lr * cls_lr_mult``.
+
 The two ablations of the supplementary are options: ``smooth_block=16`` feeds the generator
 the bilinear-smoothed MV (7.8), ``attention="cam"`` weights the MSE by the flow classifier's
 class activation map of the true class (7.4).
@@ -44,18 +56,29 @@ from ..nn.dmcnet import (
     block_average,
     class_activation_map,
 )
-from .modules import ActionClassifier, _fold, _load_net
+from .modules import ActionClassifier, _fold, _load_net, last_linear
 
 STAGES = ("reconstruction", "adversarial")
+READINGS = ("authors", "paper")
 
 
-def _adam(params, lr: float, weight_decay: float, eps: float) -> torch.optim.Adam:
-    """Adam with no weight decay on biases (the authors' ``decay_mult``)."""
+def _adam(
+    params, lr: float, weight_decay: float, eps: float, full_lr: Sequence = (), base_lr=None
+) -> torch.optim.Adam:
+    """Adam with no weight decay on biases (the authors' ``decay_mult``).
+
+    Parameters in ``full_lr`` (by identity) get ``base_lr`` instead of ``lr``.
+    """
     params = [p for p in params if p.requires_grad]
-    decay = [p for p in params if p.dim() > 1]
-    plain = [p for p in params if p.dim() <= 1]
-    groups = [g for g in ({"params": decay, "weight_decay": weight_decay},
-                          {"params": plain, "weight_decay": 0.0}) if g["params"]]  # fmt: skip
+    full = {id(p) for p in full_lr}
+    groups = []
+    for rate, chosen in ((lr, [p for p in params if id(p) not in full]),
+                         (base_lr, [p for p in params if id(p) in full])):  # fmt: skip
+        decay = [p for p in chosen if p.dim() > 1]
+        plain = [p for p in chosen if p.dim() <= 1]
+        groups += [dict(g, lr=rate) for g in ({"params": decay, "weight_decay": weight_decay},
+                                              {"params": plain, "weight_decay": 0.0})
+                   if g["params"]]  # fmt: skip
     return torch.optim.Adam(groups, lr=lr, eps=eps)
 
 
@@ -83,6 +106,10 @@ class DMCNet(ActionClassifier):
         growth / disc_extra_blocks: generator widths; discriminator depth (2: the authors'
             ``Discriminator3``).
         cls_lr_mult / gen_lr_mult / disc_lr_mult: learning-rate multipliers (0.01, 1, 1).
+        alternation: stage 2's alternating steps, ``"authors"`` or ``"paper"`` (module
+            docstring).
+        classifier_lr: ``"authors"`` (all of the classifier at ``cls_lr_mult``) or ``"paper"``
+            (its last layer at the base lr).
         adam_eps: Adam's epsilon (1e-3).
         backbone / lr / weight_decay / milestones / gamma / **kw: :class:`ActionClassifier`'s
             (the classifier: ResNet-18; the lr schedule counts epochs).
@@ -112,6 +139,8 @@ class DMCNet(ActionClassifier):
         cls_lr_mult: float = 0.01,
         gen_lr_mult: float = 1.0,
         disc_lr_mult: float = 1.0,
+        alternation: str = "authors",
+        classifier_lr: str = "authors",
         adam_eps: float = 1e-3,
         backbone: str = "resnet18",
         optimizer: str = "adam",
@@ -125,6 +154,9 @@ class DMCNet(ActionClassifier):
         hp = self.hparams
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        for name, value in (("alternation", alternation), ("classifier_lr", classifier_lr)):
+            if value not in READINGS:
+                raise ValueError(f"{name} must be one of {READINGS}, got {value!r}")
         if attention not in (None, "cam"):
             raise ValueError(f"attention must be None or 'cam', got {attention!r}")
         if optimizer != "adam":
@@ -240,6 +272,9 @@ class DMCNet(ActionClassifier):
                 loss = hp.cls_weight * ce + hp.alpha * mse
                 self._step_opts(loss, opts, [gen_opt, cls_opt])
             log.update(ce=ce, mse=mse)
+        elif hp.get("alternation", "authors") == "paper":
+            loss, logits = self._paper_step(batch_idx, net, mv, res, flow, y, s, frame_labels,
+                                            opts, log)  # fmt: skip
         elif batch_idx % 2 == 0:  # discriminator + classifier, generator fixed
             disc_opt = opts[2]
             with torch.no_grad():
@@ -269,6 +304,30 @@ class DMCNet(ActionClassifier):
         self.log("train/acc", (logits.argmax(1) == y).float().mean(), prog_bar=True, batch_size=n)
         return loss.detach()
 
+    def _paper_step(self, batch_idx, net, mv, res, flow, y, s, frame_labels, opts, log):
+        """Stage 2 as the paper reads: D alone, then generator + classifier."""
+        hp = self.hparams
+        cls_opt, gen_opt, disc_opt = opts[0], opts[1], opts[2]
+        if batch_idx % 2 == 0:  # the discriminator, generator and classifier fixed
+            with torch.no_grad():
+                dmc = net.dmc(mv, res)
+                logits = self._scores(dmc, s)
+            validity = self.discriminator(torch.cat((dmc, flow)))  # first fake, then real
+            truth = torch.cat((torch.zeros_like(frame_labels), torch.ones_like(frame_labels)))
+            loss = F.cross_entropy(validity, truth)
+            self._step_opts(loss, opts, [disc_opt])
+            log.update(adv_d=loss, d_acc=(validity.argmax(1) == truth).float().mean())
+            return loss, logits
+        dmc = net.dmc(mv, res)  # generator and classifier, the discriminator fixed
+        logits = self._scores(dmc, s)
+        ce = F.cross_entropy(logits, y)
+        adv = F.cross_entropy(self.discriminator(dmc), torch.ones_like(frame_labels))
+        mse = self.reconstruction_loss(dmc, flow, frame_labels)
+        loss = hp.cls_weight * ce + hp.adv_weight * adv + hp.alpha * mse
+        self._step_opts(loss, opts, [gen_opt, cls_opt])
+        log.update(ce=ce, adv_g=adv, mse=mse)
+        return loss, logits
+
     def validation_step(self, batch, batch_idx):  # noqa: D102
         *xs, y = batch
         if len(xs) < 2:
@@ -288,8 +347,12 @@ class DMCNet(ActionClassifier):
 
     def configure_optimizers(self):  # noqa: D102
         hp = self.hparams
+        full = ()
+        if hp.get("classifier_lr", "authors") == "paper":
+            full = tuple(last_linear(self.net).parameters())
         opts = [
-            _adam(self.net.parameters(), hp.lr * hp.cls_lr_mult, hp.weight_decay, hp.adam_eps),
+            _adam(self.net.parameters(), hp.lr * hp.cls_lr_mult, hp.weight_decay, hp.adam_eps,
+                  full, hp.lr),  # fmt: skip
             _adam(self.generator.parameters(), hp.lr * hp.gen_lr_mult, hp.weight_decay,
                   hp.adam_eps),
         ]  # fmt: skip

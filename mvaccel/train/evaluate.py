@@ -100,6 +100,152 @@ def mean_class_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((np.diag(cm)[seen] / cm.sum(1)[seen]).mean())
 
 
+def limit_subset(labels: Sequence[int], limit: int, seed: int = 0) -> list[int]:
+    """A seeded, class-stratified choice of ``limit`` item indices (sorted).
+
+    Lists are sorted by class, so their first ``limit`` videos are one or two classes: a
+    network at chance that always answers the first class would score 100 % on them. Instead
+    every class's videos are shuffled with ``seed`` and the classes take turns (in a shuffled
+    order) until ``limit`` are chosen: at most one apart in count per class.
+
+    Args:
+        labels: ``(N,)`` the label of every item, in list order.
+        limit: how many to choose (all when ``limit >= N``).
+        seed: of the shuffles.
+
+    Returns:
+        Sorted indices into ``labels``.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    labels = np.asarray(labels)
+    if limit >= len(labels):
+        return list(range(len(labels)))
+    rng = np.random.default_rng(seed)
+    classes = rng.permutation(np.unique(labels))
+    queues = [list(rng.permutation(np.flatnonzero(labels == c))) for c in classes]
+    chosen: list[int] = []
+    while len(chosen) < limit:
+        for q in queues:
+            if q and len(chosen) < limit:
+                chosen.append(int(q.pop()))
+    return sorted(chosen)
+
+
+def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Non-interpolated average precision of one class (THUMOS14's recognition measure).
+
+    Videos are ranked by ``scores``; AP is the mean, over the positives, of the precision at
+    each positive's rank (the TRECVID measure the THUMOS14 evaluation kit computes). Ties keep
+    list order.
+
+    Args:
+        scores: ``(N,)`` the class's score of every video.
+        positive: ``(N,)`` bool, whether the video shows the class.
+
+    Returns:
+        AP in [0, 1]; NaN when no video is positive.
+    """
+    scores, positive = np.asarray(scores, np.float64), np.asarray(positive, bool)
+    if scores.shape != positive.shape or scores.ndim != 1:
+        raise ValueError(f"average_precision: scores {scores.shape}, positive {positive.shape}")
+    if not positive.any():
+        return float("nan")
+    hits = positive[np.argsort(-scores, kind="stable")]
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float(precision[hits].mean())
+
+
+def mean_average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Mean over the classes with a positive video of :func:`average_precision` (THUMOS14 mAP).
+
+    Args:
+        scores: ``(N, K)`` per-video class scores (any monotone scale: logits, probabilities).
+        targets: ``(N,)`` one label per video, or ``(N, K)`` 0/1 (untrimmed THUMOS14 videos may
+            show several actions; a background video is a row of zeros).
+    """
+    scores = np.asarray(scores)
+    targets = np.asarray(targets)
+    if targets.ndim == 1:
+        onehot = np.zeros(scores.shape, bool)
+        onehot[np.arange(len(targets)), targets] = True
+        targets = onehot
+    if scores.ndim != 2 or targets.shape != scores.shape:
+        raise ValueError(f"mean_average_precision: scores {scores.shape}, targets "
+                         f"{targets.shape}")  # fmt: skip
+    aps = [average_precision(scores[:, k], targets[:, k]) for k in range(scores.shape[1])]
+    aps = [a for a in aps if not np.isnan(a)]
+    return float(np.mean(aps)) if aps else float("nan")
+
+
+def mean_over_splits(results: Sequence[dict]) -> dict:
+    """The papers' "mean over the three splits": per-split and mean top-1 / mean class.
+
+    Args:
+        results: score dicts (:func:`evaluate` or :func:`load_scores`) of splits 1, 2, 3 (any
+            number >= 1; each is scored on its own videos).
+
+    Returns:
+        ``top1`` and ``mean_class``: the means over the splits; ``per_split``: a list of
+        ``(top1, mean_class)``.
+    """
+    if not results:
+        raise ValueError("mean_over_splits: no results")
+    per = [(accuracy(r["scores"], r["labels"]), mean_class_accuracy(r["scores"], r["labels"]))
+           for r in results]  # fmt: skip
+    return {
+        "top1": float(np.mean([p[0] for p in per])),
+        "mean_class": float(np.mean([p[1] for p in per])),
+        "per_split": per,
+    }
+
+
+def thumos14_map(result: dict, list_path: str | Path) -> float:
+    """THUMOS14 mAP of a score dict (:func:`evaluate` / :func:`load_scores`) against a list.
+
+    Args:
+        result: per-video ``scores``, ``videos`` and ``classes`` (UCF101's 101).
+        list_path: a :func:`mvaccel.data.lists.thumos14_list` file of the same videos
+            (matched by file stem, so ``videos/video_test_0000004.mp4`` matches
+            ``video_test_0000004``).
+
+    Returns:
+        :func:`mean_average_precision` over the classes with a positive video.
+
+    Raises:
+        ValueError: a scored video missing from the list, or the list's videos not all scored.
+    """
+    from ..data.lists import thumos14_list
+
+    items, targets = thumos14_list(list_path, [str(c) for c in result["classes"]])
+    row = {Path(it.path).stem: i for i, it in enumerate(items)}
+    stems = [Path(str(v)).stem for v in result["videos"]]
+    missing = [v for v in stems if v not in row]
+    if missing or len(set(stems)) != len(row):
+        raise ValueError(
+            f"thumos14_map: the scores and {list_path} cover different videos (not in the list: "
+            f"{missing[:3]}; {len(set(stems))} scored, {len(row)} listed)"
+        )
+    return mean_average_precision(result["scores"], targets[[row[v] for v in stems]])
+
+
+def evaluate_splits(checkpoints: Sequence[str | Path], **kw) -> dict:
+    """:func:`evaluate` one checkpoint per split (splits 1, 2, 3 in order) and average them.
+
+    Args:
+        checkpoints: the checkpoints trained on splits 1, 2 (and 3).
+        **kw: :func:`evaluate`'s arguments (each run gets ``split=i``).
+
+    Returns:
+        :func:`mean_over_splits` of the results, plus ``results`` (one score dict per split).
+    """
+    if not 1 <= len(checkpoints) <= 3:
+        raise ValueError(f"evaluate_splits: 1 to 3 checkpoints (splits 1..3), got "
+                         f"{len(checkpoints)}")  # fmt: skip
+    results = [evaluate(c, split=i, **kw) for i, c in enumerate(checkpoints, 1)]
+    return {**mean_over_splits(results), "results": results}
+
+
 def save_scores(path: str | Path, result: dict) -> Path:
     """Write a result of :func:`evaluate` as ``.npz`` atomically."""
     from .._io import atomic_path
@@ -219,6 +365,8 @@ def evaluate(
     num_workers: int = 0,
     device: str = "cpu",
     limit: int | None = None,
+    limit_seed: int = 0,
+    clips: int | None = None,
     progress: bool = True,
     **data_overrides,
 ) -> dict:
@@ -238,7 +386,14 @@ def evaluate(
         batch_size: videos per batch.
         num_workers: data loader workers.
         device: ``"cpu"``, ``"cuda"``...
-        limit: evaluate only the first ``limit`` videos.
+        limit: evaluate only ``limit`` videos, a seeded class-stratified subset
+            (:func:`limit_subset`; the lists are sorted by class, their first videos are not
+            a sample).
+        limit_seed: the subset's seed.
+        clips: clip models (``sampling="clip"``, 3D CNNs) only: average over ``clips`` clips
+            spread evenly from the video's first frame to its last, or ``0`` for every
+            non-overlapping clip (MARS); ``None``: the data module's ``test_clips`` (default
+            one centred clip). ``segments`` does not apply to clip models.
         progress: show a progress bar.
         **data_overrides: data module arguments replacing the checkpoint's.
 
@@ -261,16 +416,18 @@ def evaluate(
         raise ValueError(f"{checkpoint}: no data settings saved; pass root=... (--root)")
     dm = VideoDataModule(**data_hp)
     modalities = dm.val_modalities
+    extra = {} if clips is None else {"test_clips": clips}
     ds = dm.dataset(subset, modalities=modalities, train=False, num_segments=segments,
-                    test_crops=crops)  # fmt: skip
+                    test_crops=crops, **extra)  # fmt: skip
     net = network_from_checkpoint(ckpt).to(device)
     if ckpt["hyper_parameters"]["num_classes"] != dm.num_classes:
         raise ValueError(
             f"{checkpoint}: trained for {ckpt['hyper_parameters']['num_classes']} classes, "
             f"the lists have {dm.num_classes}"
         )
-    n = len(ds) if limit is None else min(limit, len(ds))
-    loader = DataLoader(Subset(ds, range(n)), batch_size=batch_size, num_workers=num_workers)
+    chosen = list(range(len(ds))) if limit is None else limit_subset(ds.labels, limit, limit_seed)
+    n = len(chosen)
+    loader = DataLoader(Subset(ds, chosen), batch_size=batch_size, num_workers=num_workers)
     scores, labels = [], []
     cnn_time, inputs = 0.0, 0
     t0 = time.perf_counter()
@@ -295,12 +452,13 @@ def evaluate(
     return {
         "scores": s,
         "labels": lab,
-        "videos": np.asarray([it.path for it in ds.items[:n]]),
+        "videos": np.asarray([ds.items[i].path for i in chosen]),
         "classes": np.asarray(dm.classes),
         "top1": accuracy(s, lab),
         "mean_class": mean_class_accuracy(s, lab),
         "modality": "+".join(modalities),
         "segments": segments,
+        "clips": getattr(ds, "num_clips", None),
         "crops": crops,
         "checkpoint": str(checkpoint),
         "cnn_inputs_per_s": inputs / max(cnn_time, 1e-9),

@@ -45,21 +45,54 @@ def build_backbone(name: str, num_classes: int, in_channels: int, **kw) -> nn.Mo
     return BACKBONES[name](num_classes=num_classes, in_channels=in_channels, **kw)
 
 
+def last_linear(net: nn.Module) -> nn.Linear:
+    """A classifier's last layer: its final ``nn.Linear`` (ResNet's ``fc``, ClarifaiNet's fc8)."""
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(net).__name__} has no nn.Linear last layer")
+    return linears[-1]
+
+
+def _before_dropout(module: nn.Module) -> nn.Module:
+    """The submodule whose output is ``module``'s output before its trailing dropout.
+
+    A stage such as ClarifaiNet's ``fc6 = Sequential(Linear, PReLU, Dropout)`` yields its
+    ``PReLU``; a module without trailing dropout is itself.
+    """
+    while isinstance(module, nn.Sequential) and len(module) > 0:
+        kids = list(module)
+        while kids and isinstance(kids[-1], nn.modules.dropout._DropoutNd):
+            kids.pop()
+        if not kids:
+            raise ValueError(f"{module} holds only dropout: nothing to tap before it")
+        if len(kids) == len(module):
+            return module
+        module = kids[-1]
+    return module
+
+
 @contextlib.contextmanager
-def tapped(model: nn.Module, names: Sequence[str]):
+def tapped(model: nn.Module, names: Sequence[str], before_dropout: bool = False):
     """Record the outputs of ``model``'s submodules ``names`` while the block runs.
 
-    Yields a dict that fills with ``name -> output`` on every forward pass.
+    Args:
+        model: the network.
+        names: submodule names (``model.named_modules()``).
+        before_dropout: record a stage's output before its trailing dropout (the activation
+            itself: the same in train and eval mode) instead of after it.
+
+    Yields:
+        A dict that fills with ``name -> output`` on every forward pass.
     """
     modules = dict(model.named_modules())
     missing = [n for n in names if n not in modules]
     if missing:
         raise ValueError(f"{type(model).__name__} has no submodules {missing}")
     store: dict[str, Tensor] = {}
-    handles = [
-        modules[n].register_forward_hook(lambda m, i, o, n=n: store.__setitem__(n, o))
-        for n in names
-    ]
+    handles = []
+    for n in names:
+        m = _before_dropout(modules[n]) if before_dropout else modules[n]
+        handles.append(m.register_forward_hook(lambda m, i, o, n=n: store.__setitem__(n, o)))
     try:
         yield store
     finally:
@@ -97,6 +130,13 @@ class ActionClassifier(L.LightningModule):
             ``(step_seed, global_step, rank)``, so the step's random draws (dropout) depend only
             on the step: a resumed run repeats the uninterrupted one (with the data module's
             keyed data randomness), and DDP ranks draw differently. None: leave the generator.
+        aux_num_classes / aux_weight: multi-task training (Zhang et al. on HMDB51, after
+            Simonyan and Zisserman): a second classification head of ``aux_num_classes``
+            (UCF101's 101) on the input of the network's last layer, trained with
+            ``aux_weight`` times its cross-entropy on the data module's ``aux`` batches; the
+            trunk is shared, each dataset has its own head. 0: no second head. Training only:
+            evaluation keeps the main head. (:class:`ActionClassifier` and
+            :class:`MotionVectorTransfer`.)
 
     **Methods.** Every method's module derives from this class (LightningCLI's
     ``model.class_path`` and ``mvaccel eval`` rely on it) and keeps ``num_classes`` and
@@ -107,9 +147,9 @@ class ActionClassifier(L.LightningModule):
     """
 
     #: hyper-parameters replaced when a checkpoint is rebuilt for inference only.
-    INFERENCE_OVERRIDES: ClassVar[dict] = {}
-    #: state-dict prefixes of training-only parts (teachers, discriminators).
-    TRAINING_ONLY: ClassVar[tuple[str, ...]] = ()
+    INFERENCE_OVERRIDES: ClassVar[dict] = dict(aux_num_classes=0)
+    #: state-dict prefixes of training-only parts (teachers, discriminators, second heads).
+    TRAINING_ONLY: ClassVar[tuple[str, ...]] = ("aux_head.",)
     #: whether :attr:`net` reads the data's RGB / I-frame tensors, whose normalisation (the data
     #: module's ``rgb_norm``) must then be the weights' ``input_norm`` (checked at fit start).
     NET_READS_RGB: ClassVar[bool] = True
@@ -129,6 +169,8 @@ class ActionClassifier(L.LightningModule):
         gamma: float = 0.1,
         scheduler_interval: str = "epoch",
         step_seed: int | None = None,
+        aux_num_classes: int = 0,
+        aux_weight: float = 1.0,
     ):
         super().__init__()
         # Collects the arguments of subclasses' __init__ too; modules are saved as weights.
@@ -143,6 +185,57 @@ class ActionClassifier(L.LightningModule):
         self.image_dims = 4 if backbone.startswith(CLIP_BACKBONES) else 3
         if pretrained:
             backbones.load_weights(self.net, pretrained)
+        self.aux_head = None
+        if aux_num_classes < 0:
+            raise ValueError(f"aux_num_classes must be >= 0, got {aux_num_classes}")
+        if aux_num_classes:
+            self.aux_head = nn.Linear(last_linear(self.net).in_features, aux_num_classes)
+
+    def aux_loss(self, batch) -> Tensor:
+        """Cross-entropy of the second head on an ``aux`` batch ``(x, ..., y)`` (first input).
+
+        The trunk runs on ``x``; the head reads what the network's last layer reads.
+        """
+        if self.aux_head is None:
+            raise ValueError(
+                "the data module gives aux batches (data.aux: multi-task training) but the model "
+                "has no second head: set model.init_args.aux_num_classes"
+            )
+        x, y = batch[0], batch[-1]
+        flat, s = _fold(x, self.image_dims)
+        store = {}
+        hook = last_linear(self.net).register_forward_pre_hook(
+            lambda m, inp: store.__setitem__("x", inp[0])
+        )
+        try:
+            self.net(flat)
+        finally:
+            hook.remove()
+        logits = self.aux_head(store["x"]).view(-1, s, self.aux_head.out_features).mean(1)
+        return F.cross_entropy(logits, y)
+
+    def _with_aux(self, batch, main_loss) -> Tensor:
+        """The training loss of a plain batch, or of a multi-task one (``main`` + ``aux``).
+
+        A batch ``{"main": ..., "aux": ...}`` (the data module's ``aux``) gives
+        ``main_loss(main) + aux_weight * aux_loss(aux)``; a plain batch ``main_loss(batch)``.
+        """
+        if not isinstance(batch, dict):
+            return main_loss(batch)
+        loss = main_loss(batch["main"])
+        aux = self.aux_loss(batch["aux"])
+        self.log("train/aux_ce", aux, batch_size=len(batch["aux"][-1]))
+        return loss + self.hparams.aux_weight * aux
+
+    def setup(self, stage: str) -> None:  # noqa: D102  (the second head fits the aux lists)
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        aux = getattr(dm, "aux_module", None)
+        want = self.hparams.get("aux_num_classes", 0)
+        if aux is not None and want != aux.num_classes:
+            raise ValueError(
+                f"model.init_args.aux_num_classes is {want}, the aux lists ({aux.root}) have "
+                f"{aux.num_classes} classes"
+            )
 
     def inference_network(self) -> nn.Module:
         """What evaluation runs: one tensor per validation modality in, scores out.
@@ -192,7 +285,7 @@ class ActionClassifier(L.LightningModule):
         return loss
 
     def training_step(self, batch, batch_idx):  # noqa: D102
-        return self._step(batch, "train")
+        return self._with_aux(batch, lambda b: self._step(b, "train"))
 
     def validation_step(self, batch, batch_idx):  # noqa: D102
         return self._step(batch, "val")
@@ -234,9 +327,13 @@ class MotionVectorTransfer(ActionClassifier):
     """Zhang et al.'s MV-CNN trained from an optical-flow teacher (DTMV-CNN).
 
     The strategies combine freely: Teacher Initialization (``teacher_init``: the student starts
-    from the teacher's weights), Supervision Transfer (``temperature`` > 0: eq. 4,
-    ``L_TSL + w * L_GT``) and Deeply Connected Transfer (``connect``: eq. 5-6 between the
-    named layers of student and teacher, conv3 ... fc7 by default, weight ``dc_weight``).
+    from the teacher's weights), Supervision Transfer (``temperature`` > 0: the teacher's soft
+    target ``L_TSL`` and the ground truth ``L_GT`` weighted by ``w``, see ``st_weighting``) and
+    Deeply Connected Transfer (``connect``: eq. 5-6 between the named layers of student and
+    teacher, conv3 ... fc7 by default, weight ``dc_weight``). The connected layers are compared
+    before their dropout: ClarifaiNet's fc6 / fc7 activations, not the 90 % / 80 % zeros that
+    the student's dropout (p 0.9 / 0.8 in train mode) leaves of them; the teacher runs in eval
+    mode.
     Teacher and student share the architecture. At test time the student reads only motion
     vectors: batches of ``(mv, y)``.
 
@@ -245,14 +342,18 @@ class MotionVectorTransfer(ActionClassifier):
             :class:`ActionClassifier` saved with Lightning, or a plain state dict of the net.
         teacher_init / temperature / st_weight / connect / dc_weight: the strategies above;
             ``temperature=0`` and ``connect=()`` with ``teacher_init=False`` is MV-CNN from
-            scratch.
+            scratch. ``st_weight`` is ``w`` (default ``Temp**2``).
+        st_weighting: which term ``w`` weights (:func:`mvaccel.distill.supervision_transfer_loss`):
+            ``"soft"`` (default; the paper's text and Hinton et al.: ``w * L_TSL + L_GT``) or
+            ``"hard"`` (eq. 4 as printed: ``L_TSL + w * L_GT``).
         **kw: :class:`ActionClassifier`'s arguments (the student's backbone etc.).
     """
 
     INFERENCE_OVERRIDES: ClassVar[dict] = dict(
-        teacher_checkpoint=None, teacher_init=False, temperature=0.0, connect=()
-    )
-    TRAINING_ONLY: ClassVar[tuple[str, ...]] = ("teacher.",)
+        teacher_checkpoint=None, teacher_init=False, temperature=0.0, connect=(),
+        aux_num_classes=0,
+    )  # fmt: skip
+    TRAINING_ONLY: ClassVar[tuple[str, ...]] = ("teacher.", "aux_head.")
 
     def __init__(
         self,
@@ -261,10 +362,16 @@ class MotionVectorTransfer(ActionClassifier):
         teacher_init: bool = True,
         temperature: float = 2.0,
         st_weight: float | None = None,
+        st_weighting: str = "soft",
         connect: Sequence[str] = ("conv3", "conv4", "conv5", "fc6", "fc7"),
         dc_weight: float = 1.0,
         **kw,
     ):
+        if st_weighting not in distill.ST_WEIGHTINGS:
+            raise ValueError(
+                f"MotionVectorTransfer: st_weighting must be one of {distill.ST_WEIGHTINGS}, "
+                f"got {st_weighting!r}"
+            )
         super().__init__(**kw)
         hp = self.hparams
         if teacher is None:
@@ -294,17 +401,22 @@ class MotionVectorTransfer(ActionClassifier):
         hp = self.hparams
         mv_flat, s = _fold(mv, self.image_dims)
         flow_flat, _ = _fold(flow, self.image_dims)
-        with tapped(self.net, self.connect) as fs:
+        with tapped(self.net, self.connect, before_dropout=True) as fs:
             scores = self.net(mv_flat)
         logits = scores.view(-1, s, hp.num_classes).mean(1)
         out = {"logits": logits}
         if hp.temperature > 0 or self.connect:
-            with torch.no_grad(), tapped(self.teacher, self.connect) as ft:
+            with torch.no_grad(), tapped(self.teacher, self.connect, before_dropout=True) as ft:
                 t_scores = self.teacher(flow_flat)
             t_logits = t_scores.view(-1, s, hp.num_classes).mean(1)
         if hp.temperature > 0:
             loss = distill.supervision_transfer_loss(
-                logits, t_logits, y, hp.temperature, hp.st_weight
+                logits,
+                t_logits,
+                y,
+                hp.temperature,
+                hp.st_weight,
+                hp.get("st_weighting", "hard"),  # checkpoints from before the option: eq. 4
             )
         else:
             loss = F.cross_entropy(logits, y)
@@ -317,6 +429,9 @@ class MotionVectorTransfer(ActionClassifier):
         return out
 
     def training_step(self, batch, batch_idx):  # noqa: D102
+        return self._with_aux(batch, self._transfer_step)
+
+    def _transfer_step(self, batch) -> Tensor:
         out = self.objective(batch)
         y = batch[-1]
         if "dc" in out:

@@ -4,9 +4,10 @@ A training sample is a stack of ``K + 1`` consecutive RGB frames (``VideoDataMod
 ``modalities: [rgb]`` and ``new_length: K + 1``; the paper: 6 frames, 5 flows). TVNet
 (:class:`mvaccel.nn.TVNet`, TV-L1 unrolled, trainable ``u0`` and filters) computes the flow of
 every consecutive pair; the ``K`` fields are stacked as ``2K`` channels ``x_1, y_1, x_2, ...``
-and normalised exactly as the flow CNN's input (clip to ``±flow_clip``, ``normalize_motion``
-with ``flow_std``), so a classifier trained on stored TV-L1 flow (``recipes/teacher_flow.yaml``,
-a TSN BN-Inception or ResNet flow net) initialises the classifier. The loss is eq. 13,
+and normalised as a flow CNN's input (clip to ``±flow_clip``, ``normalize_motion`` with
+``flow_std``). The classifier starts, as in the paper, from ImageNet BN-Inception with TSN's
+cross-modality initialisation (``classifier_init="imagenet"``); a classifier already trained on
+stored TV-L1 flow (``recipes/two_stream_flow.yaml``) is the ``"flow"`` option. The loss is eq. 13,
 ``L = L_c + 0.1 * L_f``, with ``L_f`` the TV-L1 energy of TVNet's flow (eq. 1 with the exact,
 warped data term: :func:`mvaccel.distill.tvl1_energy`); TVNet's learning rate is the
 classifier's divided by 255 ("the learning rate for TVNets is further divided by 255").
@@ -39,6 +40,8 @@ from ..nn.tvnet import TVNet
 from .modules import ActionClassifier, _fold
 
 DIRECTIONS = ("backward", "forward")
+#: where the classifier starts: ImageNet weights (cross-modality), a flow-trained net, nothing.
+CLASSIFIER_INITS = ("imagenet", "flow", "scratch")
 
 
 def rgb_stack_frames(x: Tensor) -> Tensor:
@@ -153,16 +156,29 @@ class TVNetClassifier(ActionClassifier):
             them to the flow CNN's ``data.bound`` and ``data.motion_std``; other names than the
             data module's, whose hyper-parameters Lightning logs beside these).
         direction: ``"backward"`` or ``"forward"`` (module docstring).
-        classifier_checkpoint: a flow-trained classifier to start from: a checkpoint of
-            ``mvaccel train`` (e.g. ``recipes/teacher_flow.yaml``'s ActionClassifier, same
-            backbone and ``2K`` input channels) or a plain state dict of the backbone; loaded
-            strictly. ``pretrained`` (any local weights, cross-modality adapted) is the loose
-            alternative.
+        classifier_init: where the classifier starts.
+
+            - ``"imagenet"`` (the paper's route, ``recipes/tvnet_e2e.yaml``'s default):
+              ``pretrained``, ImageNet BN-Inception weights, with TSN's cross-modality
+              initialisation (the first kernel's mean over RGB replicated to the ``2K`` flow
+              channels; :func:`mvaccel.nn.backbones.load_weights`).
+            - ``"flow"``: ``classifier_checkpoint``, a network already trained on stored TV-L1
+              flow (a shortcut the paper does not take).
+            - ``"scratch"``: random weights (ablations, tests).
+
+            ``None``: ``"flow"`` if ``classifier_checkpoint`` is given, else ``"imagenet"`` if
+            ``pretrained`` is, else ``"scratch"``.
+        classifier_checkpoint: the flow-trained classifier of ``classifier_init="flow"``: a
+            checkpoint of ``mvaccel train`` (e.g. ``recipes/two_stream_flow.yaml``'s
+            ActionClassifier, same backbone and ``2K`` input channels) or a plain state dict of
+            the backbone; loaded strictly.
         channels_last: run the classifier in channels-last memory format (GPUs with AMP).
         **kw: :class:`ActionClassifier`'s arguments (backbone, optimizer, lr, milestones...).
     """
 
-    INFERENCE_OVERRIDES: ClassVar[dict] = dict(classifier_checkpoint=None, pretrained=None)
+    INFERENCE_OVERRIDES: ClassVar[dict] = dict(
+        classifier_init="scratch", classifier_checkpoint=None, pretrained=None
+    )
     NET_READS_RGB: ClassVar[bool] = False  # the classifier reads TVNet's flow
 
     def __init__(
@@ -185,10 +201,12 @@ class TVNetClassifier(ActionClassifier):
         flow_clip: float = 20.0,
         flow_std: float = 1.0,
         direction: str = "backward",
+        classifier_init: str | None = None,
         classifier_checkpoint: str | None = None,
         channels_last: bool = False,
         **kw,
     ):
+        _check_classifier_init(classifier_init, classifier_checkpoint, kw.get("pretrained"))
         if in_channels % 3 or in_channels < 6:
             raise ValueError(
                 "TVNetClassifier: in_channels must be 3 * (K + 1), the RGB stack of K + 1 >= 2 "
@@ -308,6 +326,36 @@ class TVNetClassifier(ActionClassifier):
         return groups
 
 
+def _check_classifier_init(init: str | None, checkpoint: str | None, pretrained: str | None):
+    if init is None:
+        if checkpoint and pretrained:
+            raise ValueError(
+                "TVNetClassifier: give classifier_checkpoint (a flow-trained start) or "
+                "pretrained (ImageNet weights), not both"
+            )
+        return
+    if init not in CLASSIFIER_INITS:
+        raise ValueError(
+            f"TVNetClassifier: classifier_init must be one of {CLASSIFIER_INITS}, got {init!r}"
+        )
+    if init == "imagenet" and (not pretrained or checkpoint):
+        raise ValueError(
+            "TVNetClassifier: classifier_init 'imagenet' (the paper's start) needs pretrained: "
+            "ImageNet BN-Inception weights (--model.init_args.pretrained FILE) and no "
+            "classifier_checkpoint; for a flow-trained start set classifier_init 'flow'"
+        )
+    if init == "flow" and (not checkpoint or pretrained):
+        raise ValueError(
+            "TVNetClassifier: classifier_init 'flow' needs classifier_checkpoint (a flow-trained "
+            "classifier) and no pretrained"
+        )
+    if init == "scratch" and (checkpoint or pretrained):
+        raise ValueError(
+            "TVNetClassifier: classifier_init 'scratch' takes neither pretrained nor "
+            "classifier_checkpoint"
+        )
+
+
 def load_flow_classifier(
     net: nn.Module, path: str | Path, backbone: str | None = None, in_channels: int | None = None
 ) -> None:
@@ -350,3 +398,55 @@ def load_flow_classifier(
         net.load_state_dict(state)
     except RuntimeError as e:
         raise ValueError(f"{path}: the weights do not fit the classifier: {e}") from e
+
+
+def train_tvnet_epe(
+    tvnet: TVNet,
+    pairs: Sequence,
+    steps: int = 3000,
+    lr: float = 0.05,
+    log_every: int = 0,
+) -> list[tuple[int, float]]:
+    """Fan et al.'s Table 1 training: TVNet fitted to ground-truth flow with EPE (eq. 14).
+
+    Full-batch gradient descent ("batch gradient descent ... learning rate and max-iteration
+    0.05 and 3000"): every step's loss is the mean over all pairs of their EPE on the pixels
+    with known flow; plain SGD (no momentum, no decay) on TVNet's trainable parameters.
+
+    Args:
+        tvnet: the network (its ``trainable`` parts are fitted in place).
+        pairs: :class:`mvaccel.data.middlebury.FlowPair` (or any objects with ``i0``, ``i1``
+            ``(3, H, W)`` uint8, ``flow`` ``(2, H, W)`` pixels and ``valid`` ``(H, W)``); sizes
+            may differ from pair to pair.
+        steps: gradient steps (3000).
+        lr: learning rate (0.05).
+        log_every: record the loss every that many steps (0: only before and after).
+
+    Returns:
+        ``(step, mean EPE in pixels)`` pairs, from step 0 (untrained) to ``steps``.
+    """
+    if not pairs:
+        raise ValueError("train_tvnet_epe: no flow pairs")
+    params = [p for p in tvnet.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("train_tvnet_epe: TVNet has no trainable parameters (trainable=[])")
+    opt = torch.optim.SGD(params, lr=lr, momentum=0.0)
+
+    def loss() -> Tensor:
+        total = 0.0
+        for p in pairs:
+            u = tvnet(p.i0[None], p.i1[None])
+            total = total + distill.epe(u, p.flow[None].to(u), p.valid[None])
+        return total / len(pairs)
+
+    history = []
+    for step in range(steps + 1):
+        current = loss()
+        if step in (0, steps) or (log_every and step % log_every == 0):
+            history.append((step, float(current)))
+        if step == steps:
+            break
+        opt.zero_grad()
+        current.backward()
+        opt.step()
+    return history
