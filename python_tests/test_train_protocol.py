@@ -13,7 +13,7 @@ from mvaccel.train import ActionClassifier
 from mvaccel.train.data import MultiClipDataset, VideoDataModule, cover_clip_starts
 from mvaccel.train.evaluate import evaluate
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = Path(__file__).resolve().parents[1] / "mvaccel" / "recipes"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
