@@ -29,8 +29,8 @@ needs_nvrtc = pytest.mark.skipif(NO_NVRTC is not None, reason=f"no NVRTC: {NO_NV
 
 def globals_in(header: Path) -> set[str]:
     """Names of the __global__ functions a header defines."""
-    text = header.read_text()
-    return set(re.findall(r"__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)\s*\(", text))
+    pattern = r"__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)\s*\("
+    return set(re.findall(pattern, header.read_text()))
 
 
 def test_every_kernel_header_is_compiled_by_a_unit():

@@ -523,7 +523,7 @@ def _scalar(t: torch.Tensor, op: str) -> str:
         return SCALAR_TYPES[t.dtype]
     except KeyError:
         raise RuntimeError(
-            f"{op}: expected float32, float64, float16 or bfloat16, got {t.dtype}"
+            f"{op}: expected float32, float64, float16 or bfloat16, got {_dt(t.dtype)}"
         ) from None
 
 
@@ -532,6 +532,19 @@ def _scalar(t: torch.Tensor, op: str) -> str:
 
 def _shape(t: torch.Tensor) -> str:
     return str(list(t.shape))
+
+
+# c10::ScalarType names, as TORCH_CHECK prints a dtype
+_C10_NAMES = {
+    torch.float32: "Float", torch.float64: "Double", torch.float16: "Half",
+    torch.bfloat16: "BFloat16", torch.int8: "Char", torch.uint8: "Byte", torch.int16: "Short",
+    torch.int32: "Int", torch.int64: "Long", torch.bool: "Bool",
+    torch.complex64: "ComplexFloat", torch.complex128: "ComplexDouble",
+}  # fmt: skip
+
+
+def _dt(dtype: torch.dtype) -> str:
+    return _C10_NAMES.get(dtype, str(dtype))
 
 
 def _check_dim(t: torch.Tensor, dim: int, op: str, arg: str, layout: str) -> None:
@@ -544,7 +557,7 @@ def _check_dim(t: torch.Tensor, dim: int, op: str, arg: str, layout: str) -> Non
 def _check_floating(t: torch.Tensor, op: str, arg: str) -> None:
     if not t.is_floating_point():
         raise RuntimeError(
-            f"{op}: expected {arg} to be float32, float64, float16 or bfloat16, got {t.dtype}"
+            f"{op}: expected {arg} to be float32, float64, float16 or bfloat16, got {_dt(t.dtype)}"
         )
 
 
@@ -737,7 +750,8 @@ def off_gradients(f_t_in, f_prev_in):
     )
     _check(
         f_t_in.dtype == f_prev_in.dtype,
-        f"{op}: f_t and f_prev must have the same dtype, got {f_t_in.dtype} and {f_prev_in.dtype}",
+        f"{op}: f_t and f_prev must have the same dtype, got {_dt(f_t_in.dtype)} and "
+        f"{_dt(f_prev_in.dtype)}",
     )
     _check(
         f_t_in.device == f_prev_in.device,
@@ -838,7 +852,7 @@ _TVNET_THREADS, _TAPS = 256, 8
 def _check_same(ref, t, op, name):
     _check(
         t.dtype == ref.dtype,
-        f"{op}: {name} must have the dtype of u ({ref.dtype}), got {t.dtype}",
+        f"{op}: {name} must have the dtype of u ({_dt(ref.dtype)}), got {_dt(t.dtype)}",
     )
     _check(
         t.device == ref.device,
@@ -851,7 +865,7 @@ def _tvnet_check_forward(u, p, warped, wf, wb) -> tuple[int, int, int, int]:
     _check_dim(u, 4, op, "u", "(N, 2, H, W)")
     _check(
         u.dtype in (torch.float32, torch.float64),
-        f"{op}: expected float32 or float64 tensors, got {u.dtype}",
+        f"{op}: expected float32 or float64 tensors, got {_dt(u.dtype)}",
     )
     N, _, H, W = u.shape
     _check(u.shape[1] == 2, f"{op}: expected u of shape (N, 2, H, W), got {_shape(u)}")
@@ -1028,7 +1042,7 @@ def _tvl1_check(I0, I1, init, *args) -> _Tvl1Config:
     )
     _check(
         I0.dtype == torch.float32 and I1.dtype == torch.float32,
-        f"tvl1_flow: expected float32 I0 and I1, got {I0.dtype} and {I1.dtype}",
+        f"tvl1_flow: expected float32 I0 and I1, got {_dt(I0.dtype)} and {_dt(I1.dtype)}",
     )
     _check(I0.device == I1.device, "tvl1_flow: I0 and I1 on different devices")
     _check(
