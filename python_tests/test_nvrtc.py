@@ -8,6 +8,7 @@ forward and backward through NVRTC equals the C++ CPU op, and the nvcc kernels w
 
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 from pathlib import Path
@@ -412,6 +413,8 @@ def _cases():
         True,
     )
     cl = r(2, 3, 5, 7).contiguous(memory_format=torch.channels_last)
+    coarse = torch.rand(2, 1, 10, 13, generator=g) * 255
+    smooth = torch.nn.functional.interpolate(coarse, size=(40, 52), mode="bilinear")[:, 0]
     return [
         ("block_upsample", (r(2, 3, 5, 7), 4, 4, 17, 27, "nearest")),
         ("block_upsample", (cl.half(), 4, 4, 17, 27, "bilinear")),
@@ -427,7 +430,7 @@ def _cases():
         ("_off_gradients_backward", (r(2, 9, 7, 11),)),
         ("_off_gradients_stack_backward", (r(2, 3, 9, 7, 11).half(),)),
         ("tvnet_iterations", tv),
-        ("tvl1_flow", (r(2, 40, 52).abs() * 60, r(2, 40, 52).abs() * 60, None, *TVL1_ARGS)),
+        ("tvl1_flow", (smooth, smooth.roll(1, -1), None, *TVL1_ARGS)),
     ]
 
 
@@ -441,14 +444,14 @@ def _to(v, device):
     return v.to(device) if isinstance(v, torch.Tensor) else v
 
 
-def _assert_same(a, b, exact: bool):
-    a, b = (a,) if isinstance(a, torch.Tensor) else a, (b,) if isinstance(b, torch.Tensor) else b
-    for x, y in zip(a, b, strict=True):
+def _as_tuple(v):
+    return (v,) if isinstance(v, torch.Tensor) else tuple(v)
+
+
+def _assert_same(a, b):
+    for x, y in zip(_as_tuple(a), _as_tuple(b), strict=True):
         assert x.shape == y.shape and x.dtype == y.dtype and x.stride() == y.stride()
-        if exact:
-            torch.testing.assert_close(x.cpu(), y.cpu(), rtol=0, atol=0)
-        else:
-            torch.testing.assert_close(x.cpu(), y.cpu())
+        torch.testing.assert_close(x.cpu(), y.cpu())
 
 
 @pytest.mark.cuda
@@ -460,10 +463,82 @@ def test_nvrtc_equals_cpu_and_nvcc(i):
     got = fn(*[_to(a, "cuda") for a in args])
     torch.cuda.synchronize()
     cpu = getattr(torch.ops.mvaccel, op).default(*args)
-    if op == "tvl1_flow":  # float32 sums in another order: compare as the CUDA flow tests do
-        assert (got.cpu() - cpu).abs().mean() < 0.05
+    if op == "tvl1_flow":  # float32 sums in another order: compare as test_flow's CUDA test
+        assert (got.cpu() - cpu).abs().mean() < 2e-2
     else:
-        _assert_same(got, cpu, exact=False)
+        _assert_same(got, cpu)
     if _nvrtc._nvcc_kernels() and _nvrtc._library is None:
         nvcc = getattr(torch.ops.mvaccel, op).default(*[_to(a, "cuda") for a in args])
-        _assert_same(got, nvcc, exact=op != "tvl1_flow")
+        if op == "tvl1_flow":
+            assert (got - nvcc).abs().mean() < 1e-3
+        else:
+            _assert_same(got, nvcc)
+
+
+def test_wheels_ship_every_header_nvrtc_compiles():
+    """setup.py copies into wheels (mvaccel/_csrc) the headers _nvrtc compiles and hashes."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mvaccel_setup", REPO / "setup.py")
+    setup_py = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(setup_py)  # defines functions only; main() runs under __main__
+    assert setup_py.kernel_headers() == _nvrtc.device_headers(CSRC)
+    assert {str(p.relative_to(CSRC)) for p in setup_py.kernel_headers()} >= {
+        u.header for u in _nvrtc.UNITS.values()
+    }
+
+
+def test_info_names_the_gpu_path(capsys, monkeypatch):
+    from mvaccel.cli import main
+    from mvaccel.info import gpu_path_facts
+
+    sel = _nvrtc.current_selection()
+    assert main(["info"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("GPU path"))
+    assert line.split(":", 1)[1].strip() == f"{sel.path} ({sel.reason})"
+    why = "mvaccel._C has no CUDA kernels; kernels compiled at first use by CuPy's NVRTC"
+    monkeypatch.setattr(_nvrtc, "current_selection", lambda: _nvrtc.Selection("nvrtc", why))
+    assert gpu_path_facts()["GPU path"] == f"nvrtc ({why})"
+
+
+@pytest.mark.parametrize("i", range(13))
+def test_launchers_pack_what_the_kernels_take(monkeypatch, i):
+    """Every op's NVRTC host side runs on CPU tensors with the launch recorded: each launch names
+    a compiled kernel, packs to its parameters and has a legal grid; outputs have the op's
+    shapes (the kernels themselves need a GPU: test_nvrtc_equals_cpu_and_nvcc)."""
+    calls = []
+
+    def fake_launch(unit, expr, grid, block, args, ref, shared=0):
+        assert expr in _nvrtc.UNITS[unit].kernels
+        _nvrtc.pack_args(expr, args)
+        assert 1 <= len(grid) <= 3 and all(1 <= g < 2**31 for g in grid)
+        assert len(grid) < 2 or grid[1] <= 65535
+        assert 1 <= math.prod(block) <= 1024
+        calls.append(expr)
+
+    monkeypatch.setattr(_nvrtc, "launch", fake_launch)
+    cases = [*_cases(), ("_tvnet_iterations_backward", _tvnet_backward_case())]
+    op, args = cases[i]
+    got = _nvrtc.OPS[op][0](*args)
+    want = getattr(torch.ops.mvaccel, op).default(*args)
+    got, want = (
+        (got,) if isinstance(got, torch.Tensor) else got,
+        (want,) if isinstance(want, torch.Tensor) else want,
+    )
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape and g.dtype == w.dtype and g.stride() == w.stride()
+    assert calls
+
+
+def test_off_stack_reads_frame_one_on():
+    """off_gradients_stack passes the current frames as the tensor's pointer + one frame."""
+    f = torch.zeros(2, 3, 4, 5, 6, dtype=torch.float16)
+    seen = {}
+
+    def fake_launch(unit, expr, grid, block, args, ref, shared=0):
+        seen["cur"], seen["prev"] = args[0], args[1]
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(_nvrtc, "launch", fake_launch)
+        _nvrtc.off_gradients_stack(f)
+    assert seen["cur"] == f.data_ptr() + f.stride(1) * 2 and seen["prev"] is f
