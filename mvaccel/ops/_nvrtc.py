@@ -507,11 +507,23 @@ def launch(unit: str, expr: str, grid, block, args, ref: torch.Tensor, shared: i
 
     stream = torch.cuda.current_stream(device).cuda_stream
     _ensure_context(stream, device)
+    params, _keep = kernel_params(expr, args)
+    driver.launchKernel(fn, *dim3(grid), *dim3(block), shared, stream, ctypes.addressof(params), 0)
+
+
+def dim3(v) -> tuple[int, int, int]:
+    """A launch dimension padded to (x, y, z)."""
+    return tuple(int(x) for x in v) + (1,) * (3 - len(v))
+
+
+def kernel_params(expr: str, args):
+    """The ``kernelParams`` array of a launch: a pointer to each packed argument.
+
+    Returns:
+        (params, buffers): keep ``buffers`` alive until the launch returns.
+    """
     bufs = pack_args(expr, args)
-    params = (ctypes.c_void_p * len(bufs))(*[b.ctypes.data for b in bufs])
-    g = tuple(int(v) for v in grid) + (1,) * (3 - len(grid))
-    b = tuple(int(v) for v in block) + (1,) * (3 - len(block))
-    driver.launchKernel(fn, *g, *b, shared, stream, ctypes.addressof(params), 0)
+    return (ctypes.c_void_p * len(bufs))(*[b.ctypes.data for b in bufs]), bufs
 
 
 def _ceil(a: int, b: int) -> int:
