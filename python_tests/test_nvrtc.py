@@ -205,7 +205,7 @@ def _has_cuda_kernel(op="block_upsample") -> bool:
 @pytest.mark.skipif(_has_cuda_kernel(), reason="this build has nvcc CUDA kernels")
 @pytest.mark.parametrize(
     ("env", "nvcc", "registers"),
-    [(None, False, True), ("nvrtc", True, True), ("auto", True, False), ("nvcc", False, False)],
+    [(None, False, True), ("nvrtc", True, True), ("auto", True, False), ("nvcc", True, False)],
 )
 def test_install_registers_cuda_kernels_for_every_op(
     fresh_install, monkeypatch, env, nvcc, registers
@@ -221,6 +221,16 @@ def test_install_registers_cuda_kernels_for_every_op(
         assert _has_cuda_kernel(op) == registers, op
     if registers:
         assert sel.path in ("nvrtc", "none")
+
+
+@pytest.mark.skipif(_has_cuda_kernel(), reason="this build has nvcc CUDA kernels")
+def test_nvcc_forced_without_nvcc_kernels_raises_clearly(fresh_install, monkeypatch):
+    monkeypatch.setenv(_nvrtc.ENV_BACKEND, "nvcc")
+    monkeypatch.setattr(_nvrtc, "_nvcc_kernels", lambda: False)
+    assert _nvrtc.install().path == "none"
+    assert all(_has_cuda_kernel(op) for op in _nvrtc.OPS)
+    with pytest.raises(RuntimeError, match=r"off_gradients on cpu: MVACCEL_GPU_BACKEND=nvcc, but"):
+        _nvrtc._refusing("off_gradients")(torch.zeros(1), torch.zeros(1))
 
 
 def test_install_rejects_unknown_backend(fresh_install, monkeypatch):

@@ -27,6 +27,7 @@ hashes the kernel sources, the compile options, the architecture and the NVRTC v
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import json
 import math
@@ -253,6 +254,7 @@ def pack_args(expr: str, args) -> list[np.ndarray]:
 # ---- compile and cache -----------------------------------------------------------------------
 
 
+@functools.cache
 def nvrtc_module():
     """CuPy's NVRTC binding (compiles without a GPU or a driver).
 
@@ -1318,8 +1320,9 @@ def install() -> Selection | None:
     """Register the NVRTC kernels when this process should use them (called by ``load_ops``).
 
     Registers when torch is a CUDA build and either ``mvaccel._C`` has no CUDA kernels (then a
-    missing CuPy becomes a clear error at the first CUDA call) or ``MVACCEL_GPU_BACKEND=nvrtc``.
-    Imports no CuPy; nothing is compiled before the first launch.
+    missing CuPy becomes a clear error at the first CUDA call; with ``MVACCEL_GPU_BACKEND=nvcc``
+    every CUDA call raises a clear error instead) or ``MVACCEL_GPU_BACKEND=nvrtc``. Imports no
+    CuPy; nothing is compiled before the first launch.
 
     Raises:
         ValueError: ``MVACCEL_GPU_BACKEND`` has an unknown value.
@@ -1330,10 +1333,27 @@ def install() -> Selection | None:
         raise ValueError(
             f"{ENV_BACKEND}={os.environ.get(ENV_BACKEND)!r}: expected one of {', '.join(BACKENDS)}"
         )
-    if _library is not None or torch.version.cuda is None or env == "nvcc":
+    if _library is not None or torch.version.cuda is None:
         return None
-    if env == "auto" and _nvcc_kernels():
+    nvcc = _nvcc_kernels()
+    if nvcc and env != "nvrtc":
         return None
     _library = torch.library.Library("mvaccel", "IMPL")
-    register(_library)
+    if env == "nvcc":  # no nvcc kernels and NVRTC ruled out: say so on a CUDA tensor
+        for name in OPS:
+            _library.impl(name, _refusing(name), "CUDA")
+    else:
+        register(_library)
     return current_selection()
+
+
+def _refusing(name: str):
+    def kernel(*args):
+        raise RuntimeError(
+            f"mvaccel.{name} on {args[0].device}: {ENV_BACKEND}=nvcc, but this build of "
+            "mvaccel._C has no CUDA kernels (built without nvcc). Unset it to use the NVRTC "
+            f"path ({INSTALL_HINT}), or rebuild mvaccel where nvcc is on the PATH."
+        )
+
+    kernel.__name__ = f"{name}_no_gpu_path"
+    return kernel
