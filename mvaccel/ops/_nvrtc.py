@@ -172,6 +172,7 @@ OFF_FRAME_OUT = _struct(
     [("first", PTR), ("rest", PTR), ("sb_first", I64), ("sb_rest", I64), ("st_rest", I64)]
 )
 TVNET_DIMS = _struct([(n, I64) for n in ("N", "H", "W", "K")])
+TVL1_TILE_STATE = _struct([(n, PTR) for n in ("u1", "u2", "p11", "p12", "p21", "p22")])
 
 # C struct name (for the layout probe) -> its mirror
 STRUCTS = {
@@ -206,7 +207,7 @@ SIGNATURES: dict[str, tuple] = {
     "mvaccel::tvl1::warp_kernel": (PTR, PTR, PTR, PTR, PTR, PTR, I32, I32, I32, PTR, PTR, PTR),
     "mvaccel::tvl1::median5_kernel": (PTR, PTR, I32, I32, PTR, PTR, PTR),
     "mvaccel::tvl1::tvl1_iterate_tiled": (
-        *(PTR,) * 9,
+        *(PTR, PTR, PTR, TVL1_TILE_STATE, TVL1_TILE_STATE),
         *(I32, I32, PTR),
         *(F32,) * 5,
         PTR,
@@ -1114,6 +1115,10 @@ def _until_check(c: _Tvl1Config, prev: float, it: int, eps2: float, cap: int) ->
     return cap
 
 
+def _ptrs(tensors) -> tuple[int, ...]:
+    return tuple(t.data_ptr() for t in tensors)
+
+
 def _grid2d(W: int, H: int, N: int, bx: int, by: int) -> tuple[int, int, int]:
     return (_ceil(W, bx), _ceil(H, by), N)
 
@@ -1130,10 +1135,13 @@ class _Tvl1Solver:
             self.I0s.append(self._resize(self.I0s[-1], size, inv, inv, 1.0))
             self.I1s.append(self._resize(self.I1s[-1], size, inv, inv, 1.0))
         hw = I0.shape[1] * I0.shape[2]
-        names = ("I1x", "I1y", "wx", "wy", "rc", "p11", "p12", "p21", "p22", "t1", "t2")
+        names = ("I1x", "I1y", "wx", "wy", "rc", "t1", "t2")
         self.buf = {
             k: torch.empty(self.N * hw, dtype=torch.float32, device=I0.device) for k in names
         }
+        # p11, p12, p21, p22 (u is the caller's), and the spare state the tiled launches write
+        self.p = [torch.empty(self.N * hw, dtype=torch.float32, device=I0.device) for _ in range(4)]
+        self.spare = [torch.empty_like(self.p[0]) for _ in range(6)]
         self.n_iter_dev = torch.empty(self.N, dtype=torch.int32, device=I0.device)
         self.err_dev = torch.empty(self.N, dtype=torch.float64, device=I0.device)
         self.n_iter_host: list[int] | None = None
@@ -1187,8 +1195,9 @@ class _Tvl1Solver:
         grid, block = _grid2d(W, H, N, 32, 8), (32, 8)
         I0, I1 = self.I0s[lvl], self.I1s[lvl]
         self._launch("centred_grad_kernel", grid, block, (I1, H, W, b["I1x"], b["I1y"]))
-        for k in ("p11", "p12", "p21", "p22"):
-            b[k].narrow(0, 0, N * HW).zero_()
+        # the state in `cur`, written to `alt` by each tiled launch, then swapped
+        cur = [u1.view(-1), u2.view(-1), *(t.narrow(0, 0, N * HW).zero_() for t in self.p)]
+        alt = [t.narrow(0, 0, N * HW) for t in self.spare]
         eps2 = c.epsilon * c.epsilon * HW
         tgrid = _grid2d(W, H, N, _TX, _TY)
         l_t, taut = c.lambda_ * c.theta, c.tau / c.theta  # rounded to float32 when packed
@@ -1197,7 +1206,7 @@ class _Tvl1Solver:
                 "warp_kernel",
                 grid,
                 block,
-                (I0, I1, b["I1x"], b["I1y"], u1, u2, H, W, c.warp, b["wx"], b["wy"], b["rc"]),
+                (I0, I1, b["I1x"], b["I1y"], *cur[:2], H, W, c.warp, b["wx"], b["wy"], b["rc"]),
             )
             err = [math.inf] * N
             prev = [0.0] * N
@@ -1213,10 +1222,10 @@ class _Tvl1Solver:
                         "median5_kernel",
                         grid,
                         block,
-                        (u1, u2, H, W, self.n_iter_dev, b["t1"], b["t2"]),
+                        (*cur[:2], H, W, self.n_iter_dev, b["t1"], b["t2"]),
                     )
-                    u1.copy_(b["t1"].narrow(0, 0, N * HW).view(N, H, W))
-                    u2.copy_(b["t2"].narrow(0, 0, N * HW).view(N, H, W))
+                    cur[0].copy_(b["t1"].narrow(0, 0, N * HW))
+                    cur[1].copy_(b["t2"].narrow(0, 0, N * HW))
                 i = 0
                 while i < c.inner:
                     k = min(_STEPS, c.inner - i)
@@ -1232,11 +1241,12 @@ class _Tvl1Solver:
                         tgrid,
                         (_TVL1_THREADS,),
                         (
-                            b["wx"], b["wy"], b["rc"], u1, u2, b["p11"], b["p12"], b["p21"],
-                            b["p22"], H, W, self.n_iter_dev, l_t, c.theta, taut, c.grad_eps,
-                            c.dual_eps, self.err_dev,
+                            b["wx"], b["wy"], b["rc"], _ptrs(cur), _ptrs(alt), H, W,
+                            self.n_iter_dev, l_t, c.theta, taut, c.grad_eps, c.dual_eps,
+                            self.err_dev,
                         ),
                     )  # fmt: skip
+                    cur, alt = alt, cur
                     last = it + k - 1
                     check = [False] * N
                     for n in active:
@@ -1258,6 +1268,9 @@ class _Tvl1Solver:
                             prev[n] -= k * eps2
                     it += k
                     i += k
+        if cur[0].data_ptr() != u1.data_ptr():  # an odd number of launches
+            u1.view(-1).copy_(cur[0])
+            u2.view(-1).copy_(cur[1])
 
 
 def tvl1_flow(I0, I1, init, *args):

@@ -7,7 +7,9 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "tvl1.h"
@@ -44,6 +46,12 @@ int64_t until_check(const Config& c, const PairState& s, int64_t it,
   return cap;
 }
 
+TileState tile_state(std::array<at::Tensor, 6>& s) {
+  return {s[0].mutable_data_ptr<float>(), s[1].mutable_data_ptr<float>(),
+          s[2].mutable_data_ptr<float>(), s[3].mutable_data_ptr<float>(),
+          s[4].mutable_data_ptr<float>(), s[5].mutable_data_ptr<float>()};
+}
+
 class BatchSolver {
  public:
   BatchSolver(const Config& c, const at::Tensor& I0, const at::Tensor& I1)
@@ -60,9 +68,10 @@ class BatchSolver {
     }
     const auto opts = I0.options();
     const int64_t HW = I0.size(1) * I0.size(2);
-    for (at::Tensor* t : {&I1x_, &I1y_, &wx_, &wy_, &rc_, &p11_, &p12_, &p21_,
-                          &p22_, &t1_, &t2_})
+    for (at::Tensor* t : {&I1x_, &I1y_, &wx_, &wy_, &rc_, &t1_, &t2_})
       *t = at::empty({N_ * HW}, opts);
+    for (at::Tensor& t : p_) t = at::empty({N_ * HW}, opts);
+    for (at::Tensor& t : spare_) t = at::empty({N_ * HW}, opts);
     n_iter_dev_ = at::empty({N_}, opts.dtype(at::kInt));
     err_dev_ = at::empty({N_}, opts.dtype(at::kDouble));
   }
@@ -133,14 +142,23 @@ class BatchSolver {
     float* I1y = I1y_.mutable_data_ptr<float>();
     centred_grad_kernel<<<grid, block, 0, stream_>>>(I1, H, W, I1x, I1y);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    for (at::Tensor* p : {&p11_, &p12_, &p21_, &p22_})
-      p->narrow(0, 0, N_ * HW).zero_();
+    // The state in `cur` (u: the caller's tensors; p: zeros), written to
+    // `alt` by each tiled launch, then swapped (see tvl1_kernels.cuh).
+    std::array<at::Tensor, 6> cur, alt;
+    cur[0] = u1.view({-1});
+    cur[1] = u2.view({-1});
+    alt[0] = spare_[0].narrow(0, 0, N_ * HW);
+    alt[1] = spare_[1].narrow(0, 0, N_ * HW);
+    for (int k = 2; k < 6; ++k) {
+      cur[k] = p_[k - 2].narrow(0, 0, N_ * HW).zero_();
+      alt[k] = spare_[k].narrow(0, 0, N_ * HW);
+    }
     const double eps2 = c_.epsilon * c_.epsilon * static_cast<double>(HW);
     const dim3 tgrid = grid2d(W, H, N_, kTX, kTY);
     for (int64_t wi = 0; wi < c_.warps; ++wi) {
       warp_kernel<<<grid, block, 0, stream_>>>(
-          I0, I1, I1x, I1y, u1.const_data_ptr<float>(),
-          u2.const_data_ptr<float>(), H, W, static_cast<int>(c_.warp),
+          I0, I1, I1x, I1y, cur[0].const_data_ptr<float>(),
+          cur[1].const_data_ptr<float>(), H, W, static_cast<int>(c_.warp),
           wx_.mutable_data_ptr<float>(), wy_.mutable_data_ptr<float>(),
           rc_.mutable_data_ptr<float>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -158,12 +176,12 @@ class BatchSolver {
         if (c_.median == 5) {
           set_n_iter(n_iter);
           median5_kernel<<<grid, block, 0, stream_>>>(
-              u1.const_data_ptr<float>(), u2.const_data_ptr<float>(), H, W,
-              n_iter_dev_.const_data_ptr<int>(), t1_.mutable_data_ptr<float>(),
-              t2_.mutable_data_ptr<float>());
+              cur[0].const_data_ptr<float>(), cur[1].const_data_ptr<float>(), H,
+              W, n_iter_dev_.const_data_ptr<int>(),
+              t1_.mutable_data_ptr<float>(), t2_.mutable_data_ptr<float>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
-          u1.copy_(t1_.narrow(0, 0, N_ * HW).view({N_, H64, W64}));
-          u2.copy_(t2_.narrow(0, 0, N_ * HW).view({N_, H64, W64}));
+          cur[0].copy_(t1_.narrow(0, 0, N_ * HW));
+          cur[1].copy_(t2_.narrow(0, 0, N_ * HW));
         }
         for (int64_t i = 0; i < c_.inner;) {
           // As many iterations as no active pair needs a check in between.
@@ -181,15 +199,13 @@ class BatchSolver {
           err_dev_.zero_();
           tvl1_iterate_tiled<<<tgrid, kThreads, 0, stream_>>>(
               wx_.const_data_ptr<float>(), wy_.const_data_ptr<float>(),
-              rc_.const_data_ptr<float>(), u1.mutable_data_ptr<float>(),
-              u2.mutable_data_ptr<float>(), p11_.mutable_data_ptr<float>(),
-              p12_.mutable_data_ptr<float>(), p21_.mutable_data_ptr<float>(),
-              p22_.mutable_data_ptr<float>(), H, W,
-              n_iter_dev_.const_data_ptr<int>(), c_.l_t(),
+              rc_.const_data_ptr<float>(), tile_state(cur), tile_state(alt), H,
+              W, n_iter_dev_.const_data_ptr<int>(), c_.l_t(),
               static_cast<float>(c_.theta), c_.taut(),
               static_cast<float>(c_.grad_eps), static_cast<float>(c_.dual_eps),
               err_dev_.mutable_data_ptr<double>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
+          std::swap(cur, alt);
           const int64_t last = it + k - 1;
           std::vector<char> check(N_, 0);
           bool need = false;
@@ -221,6 +237,10 @@ class BatchSolver {
         }
       }
     }
+    if (cur[0].data_ptr() != u1.data_ptr()) {  // an odd number of launches
+      u1.view({-1}).copy_(cur[0]);
+      u2.view({-1}).copy_(cur[1]);
+    }
   }
 
   const Config c_;
@@ -228,7 +248,11 @@ class BatchSolver {
   const std::vector<std::pair<int64_t, int64_t>> sizes_;
   const cudaStream_t stream_;
   std::vector<at::Tensor> I0s_, I1s_;
-  at::Tensor I1x_, I1y_, wx_, wy_, rc_, p11_, p12_, p21_, p22_, t1_, t2_;
+  at::Tensor I1x_, I1y_, wx_, wy_, rc_, t1_, t2_;
+  // The state's planes: p11, p12, p21, p22 (u is the caller's), and a spare
+  // set of (u1, u2, p11, p12, p21, p22) for the tiled launches to write.
+  std::array<at::Tensor, 4> p_;
+  std::array<at::Tensor, 6> spare_;
   at::Tensor n_iter_dev_, err_dev_;
   std::vector<int> n_iter_host_;
 };

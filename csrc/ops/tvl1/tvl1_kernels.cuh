@@ -11,6 +11,12 @@
 // u on the right and below), so after n <= kSteps iterations the core is
 // exact and the halo is thrown away.
 //
+// A block's halo is its neighbours' core, so a launch reads the state from
+// one buffer set (`in`) and writes the cores to another (`out`), and the host
+// swaps them after each launch: a block that starts after its neighbour has
+// finished (blocks run in waves) still reads the state before the launch.
+// Writing in place would give such a block its neighbour's updated cells.
+//
 // Bytes per pixel and iteration (float32):
 //   OpenCV CUDA (estimateU + estimateDualVariables, two launches):
 //     reads I1wx, I1wy, grad, rho_c, u1, u2, 4 p (twice: both kernels),
@@ -136,24 +142,43 @@ __global__ void median5_kernel(const float* __restrict__ u1,
 
 // ---------------------------------------------------------------- iterations
 
-// n_iter[n] inner iterations for pair n (0: frozen) on one kTY x kTX tile;
-// err[n] += the squared update of the last iteration over the tile.
+// The iteration state of a batch: flow and dual planes, (N, H, W) each.
+struct TileState {
+  float *u1, *u2, *p11, *p12, *p21, *p22;
+};
+static_assert(sizeof(TileState) == 48, "mirrored by mvaccel/ops/_nvrtc.py");
+
+// n_iter[n] inner iterations for pair n (0: frozen, its state is copied) on
+// one kTY x kTX tile, from `in` to `out` (distinct buffers); err[n] += the
+// squared update of the last iteration over the tile.
 __global__ void __launch_bounds__(kThreads) tvl1_iterate_tiled(
     const float* __restrict__ gwx, const float* __restrict__ gwy,
-    const float* __restrict__ grc, float* __restrict__ gu1,
-    float* __restrict__ gu2, float* __restrict__ gp11, float* __restrict__ gp12,
-    float* __restrict__ gp21, float* __restrict__ gp22, int H, int W,
-    const int* __restrict__ n_iter, float l_t, float theta, float taut,
-    float geps, float deps, double* __restrict__ err) {
+    const float* __restrict__ grc, const TileState in, const TileState out,
+    int H, int W, const int* __restrict__ n_iter, float l_t, float theta,
+    float taut, float geps, float deps, double* __restrict__ err) {
   const int n = blockIdx.z;
   const int steps = n_iter[n];
-  if (steps <= 0) return;
+  const int64_t off = static_cast<int64_t>(n) * H * W;
+  if (steps <= 0) {
+    for (int k = threadIdx.x; k < kTX * kTY; k += kThreads) {
+      const int gx = blockIdx.x * kTX + k % kTX,
+                gy = blockIdx.y * kTY + k / kTX;
+      if (gx >= W || gy >= H) continue;
+      const int64_t i = off + static_cast<int64_t>(gy) * W + gx;
+      out.u1[i] = in.u1[i];
+      out.u2[i] = in.u2[i];
+      out.p11[i] = in.p11[i];
+      out.p12[i] = in.p12[i];
+      out.p21[i] = in.p21[i];
+      out.p22[i] = in.p22[i];
+    }
+    return;
+  }
   __shared__ float wx[kRegion], wy[kRegion], rc[kRegion];
   __shared__ float u1[kRegion], u2[kRegion];
   __shared__ float p11[kRegion], p12[kRegion], p21[kRegion], p22[kRegion];
   __shared__ float red[kThreads / 32];
   const int ox = blockIdx.x * kTX - kSteps, oy = blockIdx.y * kTY - kSteps;
-  const int64_t off = static_cast<int64_t>(n) * H * W;
 
   for (int k = threadIdx.x; k < kRegion; k += kThreads) {
     const int gx = ox + k % kRX, gy = oy + k / kRX;
@@ -162,12 +187,12 @@ __global__ void __launch_bounds__(kThreads) tvl1_iterate_tiled(
       wx[k] = gwx[i];
       wy[k] = gwy[i];
       rc[k] = grc[i];
-      u1[k] = gu1[i];
-      u2[k] = gu2[i];
-      p11[k] = gp11[i];
-      p12[k] = gp12[i];
-      p21[k] = gp21[i];
-      p22[k] = gp22[i];
+      u1[k] = in.u1[i];
+      u2[k] = in.u2[i];
+      p11[k] = in.p11[i];
+      p12[k] = in.p12[i];
+      p21[k] = in.p21[i];
+      p22[k] = in.p22[i];
     } else {
       wx[k] = wy[k] = rc[k] = u1[k] = u2[k] = 0.f;
       p11[k] = p12[k] = p21[k] = p22[k] = 0.f;
@@ -232,12 +257,12 @@ __global__ void __launch_bounds__(kThreads) tvl1_iterate_tiled(
     if (gx >= W || gy >= H) continue;
     const int64_t i = off + static_cast<int64_t>(gy) * W + gx;
     const int r = ly * kRX + lx;
-    gu1[i] = u1[r];
-    gu2[i] = u2[r];
-    gp11[i] = p11[r];
-    gp12[i] = p12[r];
-    gp21[i] = p21[r];
-    gp22[i] = p22[r];
+    out.u1[i] = u1[r];
+    out.u2[i] = u2[r];
+    out.p11[i] = p11[r];
+    out.p12[i] = p12[r];
+    out.p21[i] = p21[r];
+    out.p22[i] = p22[r];
   }
 
   // Block sum of the last iteration's squared updates.
