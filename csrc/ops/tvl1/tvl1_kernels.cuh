@@ -31,7 +31,7 @@
 // Stopping is per pair: the host keeps each pair's error, its OpenCV
 // (every iteration) or OpenCV-CUDA (sparse) check schedule, and asks the
 // kernel for as many iterations as no active pair needs a check in between;
-// a stopped pair gets 0 iterations and its blocks return at once. The
+// a stopped pair gets 0 iterations and its blocks only copy its state. The
 // kernel reduces the squared update of its last iteration per pair (one
 // double atomic per block), which the host reads only when a check is due.
 #pragma once
