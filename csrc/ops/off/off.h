@@ -1,6 +1,6 @@
 // Optical Flow guided Feature (Sun et al., CVPR 2018): the math behind
-// off_gradients and off_gradients_stack, written once for the C++ and CUDA
-// kernels.
+// off_gradients and off_gradients_stack (device-safe code in off_math.cuh,
+// shared by the C++ loops, nvcc and NVRTC) and the host-side checks.
 //
 // For a feature plane f_t and the same channel of an earlier frame f_prev
 // (both H x W), the op writes three planes:

@@ -1,5 +1,6 @@
 // Resampling of block-level maps and motion fields: the math behind
-// block_upsample and mv_resize, written once for the C++ and CUDA kernels.
+// block_upsample and mv_resize (device-safe code in resample_math.cuh, shared
+// by the C++ loops, nvcc and NVRTC) and the host-side planning of a call.
 //
 // Both ops map an input plane (Hin, Win) to an output plane (Hout, Wout) one
 // axis at a time. Along an axis an output index d reads input indices i0, i1
