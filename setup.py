@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from setuptools import setup
+from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 FFMPEG_LIBS = ["libavformat", "libavcodec", "libavutil", "libswscale"]
@@ -70,6 +71,26 @@ def _pkg_config(libs: list[str]) -> dict | None:
         "library_dirs": [f[2:] for f in ldirs],
         "libraries": [f[2:] for f in lnames],
     }
+
+
+def kernel_headers() -> list[Path]:
+    """The device headers the NVRTC path compiles at run time (as _nvrtc.device_headers)."""
+    csrc = ROOT / "csrc"
+    found = [csrc / "device.cuh", csrc / "device_math.cuh"]
+    found += [*csrc.glob("ops/*/*.cuh"), *csrc.glob("ops/*/*_math.h")]
+    return sorted(p for p in found if p.is_file())
+
+
+class BuildPyWithKernels(build_py):
+    """build_py that also ships the kernel headers as mvaccel/_csrc (wheels have no csrc/)."""
+
+    def run(self):
+        """Build the Python package, then copy the kernel headers into it."""
+        super().run()
+        for src in kernel_headers():
+            dst = Path(self.build_lib) / "mvaccel" / "_csrc" / src.relative_to(ROOT / "csrc")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
 
 
 def _write_build_info(info: dict) -> None:
@@ -166,7 +187,10 @@ def main() -> None:
 
     setup(
         ext_modules=_extensions(),
-        cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+        cmdclass={
+            "build_ext": BuildExtension.with_options(use_ninja=True),
+            "build_py": BuildPyWithKernels,
+        },
     )
 
 

@@ -1,4 +1,5 @@
-// Shared helpers for every mvaccel kernel, host and device.
+// Host-side helpers of every mvaccel op (ATen: checks, dispatch); the
+// device-safe part is device.cuh.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -6,13 +7,22 @@
 
 #include <cstdint>
 
-// Inline math that both the C++ loops (.cpp) and the CUDA kernels (.cu)
-// include: written once, compiled twice.
-#if defined(__CUDACC__) || defined(__HIPCC__)
-#define MVACCEL_HD __host__ __device__ __forceinline__
-#else
-#define MVACCEL_HD inline
-#endif
+// MVACCEL_HD, OpMath: the device-safe part, which the kernel headers include
+// without ATen (NVRTC compiles them too).
+#include "device.cuh"
+
+namespace mvaccel {
+template <>
+struct OpMath<c10::Half> {
+  using type = float;
+};
+template <>
+struct OpMath<c10::BFloat16> {
+  using type = float;
+};
+static_assert(sizeof(c10::Half) == 2 && sizeof(c10::BFloat16) == 2,
+              "16-bit floats travel to NVRTC kernels as 2-byte bits");
+}  // namespace mvaccel
 
 // Floating dtypes every op accepts: float32, float64, float16, bfloat16.
 #define MVACCEL_DISPATCH_FLOATING(TYPE, NAME, ...) \

@@ -20,12 +20,28 @@ def load_ops() -> ModuleType:
     import torch  # noqa: F401  (the extension links against libtorch)
 
     try:
-        return importlib.import_module("mvaccel._C")
+        mod = importlib.import_module("mvaccel._C")
     except ImportError as e:
         raise ImportError(
             f"mvaccel's compiled ops (mvaccel._C) could not be loaded: {e}. "
             f"mvaccel.ops needs them; {BUILD_HINT}."
         ) from e
+    _install_gpu_path()
+    return mod
+
+
+_gpu_path_installed = False
+
+
+def _install_gpu_path() -> None:
+    """Register the NVRTC CUDA kernels where this process uses them (mvaccel/ops/_nvrtc.py)."""
+    global _gpu_path_installed
+    if _gpu_path_installed:
+        return
+    _gpu_path_installed = True  # first: importing mvaccel.ops calls load_ops again
+    from .ops import _nvrtc
+
+    _nvrtc.install()
 
 
 def load_video() -> ModuleType:
@@ -69,7 +85,11 @@ def public_ops(dispatch_key: str) -> list[str]:
 
 
 def cuda_ops_ready() -> bool:
-    """A GPU is visible and this build of ``mvaccel._C`` has CUDA kernels (what CUDA tests need)."""
+    """A GPU is visible and the ops have a working CUDA path, nvcc or NVRTC (CUDA tests need it)."""
     import torch
 
-    return torch.cuda.is_available() and has_kernel("block_upsample", "CUDA")
+    if not (torch.cuda.is_available() and has_kernel("block_upsample", "CUDA")):
+        return False
+    from .ops._nvrtc import current_selection
+
+    return current_selection().path != "none"

@@ -18,6 +18,23 @@ def _ffmpeg_cli_version() -> str | None:
     return out.splitlines()[0] if out else None
 
 
+def gpu_path_facts() -> dict[str, object]:
+    """Which GPU path the ops use (nvcc-built, NVRTC or none) and why; NVRTC's version and cache."""
+    from .ops import _nvrtc
+
+    try:
+        sel = _nvrtc.current_selection()
+    except ValueError as e:  # a bad MVACCEL_GPU_BACKEND
+        return {"GPU path": f"none ({e})"}
+    facts: dict[str, object] = {"GPU path": f"{sel.path} ({sel.reason})"}
+    try:
+        major, minor = _nvrtc.nvrtc_version()
+        facts["NVRTC"] = f"{major}.{minor} (CuPy), cache {_nvrtc.cache_dir()}"
+    except ImportError:
+        facts["NVRTC"] = f"not installed ({_nvrtc.INSTALL_HINT})"
+    return facts
+
+
 def collect() -> dict[str, object]:
     """Return a dict of what mvaccel was built with and what it runs on."""
     import torch
@@ -52,6 +69,7 @@ def collect() -> dict[str, object]:
 
         facts["ops (CPU)"] = ", ".join(public_ops("CPU")) or "none"
         facts["ops (CUDA)"] = ", ".join(public_ops("CUDA")) or "none"
+        facts.update(gpu_path_facts())
     except ImportError as e:
         facts["ops"] = f"unavailable: {e}"
     try:

@@ -1,4 +1,4 @@
-"""``mvaccel info``: torch / CUDA / FFmpeg / build facts."""
+"""``mvaccel info``: torch / CUDA / FFmpeg / build facts, and which GPU path the ops use."""
 
 from __future__ import annotations
 
@@ -14,5 +14,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     """Add ``info`` to the CLI."""
-    p = sub.add_parser("info", help="print torch / CUDA / FFmpeg / build facts")
+    p = sub.add_parser(
+        "info",
+        help="print torch / CUDA / FFmpeg / build facts and the GPU path (nvcc, NVRTC, none)",
+    )
     p.set_defaults(func=_run)

@@ -26,9 +26,7 @@
 // TVNet includes this header.
 #pragma once
 
-#include <cmath>
-
-#include "../../common.h"
+#include "../../device_math.cuh"
 
 namespace mvaccel {
 namespace tvl1 {
@@ -89,7 +87,7 @@ MVACCEL_HD T update_u(T v, T theta, T div_p) {
 // defined at 0.
 template <typename T>
 MVACCEL_HD void update_p(T& px, T& py, T ux, T uy, T taut, T eps) {
-  const T ng = T(1) + taut * std::sqrt(ux * ux + uy * uy + eps);
+  const T ng = T(1) + taut * dmath::sqrt(ux * ux + uy * uy + eps);
   px = (px + taut * ux) / ng;
   py = (py + taut * uy) / ng;
 }
@@ -189,7 +187,7 @@ MVACCEL_HD void warp_sample3(const T* a, const T* b, const T* c, I ld, I H, I W,
   }
   T wx[4], wy[4];
   I ix, iy;
-  const T flx = std::floor(X), fly = std::floor(Y);
+  const T flx = dmath::floor(X), fly = dmath::floor(Y);
   const T ka = mode == kWarpCubicOpenCV ? T(-0.75) : T(-0.5);
   ix = static_cast<I>(flx);
   iy = static_cast<I>(fly);
@@ -237,7 +235,7 @@ MVACCEL_HD void warp_sample3(const T* a, const T* b, const T* c, I ld, I H, I W,
 template <typename T, typename I>
 MVACCEL_HD void linear_taps(I d, I in, T scale, I& i0, I& i1, T& f) {
   const T s = (T(d) + T(0.5)) * scale - T(0.5);
-  const T fl = std::floor(s);
+  const T fl = dmath::floor(s);
   i0 = static_cast<I>(fl);
   f = s - fl;
   if (i0 < 0) {

@@ -23,10 +23,6 @@ struct Coeffs {
   double l_t, theta, taut, eps, grad_eps;
 };
 
-struct Dims {
-  int64_t N, H, W, K;
-};
-
 inline void check_same(const at::Tensor& ref, const at::Tensor& t,
                        const char* op, const char* name) {
   TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name,

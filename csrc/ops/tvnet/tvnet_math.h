@@ -47,9 +47,7 @@
 // so the loops vectorise). Both compute the same sums in the same order.
 #pragma once
 
-#include <cmath>
-
-#include "../../common.h"
+#include "../../device_math.cuh"
 #include "../tvl1/tvl1_math.h"
 
 namespace mvaccel {
@@ -57,6 +55,13 @@ namespace tvnet {
 
 // Number of per-iteration filter values in wf and in wb.
 constexpr int kTaps = 8;
+
+// Sizes of a call: N pairs of H x W, K iterations. A kernel argument (a
+// fixed-width POD mirrored by mvaccel/ops/_nvrtc.py).
+struct Dims {
+  int64_t N, H, W, K;
+};
+static_assert(sizeof(Dims) == 32, "see _nvrtc.py");
 
 // Taps of one component: forward grad (f0, f1, g0, g1) or divergence
 // (b0, b1, c0, c1).
@@ -169,7 +174,7 @@ MVACCEL_HD void update_p_backward_at(T c, T right, T down, bool has_x,
                                      T& guy, T& a0, T& a1, T& a2, T& a3) {
   T ux, uy;
   grad_taps<T>(c, right, down, has_x, has_y, f, ux, uy);
-  const T sq = std::sqrt(ux * ux + uy * uy + eps);
+  const T sq = dmath::sqrt(ux * ux + uy * uy + eps);
   const T inv_ng = T(1) / (T(1) + taut * sq);
   const T p1n = (p1 + taut * ux) * inv_ng;
   const T p2n = (p2 + taut * uy) * inv_ng;
