@@ -100,32 +100,6 @@ inline at::Tensor rows_contiguous(const at::Tensor& t) {
   return t.size(-1) <= 1 || t.stride(-1) == 1 ? t : t.contiguous();
 }
 
-// User-facing checks; call them before rows_contiguous.
-inline void check_pair(const at::Tensor& f_t, const at::Tensor& f_prev) {
-  const char* op = "mvaccel.off_gradients";
-  check_dim(f_t, 4, op, "f_t", "(N, C, H, W)");
-  check_dim(f_prev, 4, op, "f_prev", "(N, C, H, W)");
-  check_floating(f_t, op, "f_t");
-  TORCH_CHECK(f_t.sizes() == f_prev.sizes(), op,
-              ": f_t and f_prev must have the same shape, got ", f_t.sizes(),
-              " and ", f_prev.sizes());
-  TORCH_CHECK(f_t.scalar_type() == f_prev.scalar_type(), op,
-              ": f_t and f_prev must have the same dtype, got ",
-              f_t.scalar_type(), " and ", f_prev.scalar_type());
-  TORCH_CHECK(f_t.device() == f_prev.device(), op,
-              ": f_t and f_prev must be on the same device, got ", f_t.device(),
-              " and ", f_prev.device());
-}
-
-inline void check_stack(const at::Tensor& f) {
-  const char* op = "mvaccel.off_gradients_stack";
-  check_dim(f, 5, op, "f", "(N, T, C, H, W)");
-  check_floating(f, op, "f");
-  TORCH_CHECK(f.size(1) >= 2, op,
-              ": the stack needs at least 2 frames (T >= 2), got shape ",
-              f.sizes());
-}
-
 inline Plan plan_pair(const at::Tensor& f_t, const at::Tensor& f_prev) {
   Plan p;
   p.B = f_t.size(0);
@@ -155,24 +129,6 @@ inline Plan plan_stack(const at::Tensor& f) {
 // Gradient of the output: (B, S, 3C, H, W).
 inline View grad_view(const at::Tensor& g) {
   return {g.stride(0), g.stride(1), g.stride(2), g.stride(3)};
-}
-
-inline void check_grad_pair(const at::Tensor& grad) {
-  const char* op = "mvaccel._off_gradients_backward";
-  check_dim(grad, 4, op, "grad", "(N, 3C, H, W)");
-  check_floating(grad, op, "grad");
-  TORCH_CHECK(grad.size(1) % 3 == 0, op,
-              ": grad must have 3C channels (Fx, Fy, Ft), got shape ",
-              grad.sizes());
-}
-
-inline void check_grad_stack(const at::Tensor& grad) {
-  const char* op = "mvaccel._off_gradients_stack_backward";
-  check_dim(grad, 5, op, "grad", "(N, T - 1, 3C, H, W)");
-  check_floating(grad, op, "grad");
-  TORCH_CHECK(grad.size(2) % 3 == 0, op,
-              ": grad must have 3C channels (Fx, Fy, Ft), got shape ",
-              grad.sizes());
 }
 
 // Where the backward writes the gradient of frame t of pair-grid row b:

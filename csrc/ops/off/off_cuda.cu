@@ -12,7 +12,7 @@
 #include <algorithm>
 #include <tuple>
 
-#include "off.h"
+#include "off_checks.h"
 
 namespace mvaccel {
 namespace off {
