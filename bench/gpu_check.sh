@@ -13,8 +13,9 @@
 #   bench      every CUDA benchmark (`-k cuda --benchmark-only`), one process per file; none
 #              needs the ffmpeg CLI (their videos come from PyAV or memory, or they skip)
 # Writes OUT_DIR/summary.md (file, passed, failed, skipped, crashed, seconds, note), summary.tsv,
-# one log per step, junit XML, the benchmark JSON and its table (bench_cuda.md). Exits non-zero
-# on any failure, crash, timeout or sanitizer error.
+# gpu_check.log, the CUDA benchmarks' table (bench_cuda.md) and logs.tar.gz (steps/: one log,
+# junit XML and benchmark JSON per step, the build log): few files, as a device machine's $OUT
+# hands back. Exits non-zero on any failure, crash, timeout or sanitizer error.
 #
 # Needs: python3 with torch + CUDA, nvcc, ninja, pytest, pytest-benchmark, lightning (the
 # device machines' image has them; cupy is not used). Optional: compute-sanitizer (a row says
@@ -43,6 +44,9 @@ cd "$(dirname "$0")/.."
 out="${1:-${OUT:-out/gpu_check}}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
+steps="$out/steps"
+rm -rf "$steps"
+mkdir -p "$steps"
 summary="$out/summary.tsv"
 : >"$summary"
 log="$out/gpu_check.log"
@@ -102,7 +106,7 @@ run_pytest() {
     shift
   done
   shift
-  local xml="$out/$tag.xml" slog="$out/$tag.log"
+  local xml="$steps/$tag.xml" slog="$steps/$tag.log"
   rm -f "$xml"
   local t0=$SECONDS
   timeout -k 10 "$step_timeout" "${prefix[@]}" python3 -m pytest -q -p no:cacheprovider \
@@ -112,22 +116,22 @@ run_pytest() {
   read -r passed failed skipped <<<"$(junit_counts "$xml")"
   local note crashed=0
   note=$(rc_note "$rc")
-  case $note in crashed* | timeout* | exit*) crashed=1 note="$note; see $tag.log" ;; esac
+  case $note in crashed* | timeout* | exit*) crashed=1 note="$note; see steps/$tag.log" ;; esac
   if [ "$rc" = 1 ] && [ "$failed" = 0 ]; then
-    failed=1 note="pytest exit 1 without a failed test; see $tag.log"
+    failed=1 note="pytest exit 1 without a failed test; see steps/$tag.log"
   fi
   if [ "$kind" != test ] && [ "$kind" != bench ]; then
     local errors
     errors=$(grep -o 'ERROR SUMMARY: [0-9]* error' "$slog" | awk '{s += $3} END {print s + 0}')
     if grep -q 'Device not supported\|Unable to find injection library\|no CUDA-capable' "$slog"; then
-      note="unavailable: compute-sanitizer refused the device; see $tag.log"
+      note="unavailable: compute-sanitizer refused the device; see steps/$tag.log"
       crashed=0
     elif [ "$errors" != 0 ]; then
       note="$errors sanitizer errors; $note"
       failed=$((failed + errors))
     fi
   fi
-  [ -n "$note" ] || { [ "$failed" = 0 ] && note=ok || note="see $tag.log"; }
+  [ -n "$note" ] || { [ "$failed" = 0 ] && note=ok || note="see steps/$tag.log"; }
   row "$name" "$kind" "$passed" "$failed" "$skipped" "$crashed" "$secs" "$note"
   say "$(printf '%-10s %-40s passed %s failed %s skipped %s crashed %s %ss %s' "$kind" "$name" \
     "$passed" "$failed" "$skipped" "$crashed" "$secs" "$note")"
@@ -151,14 +155,14 @@ if [ "${GPU_CHECK_BUILD:-1}" != 0 ]; then
   fi
   say "== build (archs $TORCH_CUDA_ARCH_LIST, $MAX_JOBS jobs)"
   t0=$SECONDS
-  python3 setup.py build_ext --inplace >"$out/build.log" 2>&1
+  python3 setup.py build_ext --inplace >"$steps/build.log" 2>&1
   rc=$?
   if [ $rc = 0 ] && python3 -c "from mvaccel._ext import cuda_ops_ready; raise SystemExit(not cuda_ops_ready())"; then
     row build build 1 0 0 0 $((SECONDS - t0)) "archs $TORCH_CUDA_ARCH_LIST"
   else
-    row build build 0 1 0 0 $((SECONDS - t0)) "build failed or no CUDA kernels (rc $rc); see build.log"
+    row build build 0 1 0 0 $((SECONDS - t0)) "build failed or no CUDA kernels (rc $rc); see steps/build.log"
   fi
-  tail -n 5 "$out/build.log" | tee -a "$log"
+  tail -n 5 "$steps/build.log" | tee -a "$log"
 fi
 [ "${GPU_CHECK_INFO:-1}" = 0 ] || python3 -m mvaccel info >>"$log" 2>&1 || say "mvaccel info failed"
 
@@ -171,10 +175,10 @@ else
   # out (the build above compiled every .cu for this GPU). A file that fails to import is a
   # failed row, unless what it lacks is an optional package (jsonargparse, av: CPU tests).
   python3 -m pytest python_tests -m cuda --collect-only -q -p no:cacheprovider \
-    >"$out/collect.log" 2>&1
-  files=$(grep -o '^python_tests/test_[a-z0-9_]*\.py' "$out/collect.log" | sort -u |
+    >"$steps/collect.log" 2>&1
+  files=$(grep -o '^python_tests/test_[a-z0-9_]*\.py' "$steps/collect.log" | sort -u |
     grep -v test_cuda_compile.py)
-  python3 - "$out/collect.log" <<'PY' >>"$summary"
+  python3 - "$steps/collect.log" <<'PY' >>"$summary"
 import re
 import sys
 
@@ -184,7 +188,7 @@ for block in re.split(r"_{5,} ERROR collecting ", text)[1:]:
     missing = re.search(r"No module named '(\w+)", block)
     optional = missing is not None and missing.group(1) in ("jsonargparse", "av")
     note = f"not collected: no {missing.group(1)}" if missing else "not collected: import error"
-    print(f"{name}\tcollect\t0\t{0 if optional else 1}\t0\t0\t0\t{note}; see collect.log")
+    print(f"{name}\tcollect\t0\t{0 if optional else 1}\t0\t0\t0\t{note}; see steps/collect.log")
 PY
 fi
 for f in $files; do
@@ -217,8 +221,8 @@ if [ "${GPU_CHECK_BENCH:-1}" != 0 ]; then
   for f in bench/bench_*.py; do
     tag="bench_$(basename "$f" .py | sed 's/^bench_//')"
     run_pytest "$f" bench "$tag" -- "$f" -k cuda --benchmark-only \
-      --benchmark-json="$out/$tag.json"
-    [ -s "$out/$tag.json" ] && jsons+=("$out/$tag.json")
+      --benchmark-json="$steps/$tag.json"
+    [ -s "$steps/$tag.json" ] && jsons+=("$steps/$tag.json")
   done
   if [ ${#jsons[@]} -gt 0 ]; then
     python3 bench/report.py "${jsons[@]}" >"$out/bench_cuda.md" 2>&1 || true
@@ -238,6 +242,7 @@ lines.append("| **total** | | " + " | ".join(map(str, tot)) + " | |")
 open(sys.argv[2], "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
+tar -czf "$out/logs.tar.gz" -C "$out" steps && rm -rf "$steps"
 bad=$(awk -F'\t' '$4 > 0 || $6 > 0' "$summary" | wc -l)
 say "gpu_check: $bad step(s) with failures, crashes or sanitizer errors; summary in $out/summary.md"
 [ "$bad" = 0 ]

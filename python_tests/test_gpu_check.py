@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tarfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,3 +56,6 @@ def test_crash_is_reported_and_the_rest_still_runs(tmp_path):
     table = (out / "summary.md").read_text()
     assert table.startswith("| file | step | passed | failed | skipped | crashed | seconds |")
     assert "| **total** | | 1 | 1 | 1 | 1 |" in table
+    # Few files come back from a device machine: the per-step logs are one archive.
+    with tarfile.open(out / "logs.tar.gz") as tar:
+        assert "steps/test_test_gc_crash.log" in tar.getnames()

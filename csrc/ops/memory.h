@@ -56,16 +56,20 @@ inline uint64_t cpu_available_bytes() {
 // Bytes the caching allocator of an accelerator can still hand out: the
 // device's free memory plus what the cache holds unused.
 inline uint64_t device_available_bytes(const c10::Device& device) {
-  c10::DeviceAllocator* alloc = c10::getDeviceAllocator(device.type());
-  const auto [free, total] = alloc->getMemoryInfo(device.index());
-  (void)total;
-  const auto stats = alloc->getDeviceStats(device.index());
-  const auto agg =
-      static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
-  const int64_t cached =
-      stats.reserved_bytes[agg].current - stats.allocated_bytes[agg].current;
-  return static_cast<uint64_t>(free) +
-         static_cast<uint64_t>(cached > 0 ? cached : 0);
+  try {
+    c10::DeviceAllocator* alloc = c10::getDeviceAllocator(device.type());
+    const auto info = alloc->getMemoryInfo(device.index());
+    const auto stats = alloc->getDeviceStats(device.index());
+    const auto agg =
+        static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+    const int64_t cached =
+        stats.reserved_bytes[agg].current - stats.allocated_bytes[agg].current;
+    return static_cast<uint64_t>(info.first) +
+           static_cast<uint64_t>(cached > 0 ? cached : 0);
+  } catch (const c10::Error&) {
+    // An allocator that cannot say (not implemented for it): no check.
+    return std::numeric_limits<uint64_t>::max();
+  }
 }
 
 // Raises torch.OutOfMemoryError when `bytes` (what the call is about to
