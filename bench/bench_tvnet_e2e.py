@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import timed
+from conftest import encode_video, require_video_reader, timed
 
-from mvaccel.data.synthetic import SyntheticSpec, encode, render_video
+from mvaccel.data.synthetic import SyntheticSpec, render_video
 from mvaccel.flow import TVL1Params, tvl1
 from mvaccel.nn import TVNet
 from mvaccel.nn.backbones import BNInception
@@ -46,12 +46,13 @@ CACHE = Path(tempfile.gettempdir()) / "mvaccel-bench-videos"
 
 
 def _video() -> Path:
+    require_video_reader()
     path = CACHE / f"tvnet_e2e_{W}x{H}_{FRAMES}.mp4"
     if not path.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
         spec = SyntheticSpec(frames=FRAMES, height=H, width=W)
         frames = render_video("MoveRight", spec, torch.Generator().manual_seed(0))
-        encode(frames, path, codec="h264")
+        encode_video(frames, path, "h264")
     return path
 
 

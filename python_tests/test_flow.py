@@ -264,3 +264,25 @@ def test_cuda_matches_cpu():
         assert (gpu - cpu).abs().mean() < 2e-3
         ref = tvl1(I0[:, None].cuda() / 255, I1[:, None].cuda() / 255, p, backend="reference")
         assert (gpu - ref.cpu()).abs().mean() < 2e-3
+
+
+# ---- op contracts ---------------------------------------------------------------------------
+
+
+def test_inputs_that_require_grad_raise_on_backward():
+    # The output said it required grad and backward() left I0.grad None without an error.
+    I0 = textured(1, 12, 14).requires_grad_()
+    out = tvl1(I0, torch.roll(I0.detach(), 1, 2), QUICK)
+    with pytest.raises(RuntimeError, match="not differentiable"):
+        out.sum().backward()
+    # Without grad the output is plain data, as before.
+    assert not tvl1(I0.detach(), I0.detach(), QUICK).requires_grad
+
+
+def test_too_large_raises_before_allocating(device):
+    # Issue 13.8: a 60000^2 pair needs ~250 GB of solver planes; the op checks first.
+    from mvaccel.flow.tvl1 import _op_args
+
+    big = torch.zeros(1, 1, 1, device=device).expand(1, 60000, 60000)
+    with pytest.raises(torch.OutOfMemoryError, match=r"tvl1_flow: .* GiB .* available"):
+        torch.ops.mvaccel.tvl1_flow.default(big, big, None, *_op_args(QUICK))

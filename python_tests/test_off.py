@@ -182,3 +182,57 @@ def test_bad_stack_inputs():
         off.off_gradients_stack(torch.randn(2, 1, 3, 4, 4))
     with pytest.raises(RuntimeError, match="N, T, C, H, W"):
         off.off_gradients_stack(torch.randn(2, 3, 4, 4))
+
+
+# ---- op contracts: the same checks on every backend and on meta; memory planned first --------
+
+BAD_PAIRS = [
+    ((2, 3, 4), (2, 3, 4), torch.float32, torch.float32, "N, C, H, W"),
+    ((1, 2, 4, 4), (1, 3, 4, 4), torch.float32, torch.float32, "same shape"),
+    ((1, 2, 4, 4), (1, 2, 4, 4), torch.float32, torch.float64, "same dtype"),
+    ((1, 2, 4, 4), (1, 2, 4, 4), torch.int64, torch.int64, "float32"),
+]
+
+
+@pytest.mark.parametrize("backend", ["kernel", "meta"])
+@pytest.mark.parametrize("s0, s1, d0, d1, match", BAD_PAIRS)
+def test_bad_pair_inputs_on_device_and_meta(device, backend, s0, s1, d0, d1, match):
+    dev = "meta" if backend == "meta" else device
+    a, b = torch.ones(s0, dtype=d0, device=dev), torch.ones(s1, dtype=d1, device=dev)
+    with pytest.raises(RuntimeError, match=match):
+        off.off_gradients(a, b)
+
+
+@pytest.mark.parametrize("device_or_meta", ["cpu", "meta"])
+def test_bad_backward_grads(device_or_meta):
+    d = device_or_meta
+    with pytest.raises(RuntimeError, match="3C channels"):
+        torch.ops.mvaccel._off_gradients_backward(torch.ones(1, 4, 3, 3, device=d))
+    with pytest.raises(RuntimeError, match="3C channels"):
+        torch.ops.mvaccel._off_gradients_stack_backward(torch.ones(1, 2, 4, 3, 3, device=d))
+    with pytest.raises(RuntimeError, match="T >= 2"):
+        off.off_gradients_stack(torch.ones(2, 1, 3, 4, 4, device=d))
+
+
+def test_mixed_cpu_and_meta_inputs_raise():
+    # Issue 13.9: the fake kernel returned uninitialised CPU memory for a cpu/meta pair.
+    cpu, meta = torch.randn(1, 2, 4, 4), torch.randn(1, 2, 4, 4, device="meta")
+    for a, b in ((cpu, meta), (meta, cpu)):
+        with pytest.raises(RuntimeError, match="same device"):
+            off.off_gradients(a, b)
+
+
+def _huge(device, *shape):
+    # A full-size view of one element: no memory until an op copies or allocates.
+    return torch.zeros((1,) * len(shape), device=device).expand(*shape)
+
+
+def test_too_large_raises_before_allocating(device):
+    # Issue 13.8: an expanded (1, 300, 6000, 6000) pair needs ~215 GB (output and row copies).
+    f = _huge(device, 1, 300, 6000, 6000)
+    with pytest.raises(torch.OutOfMemoryError, match=r"off_gradients: .* GiB .* available"):
+        off.off_gradients(f, f)
+    with pytest.raises(torch.OutOfMemoryError, match=r"off_gradients_stack: .* GiB"):
+        off.off_gradients_stack(_huge(device, 1, 4, 300, 6000, 6000))
+    with pytest.raises(torch.OutOfMemoryError, match=r"_off_gradients_backward: .* GiB"):
+        torch.ops.mvaccel._off_gradients_backward(_huge(device, 1, 900, 6000, 6000))

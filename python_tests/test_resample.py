@@ -255,3 +255,40 @@ def test_bad_input_message_names_shape():
         ops.mv_resize(torch.zeros(1, 3, 4, 4), (8, 8))
     with pytest.raises(ValueError, match="pair"):
         ops.block_upsample(torch.zeros(1, 2, 4, 4), (8, 8, 8), (32, 32))
+
+
+# ---- op contracts: the fake (meta) kernels check what the kernels check; memory first --------
+
+
+@pytest.mark.parametrize("make,args,msg", BAD_BLOCK)
+def test_block_upsample_bad_input_meta(make, args, msg):
+    with pytest.raises(RuntimeError, match=msg) as info:
+        ops.block_upsample(make("meta"), *args)
+    assert "block_upsample" in str(info.value)
+
+
+@pytest.mark.parametrize("make,args,msg", BAD_RESIZE)
+def test_mv_resize_bad_input_meta(make, args, msg):
+    with pytest.raises(RuntimeError, match=msg) as info:
+        ops.mv_resize(make("meta"), *args)
+    assert "mv_resize" in str(info.value)
+
+
+@pytest.mark.parametrize("d", ["cpu", "meta"])
+def test_backward_ops_bad_input(d):
+    g = torch.zeros(1, 2, 32, 32, device=d)
+    with pytest.raises(RuntimeError, match="block grid"):
+        torch.ops.mvaccel._block_upsample_backward(g, 5, 4, 8, 8, "nearest")
+    with pytest.raises(RuntimeError, match="positive"):
+        torch.ops.mvaccel._mv_resize_backward(g, 0, 4, "bilinear")
+    with pytest.raises(RuntimeError, match=r"\(N, 2, H, W\)"):
+        torch.ops.mvaccel._mv_resize_backward(g[:, :1], 4, 4, "bilinear")
+
+
+def test_too_large_output_raises_before_allocating(device):
+    # A (1, 1000) block grid of 1000 x 1000 blocks of 8 px: a 256 GB output.
+    x = torch.zeros(1, 1, 1, 1, device=device).expand(1, 1000, 1000, 1000)
+    with pytest.raises(torch.OutOfMemoryError, match=r"block_upsample: .* GiB .* available"):
+        ops.block_upsample(x, 8, (8000, 8000))
+    with pytest.raises(torch.OutOfMemoryError, match=r"mv_resize: .* GiB .* available"):
+        ops.mv_resize(x[:, :2], (200000, 200000))

@@ -185,3 +185,48 @@ def test_bad_inputs():
         T.tvnet_iterations(u, p.double(), warped, wf, wb, *COEFFS)
     with pytest.raises(RuntimeError, match="float32 or float64"):
         T.tvnet_iterations(u.half(), p.half(), warped.half(), wf.half(), wb.half(), *COEFFS)
+
+
+# ---- op contracts ---------------------------------------------------------------------------
+
+
+def test_double_backward_raises_instead_of_wrong_values():
+    # gradgradcheck found a silent Jacobian mismatch: the backward op had no derivative.
+    args = [t.requires_grad_() for t in _inputs(1, 3, 4, 2)]
+    u_out, p_out = T.tvnet_iterations(*args, *COEFFS)
+    (gu,) = torch.autograd.grad((u_out * u_out).sum() + p_out.sum(), args[0], create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward is not supported"):
+        torch.autograd.grad(gu.sum(), args[0])
+    with pytest.raises(RuntimeError, match="double backward is not supported"):
+        torch.autograd.gradgradcheck(lambda *a: T.tvnet_iterations(*a, *COEFFS), args)
+
+
+@pytest.mark.parametrize("where", ["meta", "mixed"])
+def test_bad_inputs_on_meta_and_mixed_devices(where):
+    u, p, warped, wf, wb = _inputs(1, 4, 4, 2, dtype=torch.float32)
+    if where == "meta":
+        u, p, warped, wf, wb = (t.to("meta") for t in (u, p, warped, wf, wb))
+        with pytest.raises(RuntimeError, match="p of shape"):
+            T.tvnet_iterations(u, p[:, :3], warped, wf, wb, *COEFFS)
+        with pytest.raises(RuntimeError, match="dtype of u"):
+            T.tvnet_iterations(u, p.double(), warped, wf, wb, *COEFFS)
+        with pytest.raises(RuntimeError, match="float32 or float64"):
+            T.tvnet_iterations(u.half(), p.half(), warped.half(), wf.half(), wb.half(), *COEFFS)
+    else:
+        # Issue 13.9: the fake kernel returned uninitialised CPU memory for cpu/meta inputs.
+        with pytest.raises(RuntimeError, match="device of u"):
+            T.tvnet_iterations(u, p.to("meta"), warped, wf, wb, *COEFFS)
+        with pytest.raises(RuntimeError, match="device of u"):
+            T.tvnet_iterations(u.to("meta"), p, warped, wf, wb, *COEFFS)
+
+
+def test_too_large_raises_before_allocating(device):
+    # Issue 13.8: 60000^2 needs ~200 GB (u, p clones and contiguous copies of the views).
+    n = 60000
+
+    def big(c):
+        return torch.zeros(1, 1, 1, 1, device=device).expand(1, c, n, n)
+
+    wf = torch.tensor([T.TVL1_TAPS], device=device)
+    with pytest.raises(torch.OutOfMemoryError, match=r"tvnet_iterations: .* GiB .* available"):
+        T.tvnet_iterations(big(2), big(4), big(3), wf, wf, *COEFFS)

@@ -93,6 +93,12 @@ def tvl1(
     Raises:
         ValueError: shapes, dtypes, devices or sizes that do not fit (images need at least
             2x2 pixels), an unknown preset or backend.
+        torch.OutOfMemoryError: the solve needs more memory than the device has available
+            (checked before anything is allocated).
+        RuntimeError: on ``backward()`` through the compiled kernel's output: it is not
+            differentiable (the output of inputs that require grad says so when differentiated
+            instead of leaving their ``.grad`` silently ``None``). Detach the inputs, or use
+            ``backend="reference"`` or :class:`mvaccel.nn.TVNet` for a differentiable flow.
 
     Example:
         >>> import torch
@@ -144,6 +150,20 @@ def _register_fake() -> None:
     @torch.library.register_fake("mvaccel::tvl1_flow")
     def _tvl1_flow_fake(I0, I1, init, *args):
         return I0.new_empty((I0.shape[0], 2, I0.shape[1], I0.shape[2]))
+
+    def _no_setup(ctx, inputs, output):
+        pass
+
+    def _not_differentiable(ctx, grad):
+        raise RuntimeError(
+            "mvaccel.tvl1_flow (mvaccel.flow.tvl1) is not differentiable: its inputs required "
+            "grad but the compiled TV-L1 solver has no backward. Detach I0/I1 (flow as data), "
+            "or use tvl1(..., backend='reference') or mvaccel.nn.TVNet for a differentiable flow"
+        )
+
+    torch.library.register_autograd(
+        "mvaccel::tvl1_flow", _not_differentiable, setup_context=_no_setup
+    )
 
 
 _register_fake()

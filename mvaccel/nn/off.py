@@ -465,9 +465,9 @@ class RawOFF(nn.Module):
     def __init__(self, grey: bool = False):
         super().__init__()
         self.grey = grey
-        self.register_buffer(
-            "luma", torch.tensor([0.299, 0.587, 0.114]).view(1, 1, 3, 1, 1), persistent=False
-        )
+        # 1-D: a 5-D buffer made `.to(memory_format=torch.channels_last)` raise ("required rank
+        # 4 tensor"), which every 2-D network holding a RawOFF needs on the GPU.
+        self.register_buffer("luma", torch.tensor([0.299, 0.587, 0.114]), persistent=False)
 
     def forward(self, frames: Tensor) -> Tensor:
         """OFF of consecutive frames."""
@@ -475,7 +475,8 @@ class RawOFF(nn.Module):
         if self.grey:
             if frames.shape[2] != 3:
                 raise ValueError(f"RawOFF(grey=True): expected RGB frames, got {frames.shape}")
-            frames = (frames * self.luma.to(frames.dtype)).sum(dim=2, keepdim=True)
+            luma = self.luma.to(frames.dtype).view(1, 1, 3, 1, 1)
+            frames = (frames * luma).sum(dim=2, keepdim=True)
         return off_gradients_stack(frames)
 
 

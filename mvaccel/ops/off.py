@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._checks import check_dim, check_floating
+
 #: Sobel x of the paper (eq. 5); applied as cross-correlation (``F.conv2d``). Grows to the right.
 SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
 #: Sobel y of the paper (eq. 6); with cross-correlation it grows when the map decreases
@@ -87,31 +89,60 @@ def off_gradients_stack_reference(f: Tensor) -> Tensor:
 # ---- fake kernels -------------------------------------------------------------------------------
 
 
+# The same checks and messages as csrc/ops/off/off_checks.h (a meta or FakeTensor call fails
+# where the compiled kernel would, and never returns memory of a device it was not given).
+
+
 @torch.library.register_fake("mvaccel::off_gradients")
 def _off_gradients_fake(f_t, f_prev):
+    op = "mvaccel.off_gradients"
+    check_dim(op, "f_t", f_t, 4, "(N, C, H, W)")
+    check_dim(op, "f_prev", f_prev, 4, "(N, C, H, W)")
+    check_floating(op, "f_t", f_t)
     torch._check(
-        f_t.dim() == 4 and f_t.shape == f_prev.shape,
+        f_t.shape == f_prev.shape,
         lambda: (
-            f"off_gradients: f_t and f_prev must be (N, C, H, W) of the same shape, "
-            f"got {tuple(f_t.shape)} and {tuple(f_prev.shape)}"
+            f"{op}: f_t and f_prev must have the same shape, got "
+            f"{tuple(f_t.shape)} and {tuple(f_prev.shape)}"
         ),
     )
-    torch._check(f_t.dtype == f_prev.dtype, lambda: "off_gradients: dtypes differ")
+    torch._check(
+        f_t.dtype == f_prev.dtype,
+        lambda: (
+            f"{op}: f_t and f_prev must have the same dtype, got {f_t.dtype} and {f_prev.dtype}"
+        ),
+    )
+    torch._check(
+        f_t.device == f_prev.device,
+        lambda: (
+            f"{op}: f_t and f_prev must be on the same device, got {f_t.device} and {f_prev.device}"
+        ),
+    )
     n, c, h, w = f_t.shape
     return f_t.new_empty((n, 3 * c, h, w))
 
 
 @torch.library.register_fake("mvaccel::_off_gradients_backward")
 def _off_gradients_backward_fake(grad):
+    op = "mvaccel._off_gradients_backward"
+    check_dim(op, "grad", grad, 4, "(N, 3C, H, W)")
+    check_floating(op, "grad", grad)
+    torch._check(
+        grad.shape[1] % 3 == 0,
+        lambda: f"{op}: grad must have 3C channels (Fx, Fy, Ft), got shape {tuple(grad.shape)}",
+    )
     n, c3, h, w = grad.shape
     return grad.new_empty((n, c3 // 3, h, w)), grad.new_empty((n, c3 // 3, h, w))
 
 
 @torch.library.register_fake("mvaccel::off_gradients_stack")
 def _off_gradients_stack_fake(f):
+    op = "mvaccel.off_gradients_stack"
+    check_dim(op, "f", f, 5, "(N, T, C, H, W)")
+    check_floating(op, "f", f)
     torch._check(
-        f.dim() == 5 and f.shape[1] >= 2,
-        lambda: f"off_gradients_stack: f must be (N, T >= 2, C, H, W), got {tuple(f.shape)}",
+        f.shape[1] >= 2,
+        lambda: f"{op}: the stack needs at least 2 frames (T >= 2), got shape {tuple(f.shape)}",
     )
     n, t, c, h, w = f.shape
     return f.new_empty((n, t - 1, 3 * c, h, w))
@@ -119,6 +150,13 @@ def _off_gradients_stack_fake(f):
 
 @torch.library.register_fake("mvaccel::_off_gradients_stack_backward")
 def _off_gradients_stack_backward_fake(grad):
+    op = "mvaccel._off_gradients_stack_backward"
+    check_dim(op, "grad", grad, 5, "(N, T - 1, 3C, H, W)")
+    check_floating(op, "grad", grad)
+    torch._check(
+        grad.shape[2] % 3 == 0,
+        lambda: f"{op}: grad must have 3C channels (Fx, Fy, Ft), got shape {tuple(grad.shape)}",
+    )
     n, s, c3, h, w = grad.shape
     return grad.new_empty((n, s + 1, c3 // 3, h, w))
 

@@ -6,6 +6,8 @@ import torch
 import torch._prims_common
 from torch import Tensor
 
+from ._checks import check_dim, check_floating
+
 _MODES = ("nearest", "bilinear")
 
 
@@ -77,11 +79,60 @@ def mv_resize(mv: Tensor, size: tuple[int, int], mode: str = "bilinear") -> Tens
 
 
 # ---- fake kernels (shapes only) for torch.compile / FakeTensor -------------------------------
+# The same checks and messages as csrc/ops/resample/resample_checks.h: a meta or FakeTensor call
+# fails where the compiled kernel would.
 
 
 def _check_mode(op: str, mode: str) -> None:
     torch._check(
         mode in _MODES, lambda: f"{op}: mode must be 'nearest' or 'bilinear', got {mode!r}"
+    )
+
+
+def _check_tensor(op: str, name: str, t: Tensor, layout: str) -> None:
+    check_dim(op, name, t, 4, layout)
+    check_floating(op, name, t)
+
+
+def _check_block_plan(op, in_h, in_w, block_h, block_w, out_h, out_w, mode) -> None:
+    _check_mode(op, mode)
+    torch._check(
+        block_h >= 1 and block_w >= 1,
+        lambda: f"{op}: block size must be positive, got ({block_h}, {block_w})",
+    )
+    torch._check(
+        out_h >= 1 and out_w >= 1,
+        lambda: f"{op}: output size must be positive, got ({out_h}, {out_w})",
+    )
+    need_h, need_w = -(-out_h // block_h), -(-out_w // block_w)
+    torch._check(
+        in_h == need_h and in_w == need_w,
+        lambda: (
+            f"{op}: a ({out_h}, {out_w}) output with ({block_h}, {block_w}) blocks needs a "
+            f"({need_h}, {need_w}) block grid (ceil(out / block)), got ({in_h}, {in_w})"
+        ),
+    )
+
+
+def _check_resize_plan(op, in_h, in_w, out_h, out_w, mode) -> None:
+    _check_mode(op, mode)
+    torch._check(
+        out_h >= 1 and out_w >= 1,
+        lambda: f"{op}: output size must be positive, got ({out_h}, {out_w})",
+    )
+    torch._check(
+        in_h >= 1 and in_w >= 1,
+        lambda: f"{op}: input field must have a positive size, got ({in_h}, {in_w})",
+    )
+
+
+def _check_two_channels(op: str, name: str, t: Tensor) -> None:
+    torch._check(
+        t.shape[1] == 2,
+        lambda: (
+            f"{op}: expected {name} of shape (N, 2, H, W) (channel 0 = x, 1 = y), got shape "
+            f"{tuple(t.shape)}"
+        ),
     )
 
 
@@ -93,31 +144,35 @@ def _empty_like_format(ref: Tensor, shape: tuple) -> Tensor:
 
 @torch.library.register_fake("mvaccel::block_upsample")
 def _block_upsample_fake(x, block_h, block_w, out_h, out_w, mode="nearest"):
-    _check_mode("mvaccel.block_upsample", mode)
-    torch._check(x.dim() == 4, lambda: f"block_upsample: x must be (N, C, Hb, Wb), got {x.shape}")
-    torch._check(
-        x.is_floating_point(), lambda: f"block_upsample: x must be floating, got {x.dtype}"
-    )
+    op = "mvaccel.block_upsample"
+    _check_tensor(op, "x", x, "(N, C, Hb, Wb)")
+    _check_block_plan(op, x.shape[2], x.shape[3], block_h, block_w, out_h, out_w, mode)
     return _empty_like_format(x, (x.shape[0], x.shape[1], out_h, out_w))
 
 
 @torch.library.register_fake("mvaccel::_block_upsample_backward")
 def _block_upsample_backward_fake(grad, in_h, in_w, block_h, block_w, mode):
+    op = "mvaccel._block_upsample_backward"
+    _check_tensor(op, "grad", grad, "(N, C, H, W)")
+    _check_block_plan(op, in_h, in_w, block_h, block_w, grad.shape[2], grad.shape[3], mode)
     return grad.new_empty((grad.shape[0], grad.shape[1], in_h, in_w))
 
 
 @torch.library.register_fake("mvaccel::mv_resize")
 def _mv_resize_fake(mv, out_h, out_w, mode="bilinear"):
-    _check_mode("mvaccel.mv_resize", mode)
-    torch._check(
-        mv.dim() == 4 and mv.shape[1] == 2,
-        lambda: f"mv_resize: mv must be (N, 2, H, W), got {mv.shape}",
-    )
+    op = "mvaccel.mv_resize"
+    _check_tensor(op, "mv", mv, "(N, 2, H, W)")
+    _check_two_channels(op, "mv", mv)
+    _check_resize_plan(op, mv.shape[2], mv.shape[3], out_h, out_w, mode)
     return _empty_like_format(mv, (mv.shape[0], 2, out_h, out_w))
 
 
 @torch.library.register_fake("mvaccel::_mv_resize_backward")
 def _mv_resize_backward_fake(grad, in_h, in_w, mode):
+    op = "mvaccel._mv_resize_backward"
+    _check_tensor(op, "grad", grad, "(N, 2, H, W)")
+    _check_two_channels(op, "grad", grad)
+    _check_resize_plan(op, in_h, in_w, grad.shape[2], grad.shape[3], mode)
     return grad.new_empty((grad.shape[0], 2, in_h, in_w))
 
 

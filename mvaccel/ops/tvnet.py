@@ -53,7 +53,15 @@ def tvnet_iterations(
 
     Returns:
         ``(u, p)`` after the ``k`` iterations. Differentiable in ``u``, ``p``, ``warped``, ``wf``
-        and ``wb`` (hand-written backward).
+        and ``wb`` (hand-written backward); double backward is not supported (differentiating
+        the gradient raises a ``RuntimeError``; use :func:`tvnet_iterations_reference` for
+        higher-order gradients).
+
+    Raises:
+        RuntimeError: shapes, dtypes or devices that do not fit (the same message on every
+            backend and on meta tensors).
+        torch.OutOfMemoryError: the call needs more memory than the device has available
+            (checked before anything is allocated).
     """
     save = torch.is_grad_enabled() and any(t.requires_grad for t in (u, p, warped, wf, wb))
     u_out, p_out, _ = torch.ops.mvaccel.tvnet_iterations.default(
@@ -129,14 +137,63 @@ def tvnet_iterations_reference(
 # ---- fake kernels -------------------------------------------------------------------------------
 
 
+# The same checks and messages as csrc/ops/tvnet/tvnet_checks.h (a meta or FakeTensor call
+# fails where the compiled kernel would, and never returns memory of a device it was not given).
+
+
+def _check_same(op: str, ref, t, name: str) -> None:
+    torch._check(
+        t.dtype == ref.dtype,
+        lambda: f"{op}: {name} must have the dtype of u ({ref.dtype}), got {t.dtype}",
+    )
+    torch._check(
+        t.device == ref.device,
+        lambda: f"{op}: {name} must be on the device of u ({ref.device}), got {t.device}",
+    )
+
+
+def _check_forward(u, p, warped, wf, wb) -> tuple[int, int, int, int]:
+    op = "mvaccel.tvnet_iterations"
+    torch._check(
+        u.dim() == 4,
+        lambda: f"{op}: expected u of shape (N, 2, H, W) (4 dimensions), got {tuple(u.shape)}",
+    )
+    torch._check(
+        u.dtype in (torch.float32, torch.float64),
+        lambda: f"{op}: expected float32 or float64 tensors, got {u.dtype}",
+    )
+    n, c, h, w = u.shape
+    torch._check(c == 2, lambda: f"{op}: expected u of shape (N, 2, H, W), got {tuple(u.shape)}")
+    torch._check(
+        tuple(p.shape) == (n, 4, h, w),
+        lambda: (
+            f"{op}: expected p of shape {(n, 4, h, w)} (p11, p12, p21, p22), got {tuple(p.shape)}"
+        ),
+    )
+    torch._check(
+        tuple(warped.shape) == (n, 3, h, w),
+        lambda: (
+            f"{op}: expected warped of shape {(n, 3, h, w)} (rho_c, I1wx, I1wy), "
+            f"got {tuple(warped.shape)}"
+        ),
+    )
+    torch._check(
+        wf.dim() == 2 and wf.shape[1] == 8,
+        lambda: f"{op}: expected wf of shape (k, 8), got {tuple(wf.shape)}",
+    )
+    torch._check(
+        wb.dim() == 2 and wb.shape[1] == 8 and wb.shape[0] == wf.shape[0],
+        lambda: f"{op}: expected wb of shape ({wf.shape[0]}, 8), got {tuple(wb.shape)}",
+    )
+    for name, t in (("p", p), ("warped", warped), ("wf", wf), ("wb", wb)):
+        _check_same(op, u, t, name)
+    return n, h, w, wf.shape[0]
+
+
 @torch.library.register_fake("mvaccel::tvnet_iterations")
 def _tvnet_iterations_fake(u, p, warped, wf, wb, l_t, theta, taut, eps, grad_eps, save_states):
-    torch._check(
-        u.dim() == 4 and u.shape[1] == 2,
-        lambda: f"tvnet_iterations: u must be (N, 2, H, W), got {tuple(u.shape)}",
-    )
-    n, _, h, w = u.shape
-    states = u.new_empty((wf.shape[0], n, 6, h, w)) if save_states else u.new_empty((0,))
+    n, h, w, k = _check_forward(u, p, warped, wf, wb)
+    states = u.new_empty((k, n, 6, h, w)) if save_states else u.new_empty((0,))
     return (
         torch.empty_like(u, memory_format=torch.contiguous_format),
         p.new_empty((n, 4, h, w)),
@@ -148,7 +205,21 @@ def _tvnet_iterations_fake(u, p, warped, wf, wb, l_t, theta, taut, eps, grad_eps
 def _tvnet_iterations_backward_fake(
     grad_u, grad_p, states, u_out, warped, wf, wb, l_t, theta, taut, eps, grad_eps
 ):
-    n, _, h, w = u_out.shape
+    op = "mvaccel._tvnet_iterations_backward"
+    n, h, w, k = _check_forward(u_out, grad_p, warped, wf, wb)
+    torch._check(
+        grad_u.shape == u_out.shape,
+        lambda: f"{op}: grad_u must have the shape of u, got {tuple(grad_u.shape)}",
+    )
+    _check_same(op, u_out, grad_u, "grad_u")
+    _check_same(op, u_out, states, "states")
+    torch._check(
+        tuple(states.shape) == (k, n, 6, h, w),
+        lambda: (
+            f"{op}: expected states of shape {(k, n, 6, h, w)} as "
+            f"tvnet_iterations(save_states=True) returns, got {tuple(states.shape)}"
+        ),
+    )
     return (
         grad_u.new_empty((n, 2, h, w)),
         grad_u.new_empty((n, 4, h, w)),
@@ -189,4 +260,21 @@ def _backward(ctx, grad_u, grad_p, _grad_states):
     return gu, gp, gw, gwf, gwb, None, None, None, None, None, None
 
 
+def _no_setup(ctx, inputs, output):
+    pass
+
+
+def _no_double_backward(ctx, *grads):
+    raise RuntimeError(
+        "mvaccel.tvnet_iterations: double backward is not supported (the hand-written backward "
+        "has no derivative of its own); use mvaccel.ops.tvnet.tvnet_iterations_reference for "
+        "higher-order gradients"
+    )
+
+
 torch.library.register_autograd("mvaccel::tvnet_iterations", _backward, setup_context=_setup)
+# Registered so that differentiating the backward raises instead of PyTorch's fallback silently
+# returning wrong second derivatives (gradgradcheck found a Jacobian mismatch).
+torch.library.register_autograd(
+    "mvaccel::_tvnet_iterations_backward", _no_double_backward, setup_context=_no_setup
+)

@@ -1,6 +1,7 @@
 // Optical Flow guided Feature (Sun et al., CVPR 2018): the math behind
 // off_gradients and off_gradients_stack (device-safe code in off_math.cuh,
-// shared by the C++ loops, nvcc and NVRTC) and the host-side checks.
+// shared by the C++ loops, nvcc and NVRTC) and the host-side planning of a
+// call (argument checks: off_checks.h).
 //
 // For a feature plane f_t and the same channel of an earlier frame f_prev
 // (both H x W), the op writes three planes:
@@ -43,32 +44,6 @@ inline at::Tensor rows_contiguous(const at::Tensor& t) {
   return t.size(-1) <= 1 || t.stride(-1) == 1 ? t : t.contiguous();
 }
 
-// User-facing checks; call them before rows_contiguous.
-inline void check_pair(const at::Tensor& f_t, const at::Tensor& f_prev) {
-  const char* op = "mvaccel.off_gradients";
-  check_dim(f_t, 4, op, "f_t", "(N, C, H, W)");
-  check_dim(f_prev, 4, op, "f_prev", "(N, C, H, W)");
-  check_floating(f_t, op, "f_t");
-  TORCH_CHECK(f_t.sizes() == f_prev.sizes(), op,
-              ": f_t and f_prev must have the same shape, got ", f_t.sizes(),
-              " and ", f_prev.sizes());
-  TORCH_CHECK(f_t.scalar_type() == f_prev.scalar_type(), op,
-              ": f_t and f_prev must have the same dtype, got ",
-              f_t.scalar_type(), " and ", f_prev.scalar_type());
-  TORCH_CHECK(f_t.device() == f_prev.device(), op,
-              ": f_t and f_prev must be on the same device, got ", f_t.device(),
-              " and ", f_prev.device());
-}
-
-inline void check_stack(const at::Tensor& f) {
-  const char* op = "mvaccel.off_gradients_stack";
-  check_dim(f, 5, op, "f", "(N, T, C, H, W)");
-  check_floating(f, op, "f");
-  TORCH_CHECK(f.size(1) >= 2, op,
-              ": the stack needs at least 2 frames (T >= 2), got shape ",
-              f.sizes());
-}
-
 inline Plan plan_pair(const at::Tensor& f_t, const at::Tensor& f_prev) {
   Plan p;
   p.B = f_t.size(0);
@@ -98,24 +73,6 @@ inline Plan plan_stack(const at::Tensor& f) {
 // Gradient of the output: (B, S, 3C, H, W).
 inline View grad_view(const at::Tensor& g) {
   return {g.stride(0), g.stride(1), g.stride(2), g.stride(3)};
-}
-
-inline void check_grad_pair(const at::Tensor& grad) {
-  const char* op = "mvaccel._off_gradients_backward";
-  check_dim(grad, 4, op, "grad", "(N, 3C, H, W)");
-  check_floating(grad, op, "grad");
-  TORCH_CHECK(grad.size(1) % 3 == 0, op,
-              ": grad must have 3C channels (Fx, Fy, Ft), got shape ",
-              grad.sizes());
-}
-
-inline void check_grad_stack(const at::Tensor& grad) {
-  const char* op = "mvaccel._off_gradients_stack_backward";
-  check_dim(grad, 5, op, "grad", "(N, T - 1, 3C, H, W)");
-  check_floating(grad, op, "grad");
-  TORCH_CHECK(grad.size(2) % 3 == 0, op,
-              ": grad must have 3C channels (Fx, Fy, Ft), got shape ",
-              grad.sizes());
 }
 
 }  // namespace off

@@ -11,7 +11,7 @@
 #include <tuple>
 #include <vector>
 
-#include "off.h"
+#include "off_checks.h"
 
 namespace mvaccel {
 namespace off {

@@ -10,6 +10,7 @@
 
 #include "off.h"
 #include "off_kernels.cuh"
+#include "off_checks.h"
 
 namespace mvaccel {
 namespace off {

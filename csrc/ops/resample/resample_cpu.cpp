@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "resample.h"
+#include "resample_checks.h"
 
 namespace mvaccel {
 namespace resample {
@@ -181,28 +181,28 @@ at::Tensor run_backward(const at::Tensor& grad, const Plan& p) {
 at::Tensor block_upsample_cpu(const at::Tensor& x, int64_t block_h,
                               int64_t block_w, int64_t out_h, int64_t out_w,
                               c10::string_view mode) {
-  const Plan p =
-      plan_block_upsample(x, block_h, block_w, out_h, out_w, std::string(mode));
+  const Plan p = check_block_upsample(x, block_h, block_w, out_h, out_w,
+                                      std::string(mode));
   return run_forward(x, p);
 }
 
 at::Tensor block_upsample_backward_cpu(const at::Tensor& grad, int64_t in_h,
                                        int64_t in_w, int64_t block_h,
                                        int64_t block_w, c10::string_view mode) {
-  const Plan p = plan_block_upsample_backward(grad, in_h, in_w, block_h,
-                                              block_w, std::string(mode));
+  const Plan p = check_block_upsample_backward(grad, in_h, in_w, block_h,
+                                               block_w, std::string(mode));
   return run_backward(grad, p);
 }
 
 at::Tensor mv_resize_cpu(const at::Tensor& mv, int64_t out_h, int64_t out_w,
                          c10::string_view mode) {
-  const Plan p = plan_mv_resize(mv, out_h, out_w, std::string(mode));
+  const Plan p = check_mv_resize(mv, out_h, out_w, std::string(mode));
   return run_forward(mv, p);
 }
 
 at::Tensor mv_resize_backward_cpu(const at::Tensor& grad, int64_t in_h,
                                   int64_t in_w, c10::string_view mode) {
-  const Plan p = plan_mv_resize_backward(grad, in_h, in_w, std::string(mode));
+  const Plan p = check_mv_resize_backward(grad, in_h, in_w, std::string(mode));
   return run_backward(grad, p);
 }
 

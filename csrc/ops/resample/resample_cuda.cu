@@ -7,7 +7,7 @@
 
 #include <algorithm>
 
-#include "resample.h"
+#include "resample_checks.h"
 #include "resample_kernels.cuh"
 
 namespace mvaccel {
@@ -63,8 +63,8 @@ at::Tensor run_backward(const at::Tensor& grad, const Plan& p) {
 at::Tensor block_upsample_cuda(const at::Tensor& x, int64_t block_h,
                                int64_t block_w, int64_t out_h, int64_t out_w,
                                c10::string_view mode) {
-  return run_forward(x, plan_block_upsample(x, block_h, block_w, out_h, out_w,
-                                            std::string(mode)));
+  return run_forward(x, check_block_upsample(x, block_h, block_w, out_h, out_w,
+                                             std::string(mode)));
 }
 
 at::Tensor block_upsample_backward_cuda(const at::Tensor& grad, int64_t in_h,
@@ -72,19 +72,19 @@ at::Tensor block_upsample_backward_cuda(const at::Tensor& grad, int64_t in_h,
                                         int64_t block_w,
                                         c10::string_view mode) {
   return run_backward(
-      grad, plan_block_upsample_backward(grad, in_h, in_w, block_h, block_w,
-                                         std::string(mode)));
+      grad, check_block_upsample_backward(grad, in_h, in_w, block_h, block_w,
+                                          std::string(mode)));
 }
 
 at::Tensor mv_resize_cuda(const at::Tensor& mv, int64_t out_h, int64_t out_w,
                           c10::string_view mode) {
-  return run_forward(mv, plan_mv_resize(mv, out_h, out_w, std::string(mode)));
+  return run_forward(mv, check_mv_resize(mv, out_h, out_w, std::string(mode)));
 }
 
 at::Tensor mv_resize_backward_cuda(const at::Tensor& grad, int64_t in_h,
                                    int64_t in_w, c10::string_view mode) {
   return run_backward(
-      grad, plan_mv_resize_backward(grad, in_h, in_w, std::string(mode)));
+      grad, check_mv_resize_backward(grad, in_h, in_w, std::string(mode)));
 }
 
 }  // namespace

@@ -22,7 +22,7 @@
 #include <limits>
 #include <vector>
 
-#include "tvl1.h"
+#include "tvl1_checks.h"
 
 // Hot row loops are compiled twice, for AVX2+FMA and for the baseline ISA,
 // and picked at load time (GCC/Clang function multi-versioning).
@@ -496,7 +496,7 @@ at::Tensor tvl1_flow_cpu(const at::Tensor& I0_, const at::Tensor& I1_,
                          int64_t inner, int64_t outer, int64_t median,
                          int64_t warp, int64_t stop_check, int64_t min_size,
                          double dual_eps, double grad_eps) {
-  const Config c = check_inputs(
+  const Config c = check_tvl1_flow(
       I0_, I1_, init_, tau, lambda, theta, nscales, scale_step, warps, epsilon,
       inner, outer, median, warp, stop_check, min_size, dual_eps, grad_eps);
   const at::Tensor I0 = I0_.contiguous(), I1 = I1_.contiguous();

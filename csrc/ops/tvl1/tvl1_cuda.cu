@@ -14,6 +14,7 @@
 
 #include "tvl1.h"
 #include "tvl1_kernels.cuh"
+#include "tvl1_checks.h"
 
 namespace mvaccel {
 namespace tvl1 {
@@ -264,7 +265,7 @@ at::Tensor tvl1_flow_cuda(const at::Tensor& I0_, const at::Tensor& I1_,
                           int64_t inner, int64_t outer, int64_t median,
                           int64_t warp, int64_t stop_check, int64_t min_size,
                           double dual_eps, double grad_eps) {
-  const Config c = check_inputs(
+  const Config c = check_tvl1_flow(
       I0_, I1_, init_, tau, lambda, theta, nscales, scale_step, warps, epsilon,
       inner, outer, median, warp, stop_check, min_size, dual_eps, grad_eps);
   const c10::cuda::CUDAGuard guard(I0_.device());

@@ -10,6 +10,7 @@
 
 #include "tvnet.h"
 #include "tvnet_kernels.cuh"
+#include "tvnet_checks.h"
 
 namespace mvaccel {
 namespace tvnet {
@@ -23,7 +24,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> tvnet_iterations_cuda(
     const at::Tensor& u_in, const at::Tensor& p_in, const at::Tensor& warped_in,
     const at::Tensor& wf_in, const at::Tensor& wb_in, double l_t, double theta,
     double taut, double eps, double grad_eps, bool save_states) {
-  const Dims d = check_forward(u_in, p_in, warped_in, wf_in, wb_in);
+  const Dims d =
+      check_tvnet_iterations(u_in, p_in, warped_in, wf_in, wb_in, save_states);
   const c10::cuda::CUDAGuard guard(u_in.device());
   at::Tensor u = u_in.contiguous().clone();
   at::Tensor p = p_in.contiguous().clone();
@@ -66,8 +68,8 @@ tvnet_iterations_backward_cuda(const at::Tensor& grad_u_in,
                                const at::Tensor& wf_in, const at::Tensor& wb_in,
                                double l_t, double theta, double taut,
                                double eps, double grad_eps) {
-  const Dims d = check_backward(grad_u_in, grad_p_in, states_in, u_out_in,
-                                warped_in, wf_in, wb_in);
+  const Dims d = check_tvnet_iterations_backward(
+      grad_u_in, grad_p_in, states_in, u_out_in, warped_in, wf_in, wb_in);
   const c10::cuda::CUDAGuard guard(u_out_in.device());
   at::Tensor gu = grad_u_in.contiguous().clone();
   at::Tensor gu_next = at::empty_like(gu);
