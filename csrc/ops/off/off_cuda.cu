@@ -9,8 +9,8 @@
 #include <tuple>
 
 #include "off.h"
-#include "off_kernels.cuh"
 #include "off_checks.h"
+#include "off_kernels.cuh"
 
 namespace mvaccel {
 namespace off {

@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "tvl1.h"
-#include "tvl1_kernels.cuh"
 #include "tvl1_checks.h"
+#include "tvl1_kernels.cuh"
 
 namespace mvaccel {
 namespace tvl1 {

@@ -9,8 +9,8 @@
 #include <tuple>
 
 #include "tvnet.h"
-#include "tvnet_kernels.cuh"
 #include "tvnet_checks.h"
+#include "tvnet_kernels.cuh"
 
 namespace mvaccel {
 namespace tvnet {
