@@ -127,6 +127,7 @@ PYBIND11_MODULE(_video, m) {
         py::dict d = info_dict(r.info);
         d["num_packets"] = r.num_packets;
         d["key_packets"] = r.key_packets;
+        d["key_frames"] = r.key_frames;
         d["chunks_independent"] = r.chunks_independent;
         d["decoded"] = r.decoded;
         const py::ssize_t n = static_cast<py::ssize_t>(r.frame_types.size());
@@ -169,6 +170,7 @@ PYBIND11_MODULE(_video, m) {
       .def_property_readonly(
           "info", [](const mv::GopReader& g) { return info_dict(g.info()); })
       .def_property_readonly("key_packets", &mv::GopReader::key_packets)
+      .def_property_readonly("key_frames", &mv::GopReader::key_frames)
       .def_property_readonly("num_packets", &mv::GopReader::num_packets)
       .def(
           "read",

@@ -17,10 +17,14 @@ class CompressedVideo:
     """Random access to the GOPs of a video, decoding only the GOP asked for.
 
     The index (every video packet and the key frames where decoding may start) is built once
-    by a demux pass, without decoding. GOP ``g`` is the run of frames from key frame ``g`` to
-    the next one, any length (CoViAR assumed 12); frame numbers follow packet numbers (true
-    of MP4, MKV and AVI, packed B-frames included). A load seeks to the key frame and decodes
-    from there to the frame asked for, on the file kept open by this process.
+    by a demux pass, without decoding. GOP ``g`` is the run of frames, in display order, from
+    key frame ``g`` to the next one, any length (CoViAR assumed 12): with open GOPs the
+    B-frames decoded after key frame ``g + 1`` but shown before it belong to GOP ``g``. Display
+    numbers come from the packets' timestamps (MP4, MKV, TS) or, without timestamps (AVI),
+    follow packet numbers (packed B-frames included). A load seeks to the key frame (one GOP
+    earlier for streams with B-frames: decoders carry state across key frames) and decodes to
+    the frame asked for; the result equals a decode from the start of the file, or the load
+    raises (open GOPs in a container without timestamps).
 
     Picklable: a copy in a DataLoader worker re-opens the file on first use (the index
     travels with it); loads from threads of one process are serialized.
@@ -44,7 +48,7 @@ class CompressedVideo:
         self._reader = None
         if self._native:
             self._reader = be.GopReader(self.path)
-            keys = list(self._reader.key_packets)
+            keys = list(self._reader.key_frames)
             n = int(self._reader.num_packets)
             info = dict(self._reader.info)
         else:
