@@ -52,6 +52,7 @@ py::dict clip_dict(mv::ClipResult&& r) {
   d["pts"] = own(std::move(r.pts), {T});
   d["gop_index"] = own(std::move(r.gop_index), {T});
   d["frame_index"] = own(std::move(r.frame_index), {T});
+  d["decode_errors"] = own(std::move(r.corrupt), {T});
   if (!r.residual.empty() || T == 0)
     d["residual"] = own(std::move(r.residual), {T, 3, H, W});
   else

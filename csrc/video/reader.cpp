@@ -216,19 +216,77 @@ CodecPtr open_decoder(const Input& in, bool export_mvs, bool fast) {
   return ctx;
 }
 
-// A file cut short. Where the container's index was read at open time (an
-// MP4 sample table, an AVI idx1 at the end of the file), every indexed packet
-// must arrive. Otherwise the header's frame count must be met (one frame of
-// slack: muxers count a leading timestamp gap as a frame).
-void check_complete(const Input& in, int64_t packets_seen) {
+// Where a stream's packets end: the largest pts + duration seen (stream
+// time base), to compare with the duration the container declares.
+struct PacketSpan {
+  int64_t end = AV_NOPTS_VALUE;
+  void add(const AVPacket* p) {
+    int64_t t = p->pts != AV_NOPTS_VALUE ? p->pts : p->dts;
+    if (t == AV_NOPTS_VALUE) return;
+    t += std::max<int64_t>(p->duration, 0);
+    if (end == AV_NOPTS_VALUE || t > end) end = t;
+  }
+};
+
+// A file cut short or damaged. Where the container's index was read at open
+// time (an MP4 sample table, an AVI idx1 at the end of the file), every
+// indexed packet must arrive; when the file is long enough to hold them, it
+// is damaged rather than truncated. Otherwise the header's frame count must
+// be met (one frame of slack: muxers count a leading timestamp gap as a
+// frame), or, without one (MKV, WebM), the packets must last the duration
+// the header declares (3/4 of a frame of slack: the tag is rounded).
+void check_complete(const Input& in, int64_t packets_seen,
+                    const PacketSpan& span) {
+  AVStream* st = in.stream();
   const int64_t indexed = in.index_entries_at_open();
-  const int64_t declared = in.stream()->nb_frames;
+  const int64_t declared = st->nb_frames;
   std::string what;
   if (indexed > 1) {
-    if (packets_seen < indexed)
+    if (packets_seen < indexed) {
+      const AVIndexEntry* last = avformat_index_get_entry(st, indexed - 1);
+      const int64_t size = in.fmt()->pb ? avio_size(in.fmt()->pb) : -1;
+      if (last != nullptr && size > 0 && last->pos >= 0 && last->pos < size)
+        throw VideoError(in.path() + ": the file is damaged: its index lists " +
+                         std::to_string(indexed) +
+                         " video frames and the file is long enough to hold "
+                         "them, but reading stopped after " +
+                         std::to_string(packets_seen) +
+                         " (a corrupt chunk header or packet)");
       what = "its index lists " + std::to_string(indexed);
-  } else if (declared > 0 && packets_seen + 1 < declared) {
-    what = "the container declares " + std::to_string(declared);
+    }
+  } else if (declared > 0) {
+    if (packets_seen + 1 < declared)
+      what = "the container declares " + std::to_string(declared);
+  } else if (span.end != AV_NOPTS_VALUE) {
+    const double tb = av_q2d(st->time_base);
+    // The video stream's own duration: the stream's, the DURATION tag
+    // FFmpeg's MKV muxer writes per track, or the file's when it holds no
+    // other stream (an audio track may outlast the video).
+    double dur = 0;
+    const AVDictionaryEntry* tag =
+        av_dict_get(st->metadata, "DURATION", nullptr, 0);
+    int hh = 0, mm = 0;
+    double ss = 0;
+    if (st->duration != AV_NOPTS_VALUE && st->duration > 0)
+      dur = st->duration * tb;
+    else if (tag && std::sscanf(tag->value, "%d:%d:%lf", &hh, &mm, &ss) == 3)
+      dur = hh * 3600.0 + mm * 60.0 + ss;
+    else if (in.fmt()->nb_streams == 1 &&
+             in.fmt()->duration != AV_NOPTS_VALUE && in.fmt()->duration > 0)
+      dur = in.fmt()->duration / static_cast<double>(AV_TIME_BASE);
+    const int64_t start = st->start_time != AV_NOPTS_VALUE ? st->start_time : 0;
+    const double got = (span.end - start) * tb;
+    AVRational r =
+        st->avg_frame_rate.num > 0 ? st->avg_frame_rate : st->r_frame_rate;
+    const double frame = r.num > 0 && r.den > 0 ? av_q2d(av_inv_q(r)) : 0.04;
+    if (dur > 0 && got < dur - 0.75 * frame) {
+      char buf[160];
+      std::snprintf(buf, sizeof(buf),
+                    ": the file is truncated: the container declares %.3f s "
+                    "of video, its packets end at %.3f s (%lld frames)",
+                    dur, got, static_cast<long long>(packets_seen));
+      throw VideoError(in.path() + buf);
+    }
   }
   if (!what.empty())
     throw VideoError(in.path() + ": the file is truncated: " + what +
@@ -287,10 +345,12 @@ PacketIndex scan_packets(Input& in) {
   PacketPtr pkt(av_packet_alloc());
   int err;
   int64_t seen = 0;
+  PacketSpan span;
   while ((err = av_read_frame(in.fmt(), pkt.get())) >= 0) {
     PacketRef ref(pkt.get());
     if (pkt->stream_index != in.stream_index()) continue;
     ++seen;
+    span.add(pkt.get());
     if (pkt->size <= 0) continue;
     PacketInfo p;
     p.pts = pkt->pts;
@@ -305,7 +365,7 @@ PacketIndex scan_packets(Input& in) {
     throw VideoError(in.path() + ": read error after packet " +
                      std::to_string(idx.packets.size()) + ": " +
                      ffmpeg_message(err));
-  check_complete(in, seen);
+  check_complete(in, seen, span);
   // A chunk decodes on its own when no later packet of it is shown before
   // its key frame (no open GOP) and timestamps are known to check that.
   bool ok = true;
@@ -390,6 +450,7 @@ void decode_packets(Input& in, AVCodecContext* ctx, const PacketIndex* idx,
 
   int64_t ord = first;
   int64_t seen = 0;  // packets of the stream, empty ones too (from the top)
+  PacketSpan span;
   bool stop = false;
   auto receive_all = [&]() {
     while (!stop) {
@@ -407,13 +468,16 @@ void decode_packets(Input& in, AVCodecContext* ctx, const PacketIndex* idx,
     if (!have_pending_packet) {
       int err = av_read_frame(in.fmt(), pkt.get());
       if (err == AVERROR_EOF) {
-        if (first == 0 && end < 0) check_complete(in, seen);
+        if (first == 0 && end < 0) check_complete(in, seen, span);
         break;
       }
       if (err < 0)
         throw VideoError(in.path() + ": read error at packet " +
                          std::to_string(ord) + ": " + ffmpeg_message(err));
-      if (pkt->stream_index == in.stream_index()) ++seen;
+      if (pkt->stream_index == in.stream_index()) {
+        ++seen;
+        span.add(pkt.get());
+      }
       if (pkt->stream_index != in.stream_index() || pkt->size <= 0) {
         av_packet_unref(pkt.get());
         continue;
@@ -630,6 +694,7 @@ struct ChunkOutput {
   std::vector<int64_t> pts;
   std::vector<float> mv;
   std::vector<uint8_t> mask;
+  std::vector<uint8_t> corrupt;  // FFmpeg flagged a decoding error
   std::vector<std::pair<int64_t, std::vector<int16_t>>> residual;
   std::vector<std::pair<int64_t, std::vector<uint8_t>>> rgb;
   int64_t frames() const { return static_cast<int64_t>(type.size()); }
@@ -677,6 +742,8 @@ class FrameProcessor {
     it.local = received_++;
     it.type = frame_type_code(f->pict_type);
     it.pts = f->best_effort_timestamp;
+    it.corrupt =
+        f->decode_error_flags != 0 || (f->flags & AV_FRAME_FLAG_CORRUPT) != 0;
     const AVFrameSideData* sd =
         av_frame_get_side_data(f, AV_FRAME_DATA_MOTION_VECTORS);
     const AVMotionVector* mvs =
@@ -693,6 +760,7 @@ class FrameProcessor {
                      out_->mv.data() + off, out_->mask.data() + moff, count_);
       out_->type.push_back(it.type);
       out_->pts.push_back(it.pts);
+      out_->corrupt.push_back(it.corrupt);
       return;
     }
     it.mv.resize(2 * cells);
@@ -730,6 +798,7 @@ class FrameProcessor {
     int64_t local = 0;
     uint8_t type = kI;
     int64_t pts = 0;
+    uint8_t corrupt = 0;
     std::vector<float> mv;
     std::vector<uint8_t> mask;
     std::vector<AVMotionVector> rows;
@@ -902,6 +971,7 @@ class FrameProcessor {
   void emit(Item&& it) {
     out_->type.push_back(it.type);
     out_->pts.push_back(it.pts);
+    out_->corrupt.push_back(it.corrupt);
     out_->mv.insert(out_->mv.end(), it.mv.begin(), it.mv.end());
     out_->mask.insert(out_->mask.end(), it.mask.begin(), it.mask.end());
     if (opt_.residual && want_(it.local)) {
@@ -988,6 +1058,7 @@ ClipResult assemble(const std::string& path, const ReadOptions& opt, int H,
   std::vector<int64_t> pts;
   std::vector<float> mv;
   std::vector<uint8_t> mask;
+  std::vector<uint8_t> bad;
   std::unordered_map<int64_t, const std::vector<int16_t>*> res_of;
   std::unordered_map<int64_t, const std::vector<uint8_t>*> rgb_of;
   if (chunks.size() == 1) {
@@ -995,6 +1066,7 @@ ClipResult assemble(const std::string& path, const ReadOptions& opt, int H,
     pts = std::move(chunks[0].pts);
     mv = std::move(chunks[0].mv);
     mask = std::move(chunks[0].mask);
+    bad = std::move(chunks[0].corrupt);
   } else {
     type.reserve(total);
     pts.reserve(total);
@@ -1008,6 +1080,7 @@ ClipResult assemble(const std::string& path, const ReadOptions& opt, int H,
       pts.insert(pts.end(), ch.pts.begin(), ch.pts.end());
       mv.insert(mv.end(), ch.mv.begin(), ch.mv.end());
       mask.insert(mask.end(), ch.mask.begin(), ch.mask.end());
+      bad.insert(bad.end(), ch.corrupt.begin(), ch.corrupt.end());
     }
     for (auto& e : ch.residual) res_of[bases[c] + e.first] = &e.second;
     for (auto& e : ch.rgb) rgb_of[bases[c] + e.first] = &e.second;
@@ -1050,12 +1123,14 @@ ClipResult assemble(const std::string& path, const ReadOptions& opt, int H,
     r.frame_type = type;
     r.pts = pts;
     r.gop_index = gop;
+    r.corrupt = bad;
   } else {
     r.mv.resize(T * 2 * cells);
     r.mask.resize(T * cells);
     r.frame_type.resize(T);
     r.pts.resize(T);
     r.gop_index.resize(T);
+    r.corrupt.resize(T);
   }
   if (opt.residual) r.residual.resize(T * 3 * hw);
   for (int64_t i = 0; i < T; ++i) {
@@ -1067,6 +1142,7 @@ ClipResult assemble(const std::string& path, const ReadOptions& opt, int H,
       r.frame_type[i] = type[f];
       r.pts[i] = pts[f];
       r.gop_index[i] = gop[f];
+      r.corrupt[i] = bad[f];
     }
     if (opt.residual) {
       auto it = res_of.find(f);
@@ -1131,6 +1207,7 @@ void truncate_chunk(ChunkOutput* out, int64_t n, size_t cells) {
   if (out->frames() <= n) return;
   out->type.resize(n);
   out->pts.resize(n);
+  out->corrupt.resize(n);
   out->mv.resize(n * 2 * cells);
   out->mask.resize(n * cells);
   auto drop = [n](auto& v) {
@@ -1288,6 +1365,10 @@ ProbeResult probe(const std::string& path, bool decode) {
   r.key_packets = idx.key_packets;
   r.key_frames = idx.key_display;
   r.chunks_independent = idx.chunks_independent;
+  if (idx.packets.empty())
+    throw VideoError(
+        path + ": the video stream has no packets" +
+        (g_last_log.empty() ? std::string() : " (FFmpeg: " + g_last_log + ")"));
   if (decode) {
     CodecPtr ctx = open_decoder(in, false, true);
     decode_packets(in, ctx.get(), nullptr, 0, -1, [&](const AVFrame* f) {
@@ -1295,6 +1376,10 @@ ProbeResult probe(const std::string& path, bool decode) {
       r.pts.push_back(f->best_effort_timestamp);
       return true;
     });
+    if (r.frame_types.empty())
+      throw VideoError(path + ": no video frame could be decoded" +
+                       (g_last_log.empty() ? std::string()
+                                           : " (FFmpeg: " + g_last_log + ")"));
     r.decoded = true;
   }
   return r;

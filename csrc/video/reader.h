@@ -102,6 +102,7 @@ struct ClipResult {
   std::vector<int64_t> pts;
   std::vector<int64_t> gop_index;
   std::vector<int64_t> frame_index;
+  std::vector<uint8_t> corrupt;   // FFmpeg flagged a decoding error
   std::vector<int16_t> residual;  // (T, 3, H, W) when asked
   std::vector<uint8_t> rgb;       // (K, 3, H, W) when asked
   std::vector<int64_t> rgb_index;

@@ -39,6 +39,12 @@ def _av():
     return av
 
 
+def ffmpeg_version() -> str:
+    """``"libavcodec X.Y.Z"`` of the FFmpeg PyAV's wheel bundles."""
+    v = _av().library_versions.get("libavcodec", ())
+    return "libavcodec " + ".".join(str(x) for x in v)
+
+
 def _type_code(pict_type) -> int:
     v = int(pict_type)  # AVPictureType: 1 I, 2 P, 3 B, 4 S, 5 SI, 6 SP, 7 BI
     if v in (3, 7):
@@ -155,6 +161,21 @@ def _decoded_frames(path: str, *, mvs: bool, fast: bool, pixels: bool):
         container.close()
 
 
+def _key_frames(pkts: list, keys: list[int]) -> list[int]:
+    """Display-order frame of each key packet, as the native index computes it.
+
+    The rank of its pts where every packet has a distinct pts, else its packet number; GOP 0
+    starts at 0.
+    """
+    pts = [p for p, _ in pkts]
+    if pts and None not in pts and len(set(pts)) == len(pts):
+        rank = {p: i for i, p in enumerate(sorted(pts))}
+        out = [0] + [rank[pts[k]] for k in keys[1:]]
+        if all(a < b for a, b in zip(out, out[1:], strict=False)):
+            return out
+    return [0] + list(keys[1:]) if keys else []
+
+
 def probe(path: str, decode: bool = True) -> dict:
     """Stream facts (the same dict as ``mvaccel._video.probe``)."""
     container, stream = _open(path)
@@ -173,12 +194,22 @@ def probe(path: str, decode: bool = True) -> dict:
         _check_complete(path, stream, seen)
     finally:
         container.close()
-    info.update(num_packets=n, key_packets=keys, chunks_independent=pts_ok, decoded=decode)
+    if n == 0:
+        raise RuntimeError(f"{path}: the video stream has no packets")
+    info.update(
+        num_packets=n,
+        key_packets=keys,
+        key_frames=_key_frames(pkts, keys),
+        chunks_independent=pts_ok,
+        decoded=decode,
+    )
     types, pts = [], []
     if decode:
         for t, p, _, _ in _decoded_frames(path, mvs=False, fast=True, pixels=False):
             types.append(t)
             pts.append(p)
+        if not types:
+            raise RuntimeError(f"{path}: no video frame could be decoded")
     info["frame_types"] = np.asarray(types, np.uint8)
     info["pts"] = np.asarray(pts, np.int64)
     return info
