@@ -220,3 +220,61 @@ def test_dataloader_workers_under_each_start_method(made, method):
     for i, (a, b) in enumerate(zip(got, want, strict=True)):
         assert torch.equal(a, b), i
     assert torch.equal(vid.load(1, 2, "mv", block=8), want[1])  # the parent's still reads
+
+
+# ---- both backends on codecs and streams the PyAV path used to mishandle (#13.7) ----
+
+
+@pytest.fixture(scope="module")
+def odd_streams(tmp_path_factory):
+    root = tmp_path_factory.mktemp("odd_streams")
+    src = ["-f", "lavfi", "-i", "testsrc2=size=128x96:rate=25", "-frames:v", "12"]
+    _ffmpeg(*src, "-c:v", "flv1", root / "v.flv")
+    _ffmpeg(*src, "-c:v", "msmpeg4", root / "v.avi")
+    # Metadata that is not UTF-8 (PyAV decoded it strictly): raw bytes on the command line.
+    cmd = [vg.FFMPEG, "-loglevel", "error", "-y", *src, "-c:v", "mpeg2video"]
+    meta = [b"-metadata:s:v:0", b"title=\xc3(", str(root / "meta.mkv").encode()]
+    subprocess.run([a.encode() for a in cmd] + meta, check=True)
+    # A mid-stream size change: two MPEG-TS segments of different sizes, concatenated.
+    small, big = root / "a.ts", root / "b.ts"
+    _ffmpeg(*src, "-c:v", "mpeg2video", small)
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25", "-frames:v", "12",
+            "-c:v", "mpeg2video", big)  # fmt: skip
+    (root / "resize.ts").write_bytes(small.read_bytes() + big.read_bytes())
+    return root
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("name", "codec"), [("v.flv", "flv1"), ("v.avi", "msmpeg4v3")])
+def test_flv1_and_msmpeg4v3_read_on_both_backends(odd_streams, name, codec, backend):
+    clip = mv.read_motion(odd_streams / name, backend=backend)
+    assert len(clip) == 12 and clip.mask[1:].any()
+    assert mv.probe(odd_streams / name, backend=backend).codec == codec
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_non_utf8_metadata_reads(odd_streams, backend):
+    assert len(mv.read_motion(odd_streams / "meta.mkv", backend=backend)) == 12
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_size_change_raises(odd_streams, backend):
+    with pytest.raises(RuntimeError, match=r"resize.ts: frame \d+ is 160x120, the stream 128x96"):
+        mv.read_motion(odd_streams / "resize.ts", backend=backend)
+
+
+def test_pyav_gop_load_is_bounded_by_the_gop(made, monkeypatch):
+    """A late GOP's load keeps pixels and per-pixel motion of that GOP only (#13.7: one load
+    of a 720p video took 13.8 GB), and stops at the first anchor after the frame."""
+    from mvaccel.video import _pyav
+
+    calls = []
+    real = _pyav._pixel_motion
+    monkeypatch.setattr(_pyav, "_pixel_motion", lambda *a: calls.append(1) or real(*a))
+    vid = mv.CompressedVideo(made / "v.mp4", backend="pyav")
+    g = vid.num_gops - 1
+    ref = mv.read_motion(made / "v.mp4", accumulate=True, residual=True, backend="pyav")
+    calls.clear()
+    res = vid.load(g, 2, "residual")
+    assert torch.equal(res, ref.residual[vid.gop_start(g) + 2])
+    assert len(calls) <= vid.gop_length(g) + 1  # not the 48 frames of the video

@@ -218,13 +218,18 @@ CodecPtr open_decoder(const Input& in, bool export_mvs, bool fast) {
 
 // Where a stream's packets end: the largest pts + duration seen (stream
 // time base), to compare with the duration the container declares.
+// A packet without a duration (FLV) counts for one frame.
 struct PacketSpan {
   int64_t end = AV_NOPTS_VALUE;
+  bool end_timed = true;  // the last packet had a duration
   void add(const AVPacket* p) {
     int64_t t = p->pts != AV_NOPTS_VALUE ? p->pts : p->dts;
     if (t == AV_NOPTS_VALUE) return;
     t += std::max<int64_t>(p->duration, 0);
-    if (end == AV_NOPTS_VALUE || t > end) end = t;
+    if (end == AV_NOPTS_VALUE || t > end) {
+      end = t;
+      end_timed = p->duration > 0;
+    }
   }
 };
 
@@ -275,10 +280,10 @@ void check_complete(const Input& in, int64_t packets_seen,
              in.fmt()->duration != AV_NOPTS_VALUE && in.fmt()->duration > 0)
       dur = in.fmt()->duration / static_cast<double>(AV_TIME_BASE);
     const int64_t start = st->start_time != AV_NOPTS_VALUE ? st->start_time : 0;
-    const double got = (span.end - start) * tb;
     AVRational r =
         st->avg_frame_rate.num > 0 ? st->avg_frame_rate : st->r_frame_rate;
     const double frame = r.num > 0 && r.den > 0 ? av_q2d(av_inv_q(r)) : 0.04;
+    const double got = (span.end - start) * tb + (span.end_timed ? 0 : frame);
     if (dur > 0 && got < dur - 0.75 * frame) {
       char buf[160];
       std::snprintf(buf, sizeof(buf),
@@ -734,8 +739,8 @@ class FrameProcessor {
     if ((W_ + (1 << lowres) - 1) >> lowres != f->width ||
         (H_ + (1 << lowres) - 1) >> lowres != f->height)
       throw VideoError(path_ + ": frame " + std::to_string(received_) + " is " +
-                       std::to_string(f->width) + "x" +
-                       std::to_string(f->height) + ", the stream " +
+                       std::to_string(f->width << lowres) + "x" +
+                       std::to_string(f->height << lowres) + ", the stream " +
                        std::to_string(W_) + "x" + std::to_string(H_) +
                        ": size changes are not supported");
     Item it;

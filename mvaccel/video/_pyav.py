@@ -329,6 +329,7 @@ def read(
     threads: int = 1,
     fast: bool = True,
     frames=(),
+    _hint: bool = True,
 ) -> dict:
     """Decode a video like ``mvaccel._video.read`` (same arguments and result dict)."""
     info = probe(path, decode=False)  # also rejects truncated files
@@ -354,11 +355,16 @@ def read(
     # decoding stops at the first anchor at or after the last asked frame (B-frames before
     # it use it).
     lo = min(frames) if frames else 0
-    keep_from = 0
+    # The index's key frames say where the first asked frame's GOP starts before decoding
+    # (checked below: the frame there must be an I-frame).
+    keep_from = max([k for k in info["key_frames"] if k <= lo], default=0) if _hint else 0
     zero_grid = np.zeros((2, hb, wb), np.float32), np.zeros((hb, wb), bool)
     for t, p, frame in _decoded_frames(path, mvs=True, fast=fast, pixels=pixels):
         i = len(types)
-        if t == _I and i <= lo:
+        if i == keep_from and t != _I:
+            return read(path, block, residual, rgb, accumulate, fill_iframe, b_list, threads,
+                        fast, frames, _hint=False)  # fmt: skip
+        if t == _I and keep_from <= i <= lo:
             for j in range(keep_from, i):
                 pms[j] = rgbs[j] = None
             keep_from = i
