@@ -361,7 +361,7 @@ def read(
     zero_grid = np.zeros((2, hb, wb), np.float32), np.zeros((hb, wb), bool)
     for t, p, frame in _decoded_frames(path, mvs=True, fast=fast, pixels=pixels):
         i = len(types)
-        if i == keep_from and t != _I:
+        if _hint and i == keep_from and t != _I:
             return read(path, block, residual, rgb, accumulate, fill_iframe, b_list, threads,
                         fast, frames, _hint=False)  # fmt: skip
         if t == _I and keep_from <= i <= lo:
