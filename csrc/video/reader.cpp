@@ -341,6 +341,30 @@ void index_display_order(const Input& in, PacketIndex* idx) {
   }
   idx->by_pts = by_pts;
   idx->reorder = reorder || in.stream()->codecpar->video_delay > 0;
+  // Open GOPs: a packet of the chunk is shown before its key frame.
+  const int64_t K = static_cast<int64_t>(idx->key_packets.size());
+  idx->open_gop.assign(K, false);
+  for (int64_t k = 1; by_pts && k < K; ++k) {
+    const int64_t b = k + 1 < K ? idx->key_packets[k + 1] : n;
+    for (int64_t p = idx->key_packets[k] + 1; p < b; ++p)
+      if (idx->display[p] < idx->key_display[k]) idx->open_gop[k] = true;
+  }
+  switch (in.stream()->codecpar->codec_id) {
+    case AV_CODEC_ID_MPEG4:
+    case AV_CODEC_ID_MSMPEG4V1:
+    case AV_CODEC_ID_MSMPEG4V2:
+    case AV_CODEC_ID_MSMPEG4V3:
+    case AV_CODEC_ID_H263:
+    case AV_CODEC_ID_H263P:
+    case AV_CODEC_ID_H263I:
+    case AV_CODEC_ID_FLV1:
+    case AV_CODEC_ID_WMV1:
+    case AV_CODEC_ID_WMV2:
+      idx->state_across_keys = true;
+      break;
+    default:
+      idx->state_across_keys = false;
+  }
 }
 
 PacketIndex scan_packets(Input& in) {
@@ -1259,7 +1283,8 @@ bool decode_gops(Input& in, AVCodecContext* ctx, const PacketIndex& idx,
   int64_t s = g0;
   if (how != GopStart::kPreroll)
     s = 0;
-  else if (idx.reorder && g0 > 0)
+  else if (g0 > 0 && idx.reorder &&
+           (!idx.by_pts || idx.state_across_keys || idx.open_gop[g0]))
     s = g0 - 1;
   const bool count = how == GopStart::kCount || !idx.by_pts;
   std::unordered_map<int64_t, int64_t> disp_of;

@@ -47,10 +47,15 @@ struct PacketIndex {
   std::vector<int64_t> display;
   bool by_pts = false;
   // The stream may reorder frames (B-frames: the codec's delay, or pts out
-  // of decode order): a GOP read then starts one GOP early, because the
-  // decoders carry state across key frames (MPEG-4 B-frames after an I-frame
-  // depend on the frames before it).
+  // of decode order). A GOP read of such a stream starts one GOP early where
+  // the decoder carries state across key frames (MPEG-4 part 2 family:
+  // B-frames after an I-frame depend on the frames before it), where the GOP
+  // is open (H.264 open GOPs decode differently after a seek), and where no
+  // timestamps tell (AVI). Closed H.264 GOPs and MPEG-1/2 decode exactly from
+  // their own key frame (tested).
   bool reorder = false;
+  bool state_across_keys = false;
+  std::vector<bool> open_gop;  // per key: packets after it are shown before it
   // Display-order number of each key packet's frame: GOP k is the display
   // frames [key_display[k], key_display[k + 1]).
   std::vector<int64_t> key_display;
