@@ -392,8 +392,9 @@ def read(
         if f >= total:
             raise ValueError(f"{path}: frame {f} is out of range: the video has {total} frames")
     types_a = np.asarray(types, np.uint8)
-    mv = np.stack(grids)
-    mask = np.stack(masks)
+    # Per-frame grids stay a list (frames nobody asked for share one zero grid): stacking
+    # every frame at block=1 would hold the whole video's per-pixel field.
+    mv = grids
     res = {} if residual else None
     if need_pm:
         anchors = [i for i in range(total) if types[i] != _B]
@@ -442,7 +443,7 @@ def read(
                     mv[i] = (s / n).astype(np.float32)
                 acc[i] = a
                 if types[i] == _I:
-                    mv[i] = 0
+                    mv[i] = zero_grid[0]
             if residual and (want is None or i in want):
                 cur = rgbs[i].astype(np.int32)
                 if accumulate:
@@ -476,12 +477,12 @@ def read(
     if not accumulate:
         for i in range(total):
             if types[i] == _I:
-                mv[i] = mv[i - 1] if (fill_iframe == 0 and i > 0) else 0
+                mv[i] = mv[i - 1] if (fill_iframe == 0 and i > 0) else zero_grid[0]
     gop = np.cumsum([(i > 0 and types[i] == _I) for i in range(total)]).astype(np.int64)
     sel = frames if frames else list(range(total))
     out = {
-        "mv": mv[sel],
-        "mask": mask[sel].astype(np.uint8),
+        "mv": np.stack([mv[i] for i in sel]),
+        "mask": np.stack([masks[i] for i in sel]).astype(np.uint8),
         "frame_type": types_a[sel],
         "pts": np.asarray(pts, np.int64)[sel],
         "gop_index": gop[sel],

@@ -238,14 +238,21 @@ class CompressedVideo:
         start = self._keys[g]
         n = self.gop_length(g)
         local = fr or list(range(n))
-        d = _pyav.read(self.path, frames=[start + f for f in local], **kw)
+        # The key frame comes first (its gop_index is the base), then the frames asked for.
+        d = _pyav.read(self.path, frames=[start] + [start + f for f in local], **kw)
+        base = d["gop_index"][0]
+        fields = ["mv", "mask", "frame_type", "pts", "gop_index", "residual"]
+        if kw["rgb"] == 2:
+            fields += ["rgb", "rgb_index"]
+        for k in fields:
+            if d.get(k) is not None:
+                d[k] = d[k][1:]
         # Match a decode that starts at the key frame: no previous frame to fill from.
         first = [i for i, f in enumerate(local) if f == 0]
         for i in first:
             if d["frame_type"][i] == 0:
                 d["mv"][i] = 0
         d["frame_index"] = np.asarray(local, np.int64)
-        base = _pyav.read(self.path, frames=[start], block=kw["block"])["gop_index"][0]
         d["gop_index"] = np.asarray(d["gop_index"]) - base
         if kw["rgb"]:
             d["rgb_index"] = np.asarray(d["rgb_index"]) - start
