@@ -22,9 +22,10 @@ class CompressedVideo:
     B-frames decoded after key frame ``g + 1`` but shown before it belong to GOP ``g``. Display
     numbers come from the packets' timestamps (MP4, MKV, TS) or, without timestamps (AVI),
     follow packet numbers (packed B-frames included). A load seeks to the key frame (one GOP
-    earlier for streams with B-frames: decoders carry state across key frames) and decodes to
-    the frame asked for; the result equals a decode from the start of the file, or the load
-    raises (open GOPs in a container without timestamps).
+    earlier where the decoder needs it: MPEG-4 part 2 with B-frames carries state across key
+    frames, open GOPs) and decodes to the frame asked for; the result equals a decode from
+    the start of the file, or the load raises ``RuntimeError`` (open GOPs in a container
+    without timestamps). Every clip records ``backend`` and ``ffmpeg``.
 
     Safe in DataLoader workers: the open file belongs to the process that opened it; a
     forked child (fork, forkserver) or an unpickled copy (spawn) re-opens the file on its

@@ -158,7 +158,8 @@ def probe(path: str | os.PathLike, *, count_frames: bool = True, backend: str = 
 
     Raises:
         FileNotFoundError: no such file.
-        RuntimeError: not a video FFmpeg can read (message names the file and FFmpeg's words).
+        RuntimeError: not a video FFmpeg can read, truncated or damaged, no packets, or (with
+            ``count_frames``) no frame decodes (message names the file and FFmpeg's words).
     """
     p = _path(path)
     d = _backend(backend).probe(p, count_frames)
@@ -425,9 +426,10 @@ def read_motion(
             pixels of ``traced I-frame position - position``. I-frames give 0.
         fill_iframe: ``"previous"`` or ``"zero"`` (ignored with ``accumulate``).
         b_list: 0 (past) or 1 (future) vectors for B-frames.
-        threads: decode independent GOPs on this many threads (0: all cores). Output is the
-            same as with one thread; files whose GOPs are not independent (open GOPs, no
-            timestamps) decode on one thread.
+        threads: decode GOPs on this many threads (0: all cores). Output is exactly that
+            of one thread (a GOP starts one GOP early where the decoder needs it: MPEG-4
+            part 2 with B-frames, open GOPs); files whose GOPs cannot be placed exactly
+            (open GOPs without timestamps, dropped frames) decode on one thread.
         backend: ``"auto"`` (native when built, else PyAV), ``"native"`` or ``"pyav"``.
 
     Returns:
@@ -437,8 +439,10 @@ def read_motion(
         FileNotFoundError: no such file.
         ValueError: bad arguments, frames out of range, a codec without motion vectors
             (intra-only such as MJPEG, or one FFmpeg does not export vectors for).
-        RuntimeError: the file is not a readable video, or decoding failed (the message
-            names the file and FFmpeg's words).
+        RuntimeError: the file is not a readable video, is truncated or damaged, changes
+            frame size, or decoding failed (the message names the file and FFmpeg's words).
+            Damage FFmpeg decodes through is flagged per frame in ``MotionClip.corrupt``
+            (with a ``RuntimeWarning``) instead.
     """
     p = _path(path)
     rgb_mode, fill, threads = _options(block, rgb, fill_iframe, b_list, threads)
