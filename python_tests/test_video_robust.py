@@ -140,6 +140,9 @@ def test_corrupt_flags_implausible_vectors():
 def test_backend_and_ffmpeg_recorded(made, backend, tmp_path):
     clip = mv.read_motion(made / "v.mp4", backend=backend)
     assert clip.backend == backend and clip.ffmpeg.startswith("libavcodec ")
+    info = mv.probe(made / "v.mp4", backend=backend)
+    assert (info.backend, info.ffmpeg) == (backend, clip.ffmpeg)
+    assert info.key_frames == [0, 12, 24, 36]
     vid = mv.CompressedVideo(made / "v.mp4", backend=backend)
     g = vid.read_gop(1)
     assert (vid.backend_used, g.backend, g.ffmpeg) == (backend, backend, clip.ffmpeg)

@@ -108,6 +108,10 @@ class VideoInfo:
         duration: seconds, from the container (0 when unknown).
         exports_mvs: FFmpeg exports motion vectors for this codec.
         intra_only: the codec has I-frames only (MJPEG, ...).
+        key_frames: display-order frame number where each GOP starts (its key frame);
+            ``CompressedVideo``'s GOPs run from one to the next.
+        backend: the reader that probed, ``"native"`` or ``"pyav"``.
+        ffmpeg: its FFmpeg, ``"libavcodec X.Y.Z"``.
     """
 
     path: str
@@ -126,6 +130,9 @@ class VideoInfo:
     intra_only: bool
     pts: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))
     codec_long: str = ""
+    key_frames: list[int] = field(default_factory=list)
+    backend: str = ""
+    ffmpeg: str = ""
 
     @property
     def num_gops(self) -> int:
@@ -162,7 +169,8 @@ def probe(path: str | os.PathLike, *, count_frames: bool = True, backend: str = 
             ``count_frames``) no frame decodes (message names the file and FFmpeg's words).
     """
     p = _path(path)
-    d = _backend(backend).probe(p, count_frames)
+    be = _backend(backend)
+    d = be.probe(p, count_frames)
     types = np.asarray(d["frame_types"], np.uint8)
     n = len(types) if d["decoded"] else int(d["num_packets"])
     return VideoInfo(
@@ -182,6 +190,9 @@ def probe(path: str | os.PathLike, *, count_frames: bool = True, backend: str = 
         intra_only=bool(d["intra_only"]),
         pts=np.asarray(d["pts"], np.int64),
         codec_long=d["codec_long"],
+        key_frames=list(d["key_frames"]),
+        backend=_backend_name(be),
+        ffmpeg=_ffmpeg_of(be),
     )
 
 
