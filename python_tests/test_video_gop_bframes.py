@@ -16,10 +16,9 @@ import videogen as vg
 
 import mvaccel.video as mv
 
-pytestmark = [
-    pytest.mark.skipif(vg.FFMPEG is None, reason="needs the ffmpeg CLI"),
-    pytest.mark.skipif(not mv.native_available(), reason="mvaccel._video not built"),
-]
+pytestmark = pytest.mark.skipif(vg.FFMPEG is None, reason="needs the ffmpeg CLI")
+needs_native = pytest.mark.skipif(not mv.native_available(), reason="mvaccel._video not built")
+NATIVE = pytest.param("native", marks=needs_native)
 
 # The repro: content moving 1.2 px per frame, 40 frames, GOPs of 12 (10 when closed).
 _SRC = ["-f", "lavfi", "-i", "testsrc2=size=400x96:rate=25", "-vf", "crop=128:96:t*30:0"]
@@ -54,16 +53,17 @@ def _check_structure(path):
     return info
 
 
+@pytest.mark.parametrize("backend", [NATIVE, "pyav"])
 @pytest.mark.parametrize("name", list(STREAMS))
-def test_read_gop_equals_the_sequential_read(streams, name):
+def test_read_gop_equals_the_sequential_read(streams, name, backend):
     path = streams[name]
     info = _check_structure(path)
-    vid = mv.CompressedVideo(path)
+    vid = mv.CompressedVideo(path, backend=backend)
     # GOPs start at the I-frames in display order.
     starts = [i for i, t in enumerate(info.frame_types) if t == 0]
     assert [vid.gop_start(g) for g in range(vid.num_gops)] == starts
-    seq = mv.read_motion(path, fill_iframe="zero", residual=True, rgb="all")
-    acc = mv.read_motion(path, accumulate=True, residual=True)
+    seq = mv.read_motion(path, fill_iframe="zero", residual=True, rgb="all", backend=backend)
+    acc = mv.read_motion(path, accumulate=True, residual=True, backend=backend)
     for g in reversed(range(vid.num_gops)):  # out of order: every read seeks
         part = slice(vid.gop_start(g), vid.gop_start(g) + vid.gop_length(g))
         clip = vid.read_gop(g, fill_iframe="zero", residual=True, rgb="all")
@@ -76,6 +76,7 @@ def test_read_gop_equals_the_sequential_read(streams, name):
         assert torch.equal(ca.residual, acc.residual[part]), (name, g)
 
 
+@needs_native
 @pytest.mark.parametrize("name", ["mpeg4_closed.mp4", "mpeg4_open.mp4", "h264_open.mp4"])
 def test_load_equals_the_sequential_read_on_every_frame(streams, name):
     path = streams[name]
@@ -88,6 +89,7 @@ def test_load_equals_the_sequential_read_on_every_frame(streams, name):
         assert torch.equal(vid.load(g, f, "mv", accumulate=False), own.mv[t]), (name, t)
 
 
+@needs_native
 @pytest.mark.parametrize("name", list(STREAMS))
 def test_threads_give_the_one_thread_result(streams, name):
     path = streams[name]
@@ -101,6 +103,7 @@ def test_threads_give_the_one_thread_result(streams, name):
             assert torch.equal(one.residual, four.residual)
 
 
+@needs_native
 def test_open_gop_without_timestamps_raises_instead_of_shifting(tmp_path):
     # MPEG-4 open GOPs in AVI: no timestamps say where the leading B-frames are shown.
     path = tmp_path / "open.avi"
