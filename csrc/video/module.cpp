@@ -52,6 +52,7 @@ py::dict clip_dict(mv::ClipResult&& r) {
   d["pts"] = own(std::move(r.pts), {T});
   d["gop_index"] = own(std::move(r.gop_index), {T});
   d["frame_index"] = own(std::move(r.frame_index), {T});
+  d["decode_errors"] = own(std::move(r.corrupt), {T});
   if (!r.residual.empty() || T == 0)
     d["residual"] = own(std::move(r.residual), {T, 3, H, W});
   else
@@ -127,6 +128,7 @@ PYBIND11_MODULE(_video, m) {
         py::dict d = info_dict(r.info);
         d["num_packets"] = r.num_packets;
         d["key_packets"] = r.key_packets;
+        d["key_frames"] = r.key_frames;
         d["chunks_independent"] = r.chunks_independent;
         d["decoded"] = r.decoded;
         const py::ssize_t n = static_cast<py::ssize_t>(r.frame_types.size());
@@ -169,6 +171,7 @@ PYBIND11_MODULE(_video, m) {
       .def_property_readonly(
           "info", [](const mv::GopReader& g) { return info_dict(g.info()); })
       .def_property_readonly("key_packets", &mv::GopReader::key_packets)
+      .def_property_readonly("key_frames", &mv::GopReader::key_frames)
       .def_property_readonly("num_packets", &mv::GopReader::num_packets)
       .def(
           "read",

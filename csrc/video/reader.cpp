@@ -216,24 +216,155 @@ CodecPtr open_decoder(const Input& in, bool export_mvs, bool fast) {
   return ctx;
 }
 
-// A file cut short. Where the container's index was read at open time (an
-// MP4 sample table, an AVI idx1 at the end of the file), every indexed packet
-// must arrive. Otherwise the header's frame count must be met (one frame of
-// slack: muxers count a leading timestamp gap as a frame).
-void check_complete(const Input& in, int64_t packets_seen) {
+// Where a stream's packets end: the largest pts + duration seen (stream
+// time base), to compare with the duration the container declares.
+// A packet without a duration (FLV) counts for one frame.
+struct PacketSpan {
+  int64_t end = AV_NOPTS_VALUE;
+  bool end_timed = true;  // the last packet had a duration
+  void add(const AVPacket* p) {
+    int64_t t = p->pts != AV_NOPTS_VALUE ? p->pts : p->dts;
+    if (t == AV_NOPTS_VALUE) return;
+    t += std::max<int64_t>(p->duration, 0);
+    if (end == AV_NOPTS_VALUE || t > end) {
+      end = t;
+      end_timed = p->duration > 0;
+    }
+  }
+};
+
+// A file cut short or damaged. Where the container's index was read at open
+// time (an MP4 sample table, an AVI idx1 at the end of the file), every
+// indexed packet must arrive; when the file is long enough to hold them, it
+// is damaged rather than truncated. Otherwise the header's frame count must
+// be met (one frame of slack: muxers count a leading timestamp gap as a
+// frame), or, without one (MKV, WebM), the packets must last the duration
+// the header declares (3/4 of a frame of slack: the tag is rounded).
+void check_complete(const Input& in, int64_t packets_seen,
+                    const PacketSpan& span) {
+  AVStream* st = in.stream();
   const int64_t indexed = in.index_entries_at_open();
-  const int64_t declared = in.stream()->nb_frames;
+  const int64_t declared = st->nb_frames;
   std::string what;
   if (indexed > 1) {
-    if (packets_seen < indexed)
+    if (packets_seen < indexed) {
+      const AVIndexEntry* last = avformat_index_get_entry(st, indexed - 1);
+      const int64_t size = in.fmt()->pb ? avio_size(in.fmt()->pb) : -1;
+      if (last != nullptr && size > 0 && last->pos >= 0 && last->pos < size)
+        throw VideoError(in.path() + ": the file is damaged: its index lists " +
+                         std::to_string(indexed) +
+                         " video frames and the file is long enough to hold "
+                         "them, but reading stopped after " +
+                         std::to_string(packets_seen) +
+                         " (a corrupt chunk header or packet)");
       what = "its index lists " + std::to_string(indexed);
-  } else if (declared > 0 && packets_seen + 1 < declared) {
-    what = "the container declares " + std::to_string(declared);
+    }
+  } else if (declared > 0) {
+    if (packets_seen + 1 < declared)
+      what = "the container declares " + std::to_string(declared);
+  } else if (span.end != AV_NOPTS_VALUE) {
+    const double tb = av_q2d(st->time_base);
+    // The video stream's own duration: the stream's, the DURATION tag
+    // FFmpeg's MKV muxer writes per track, or the file's when it holds no
+    // other stream (an audio track may outlast the video).
+    double dur = 0;
+    const AVDictionaryEntry* tag =
+        av_dict_get(st->metadata, "DURATION", nullptr, 0);
+    int hh = 0, mm = 0;
+    double ss = 0;
+    if (st->duration != AV_NOPTS_VALUE && st->duration > 0)
+      dur = st->duration * tb;
+    else if (tag && std::sscanf(tag->value, "%d:%d:%lf", &hh, &mm, &ss) == 3)
+      dur = hh * 3600.0 + mm * 60.0 + ss;
+    else if (in.fmt()->nb_streams == 1 &&
+             in.fmt()->duration != AV_NOPTS_VALUE && in.fmt()->duration > 0)
+      dur = in.fmt()->duration / static_cast<double>(AV_TIME_BASE);
+    const int64_t start = st->start_time != AV_NOPTS_VALUE ? st->start_time : 0;
+    AVRational r =
+        st->avg_frame_rate.num > 0 ? st->avg_frame_rate : st->r_frame_rate;
+    const double frame = r.num > 0 && r.den > 0 ? av_q2d(av_inv_q(r)) : 0.04;
+    const double got = (span.end - start) * tb + (span.end_timed ? 0 : frame);
+    if (dur > 0 && got < dur - 0.75 * frame) {
+      char buf[160];
+      std::snprintf(buf, sizeof(buf),
+                    ": the file is truncated: the container declares %.3f s "
+                    "of video, its packets end at %.3f s (%lld frames)",
+                    dur, got, static_cast<long long>(packets_seen));
+      throw VideoError(in.path() + buf);
+    }
   }
   if (!what.empty())
     throw VideoError(in.path() + ": the file is truncated: " + what +
                      " video frames, the file holds " +
                      std::to_string(packets_seen));
+}
+
+// Fills idx->display, by_pts, reorder and key_display (see reader.h).
+void index_display_order(const Input& in, PacketIndex* idx) {
+  const auto& pk = idx->packets;
+  const int64_t n = static_cast<int64_t>(pk.size());
+  std::vector<int64_t> order(n);
+  for (int64_t i = 0; i < n; ++i) order[i] = i;
+  bool by_pts = n > 0;
+  for (const auto& p : pk)
+    if (p.pts == AV_NOPTS_VALUE) by_pts = false;
+  if (by_pts) {
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+      return pk[a].pts < pk[b].pts;
+    });
+    for (int64_t i = 1; i < n && by_pts; ++i)
+      if (pk[order[i]].pts == pk[order[i - 1]].pts) by_pts = false;
+  }
+  idx->display.assign(n, 0);
+  bool reorder = false;
+  for (int64_t i = 0; i < n; ++i) {
+    if (by_pts)
+      idx->display[order[i]] = i;
+    else
+      idx->display[i] = i;
+  }
+  for (int64_t i = 0; i < n; ++i)
+    if (idx->display[i] != i) reorder = true;
+  idx->key_display.clear();
+  for (int64_t k : idx->key_packets)
+    idx->key_display.push_back(idx->display[k]);
+  // GOP 0 holds whatever is shown before the second key frame.
+  if (!idx->key_display.empty()) idx->key_display[0] = 0;
+  for (size_t k = 1; by_pts && k < idx->key_display.size(); ++k)
+    if (idx->key_display[k] <= idx->key_display[k - 1]) by_pts = false;
+  if (!by_pts && reorder) {
+    // Keys not in display order: fall back to demux ordinals (checked
+    // against the decoded frames at read time).
+    for (int64_t i = 0; i < n; ++i) idx->display[i] = i;
+    for (size_t k = 0; k < idx->key_packets.size(); ++k)
+      idx->key_display[k] = k == 0 ? 0 : idx->key_packets[k];
+  }
+  idx->by_pts = by_pts;
+  idx->reorder = reorder || in.stream()->codecpar->video_delay > 0;
+  // Open GOPs: a packet of the chunk is shown before its key frame.
+  const int64_t K = static_cast<int64_t>(idx->key_packets.size());
+  idx->open_gop.assign(K, false);
+  for (int64_t k = 1; by_pts && k < K; ++k) {
+    const int64_t b = k + 1 < K ? idx->key_packets[k + 1] : n;
+    for (int64_t p = idx->key_packets[k] + 1; p < b; ++p)
+      if (idx->display[p] < idx->key_display[k]) idx->open_gop[k] = true;
+  }
+  switch (in.stream()->codecpar->codec_id) {
+    case AV_CODEC_ID_MPEG4:
+    case AV_CODEC_ID_MSMPEG4V1:
+    case AV_CODEC_ID_MSMPEG4V2:
+    case AV_CODEC_ID_MSMPEG4V3:
+    case AV_CODEC_ID_H263:
+    case AV_CODEC_ID_H263P:
+    case AV_CODEC_ID_H263I:
+    case AV_CODEC_ID_FLV1:
+    case AV_CODEC_ID_WMV1:
+    case AV_CODEC_ID_WMV2:
+      idx->state_across_keys = true;
+      break;
+    default:
+      idx->state_across_keys = false;
+  }
 }
 
 PacketIndex scan_packets(Input& in) {
@@ -243,10 +374,12 @@ PacketIndex scan_packets(Input& in) {
   PacketPtr pkt(av_packet_alloc());
   int err;
   int64_t seen = 0;
+  PacketSpan span;
   while ((err = av_read_frame(in.fmt(), pkt.get())) >= 0) {
     PacketRef ref(pkt.get());
     if (pkt->stream_index != in.stream_index()) continue;
     ++seen;
+    span.add(pkt.get());
     if (pkt->size <= 0) continue;
     PacketInfo p;
     p.pts = pkt->pts;
@@ -261,7 +394,7 @@ PacketIndex scan_packets(Input& in) {
     throw VideoError(in.path() + ": read error after packet " +
                      std::to_string(idx.packets.size()) + ": " +
                      ffmpeg_message(err));
-  check_complete(in, seen);
+  check_complete(in, seen, span);
   // A chunk decodes on its own when no later packet of it is shown before
   // its key frame (no open GOP) and timestamps are known to check that.
   bool ok = true;
@@ -277,6 +410,7 @@ PacketIndex scan_packets(Input& in) {
     if (idx.packets[a].dts <= idx.packets[a - 1].dts) ok = false;
   }
   idx.chunks_independent = ok;
+  index_display_order(in, &idx);
   return idx;
 }
 
@@ -345,6 +479,7 @@ void decode_packets(Input& in, AVCodecContext* ctx, const PacketIndex* idx,
 
   int64_t ord = first;
   int64_t seen = 0;  // packets of the stream, empty ones too (from the top)
+  PacketSpan span;
   bool stop = false;
   auto receive_all = [&]() {
     while (!stop) {
@@ -362,13 +497,16 @@ void decode_packets(Input& in, AVCodecContext* ctx, const PacketIndex* idx,
     if (!have_pending_packet) {
       int err = av_read_frame(in.fmt(), pkt.get());
       if (err == AVERROR_EOF) {
-        if (first == 0 && end < 0) check_complete(in, seen);
+        if (first == 0 && end < 0) check_complete(in, seen, span);
         break;
       }
       if (err < 0)
         throw VideoError(in.path() + ": read error at packet " +
                          std::to_string(ord) + ": " + ffmpeg_message(err));
-      if (pkt->stream_index == in.stream_index()) ++seen;
+      if (pkt->stream_index == in.stream_index()) {
+        ++seen;
+        span.add(pkt.get());
+      }
       if (pkt->stream_index != in.stream_index() || pkt->size <= 0) {
         av_packet_unref(pkt.get());
         continue;
@@ -585,6 +723,7 @@ struct ChunkOutput {
   std::vector<int64_t> pts;
   std::vector<float> mv;
   std::vector<uint8_t> mask;
+  std::vector<uint8_t> corrupt;  // FFmpeg flagged a decoding error
   std::vector<std::pair<int64_t, std::vector<int16_t>>> residual;
   std::vector<std::pair<int64_t, std::vector<uint8_t>>> rgb;
   int64_t frames() const { return static_cast<int64_t>(type.size()); }
@@ -624,14 +763,16 @@ class FrameProcessor {
     if ((W_ + (1 << lowres) - 1) >> lowres != f->width ||
         (H_ + (1 << lowres) - 1) >> lowres != f->height)
       throw VideoError(path_ + ": frame " + std::to_string(received_) + " is " +
-                       std::to_string(f->width) + "x" +
-                       std::to_string(f->height) + ", the stream " +
+                       std::to_string(f->width << lowres) + "x" +
+                       std::to_string(f->height << lowres) + ", the stream " +
                        std::to_string(W_) + "x" + std::to_string(H_) +
                        ": size changes are not supported");
     Item it;
     it.local = received_++;
     it.type = frame_type_code(f->pict_type);
     it.pts = f->best_effort_timestamp;
+    it.corrupt =
+        f->decode_error_flags != 0 || (f->flags & AV_FRAME_FLAG_CORRUPT) != 0;
     const AVFrameSideData* sd =
         av_frame_get_side_data(f, AV_FRAME_DATA_MOTION_VECTORS);
     const AVMotionVector* mvs =
@@ -648,6 +789,7 @@ class FrameProcessor {
                      out_->mv.data() + off, out_->mask.data() + moff, count_);
       out_->type.push_back(it.type);
       out_->pts.push_back(it.pts);
+      out_->corrupt.push_back(it.corrupt);
       return;
     }
     it.mv.resize(2 * cells);
@@ -685,6 +827,7 @@ class FrameProcessor {
     int64_t local = 0;
     uint8_t type = kI;
     int64_t pts = 0;
+    uint8_t corrupt = 0;
     std::vector<float> mv;
     std::vector<uint8_t> mask;
     std::vector<AVMotionVector> rows;
@@ -857,6 +1000,7 @@ class FrameProcessor {
   void emit(Item&& it) {
     out_->type.push_back(it.type);
     out_->pts.push_back(it.pts);
+    out_->corrupt.push_back(it.corrupt);
     out_->mv.insert(out_->mv.end(), it.mv.begin(), it.mv.end());
     out_->mask.insert(out_->mask.end(), it.mask.begin(), it.mask.end());
     if (opt_.residual && want_(it.local)) {
@@ -943,6 +1087,7 @@ ClipResult assemble(const std::string& path, const ReadOptions& opt, int H,
   std::vector<int64_t> pts;
   std::vector<float> mv;
   std::vector<uint8_t> mask;
+  std::vector<uint8_t> bad;
   std::unordered_map<int64_t, const std::vector<int16_t>*> res_of;
   std::unordered_map<int64_t, const std::vector<uint8_t>*> rgb_of;
   if (chunks.size() == 1) {
@@ -950,6 +1095,7 @@ ClipResult assemble(const std::string& path, const ReadOptions& opt, int H,
     pts = std::move(chunks[0].pts);
     mv = std::move(chunks[0].mv);
     mask = std::move(chunks[0].mask);
+    bad = std::move(chunks[0].corrupt);
   } else {
     type.reserve(total);
     pts.reserve(total);
@@ -963,6 +1109,7 @@ ClipResult assemble(const std::string& path, const ReadOptions& opt, int H,
       pts.insert(pts.end(), ch.pts.begin(), ch.pts.end());
       mv.insert(mv.end(), ch.mv.begin(), ch.mv.end());
       mask.insert(mask.end(), ch.mask.begin(), ch.mask.end());
+      bad.insert(bad.end(), ch.corrupt.begin(), ch.corrupt.end());
     }
     for (auto& e : ch.residual) res_of[bases[c] + e.first] = &e.second;
     for (auto& e : ch.rgb) rgb_of[bases[c] + e.first] = &e.second;
@@ -1005,12 +1152,14 @@ ClipResult assemble(const std::string& path, const ReadOptions& opt, int H,
     r.frame_type = type;
     r.pts = pts;
     r.gop_index = gop;
+    r.corrupt = bad;
   } else {
     r.mv.resize(T * 2 * cells);
     r.mask.resize(T * cells);
     r.frame_type.resize(T);
     r.pts.resize(T);
     r.gop_index.resize(T);
+    r.corrupt.resize(T);
   }
   if (opt.residual) r.residual.resize(T * 3 * hw);
   for (int64_t i = 0; i < T; ++i) {
@@ -1022,6 +1171,7 @@ ClipResult assemble(const std::string& path, const ReadOptions& opt, int H,
       r.frame_type[i] = type[f];
       r.pts[i] = pts[f];
       r.gop_index[i] = gop[f];
+      r.corrupt[i] = bad[f];
     }
     if (opt.residual) {
       auto it = res_of.find(f);
@@ -1081,6 +1231,136 @@ ChunkOutput decode_chunk(Input& in, AVCodecContext* ctx, const PacketIndex* idx,
   return out;
 }
 
+// Drops the frames from `n` on (local numbers) out of a chunk's output.
+void truncate_chunk(ChunkOutput* out, int64_t n, size_t cells) {
+  if (out->frames() <= n) return;
+  out->type.resize(n);
+  out->pts.resize(n);
+  out->corrupt.resize(n);
+  out->mv.resize(n * 2 * cells);
+  out->mask.resize(n * cells);
+  auto drop = [n](auto& v) {
+    v.erase(std::remove_if(v.begin(), v.end(),
+                           [n](const auto& e) { return e.first >= n; }),
+            v.end());
+  };
+  drop(out->residual);
+  drop(out->rgb);
+}
+
+// How a GOP read starts and maps decoded frames to display numbers.
+enum class GopStart {
+  kPreroll,  // one GOP early where frames reorder, display from the index
+  kTop,      // the start of the file, display from the index
+  kCount,    // the start of the file, display = output count (the definition)
+};
+
+// Decodes display-order GOPs [g0, g1] of the index (see GopReader). Frames
+// before GOP g0 only prime the decoder; the next GOP's key frame is fed to
+// the processor (B-frames shown before it use it) and dropped. Returns false
+// where the decoded frames do not pair up with the index (the caller
+// retries from the top of the file).
+bool decode_gops(Input& in, AVCodecContext* ctx, const PacketIndex& idx,
+                 int64_t g0, int64_t g1, GopStart how, const ReadOptions& opt,
+                 int H, int W, std::function<bool(int64_t)> want,
+                 int64_t stop_after, ChunkOutput* out) {
+  const auto& keys = idx.key_packets;
+  const auto& kd = idx.key_display;
+  const int64_t K = static_cast<int64_t>(keys.size());
+  const int64_t npk = static_cast<int64_t>(idx.packets.size());
+  const int64_t D0 = kd[g0];
+  const bool has_next = g1 + 1 < K;
+  const int64_t D1 = has_next ? kd[g1 + 1] : npk;
+  // Packets to send: up to the next key packet (the anchor before it is then
+  // output by the decoder with its vectors; a drained MPEG-4 frame has none)
+  // and every packet shown before the next GOP (open-GOP leading B-frames).
+  int64_t end = -1;
+  if (has_next) {
+    end = keys[g1 + 1] + 1;
+    for (int64_t p = keys[g1 + 1] + 1; p < npk; ++p)
+      if (idx.display[p] < D1) end = p + 1;
+  }
+  int64_t s = g0;
+  if (how != GopStart::kPreroll)
+    s = 0;
+  else if (g0 > 0 && idx.reorder &&
+           (!idx.by_pts || idx.state_across_keys || idx.open_gop[g0]))
+    s = g0 - 1;
+  const bool count = how == GopStart::kCount || !idx.by_pts;
+  std::unordered_map<int64_t, int64_t> disp_of;
+  if (!count) {
+    disp_of.reserve(2 * (D1 - kd[s] + 64));
+    for (int64_t p = keys[s]; p < (end < 0 ? npk : end); ++p)
+      disp_of[idx.packets[p].pts] = idx.display[p];
+  }
+  *out = ChunkOutput();
+  const int64_t n_keep = D1 - D0;
+  FrameProcessor proc(in.path(), opt, H, W, ctx->lowres, n_keep + 1,
+                      std::move(want), out);
+  int64_t received = 0, fed = 0;
+  bool ok = true, reached_end = false;
+  decode_packets(in, ctx, &idx, keys[s], end, [&](const AVFrame* f) {
+    int64_t d;
+    if (count) {
+      d = kd[s] + received;
+    } else {
+      auto it = disp_of.find(f->best_effort_timestamp);
+      if (it == disp_of.end()) {
+        ok = false;
+        return false;
+      }
+      d = it->second;
+    }
+    ++received;
+    if (d < D0) return true;
+    if (d != D0 + fed ||
+        (fed == 0 && g0 > 0 && frame_type_code(f->pict_type) != kI)) {
+      if (how == GopStart::kCount)
+        throw VideoError(
+            in.path() + ": GOP " + std::to_string(g0) +
+            " cannot be read on its own: frame " + std::to_string(D0) +
+            " (where packet " + std::to_string(keys[g0]) +
+            " would be shown) is not its key frame; the container has no "
+            "timestamps to place open-GOP frames (AVI?): read the whole "
+            "video with read_motion, or remux it to MP4/MKV");
+      ok = false;
+      return false;
+    }
+    proc.on_frame(f);
+    ++fed;
+    if (has_next && d >= D1) {
+      reached_end = true;
+      return false;
+    }
+    return stop_after < 0 || proc.emitted() <= stop_after;
+  });
+  if (!ok) return false;
+  proc.finish();
+  const bool stopped_early = stop_after >= 0 && proc.emitted() > stop_after;
+  if (how != GopStart::kCount && !stopped_early && has_next && !reached_end)
+    return false;  // frames missing before the next GOP
+  const size_t cells = static_cast<size_t>((H + opt.block - 1) / opt.block) *
+                       ((W + opt.block - 1) / opt.block);
+  truncate_chunk(out, n_keep, cells);
+  return true;
+}
+
+// decode_gops from the best start, then from the top of the file.
+ChunkOutput decode_gops_exact(Input& in, AVCodecContext* ctx,
+                              const PacketIndex& idx, int64_t g0, int64_t g1,
+                              const ReadOptions& opt, int H, int W,
+                              const std::function<bool(int64_t)>& want,
+                              int64_t stop_after) {
+  ChunkOutput out;
+  for (GopStart how : {GopStart::kPreroll, GopStart::kTop, GopStart::kCount}) {
+    if (how == GopStart::kTop && !idx.by_pts) continue;
+    if (decode_gops(in, ctx, idx, g0, g1, how, opt, H, W, want, stop_after,
+                    &out))
+      return out;
+  }
+  return out;
+}
+
 std::function<bool(int64_t)> make_want(const ReadOptions& opt, int64_t base) {
   if (opt.frames.empty()) return [](int64_t) { return true; };
   auto set = std::make_shared<std::vector<int64_t>>(opt.frames);
@@ -1113,7 +1393,12 @@ ProbeResult probe(const std::string& path, bool decode) {
   PacketIndex idx = scan_packets(in);
   r.num_packets = static_cast<int64_t>(idx.packets.size());
   r.key_packets = idx.key_packets;
+  r.key_frames = idx.key_display;
   r.chunks_independent = idx.chunks_independent;
+  if (idx.packets.empty())
+    throw VideoError(
+        path + ": the video stream has no packets" +
+        (g_last_log.empty() ? std::string() : " (FFmpeg: " + g_last_log + ")"));
   if (decode) {
     CodecPtr ctx = open_decoder(in, false, true);
     decode_packets(in, ctx.get(), nullptr, 0, -1, [&](const AVFrame* f) {
@@ -1121,6 +1406,10 @@ ProbeResult probe(const std::string& path, bool decode) {
       r.pts.push_back(f->best_effort_timestamp);
       return true;
     });
+    if (r.frame_types.empty())
+      throw VideoError(path + ": no video frame could be decoded" +
+                       (g_last_log.empty() ? std::string()
+                                           : " (FFmpeg: " + g_last_log + ")"));
     r.decoded = true;
   }
   return r;
@@ -1135,22 +1424,21 @@ ClipResult read_clip(const std::string& path, const ReadOptions& opt) {
 
   PacketIndex idx = scan_packets(in);
   const int64_t K = static_cast<int64_t>(idx.key_packets.size());
-  if (K < 2 || !idx.chunks_independent) return read_sequential(in, opt, H, W);
-  // Chunks past the last asked frame are not decoded; frame numbers inside
-  // a chunk are assumed to follow packet numbers, checked below.
+  if (K < 2) return read_sequential(in, opt, H, W);
+  // GOPs past the last asked frame are not decoded.
   int64_t last_needed = K - 1;
   if (!opt.frames.empty()) {
     int64_t fmax = *std::max_element(opt.frames.begin(), opt.frames.end());
     last_needed = 0;
     for (int64_t k = 0; k < K; ++k)
-      if (idx.key_packets[k] <= fmax) last_needed = k;
+      if (idx.key_display[k] <= fmax) last_needed = k;
   }
   const int64_t nchunks = last_needed + 1;
-  const int64_t npk = static_cast<int64_t>(idx.packets.size());
   std::vector<ChunkOutput> chunks(nchunks);
   std::vector<int64_t> bases(nchunks);
-  for (int64_t k = 0; k < nchunks; ++k) bases[k] = idx.key_packets[k];
+  for (int64_t k = 0; k < nchunks; ++k) bases[k] = idx.key_display[k];
   std::atomic<int64_t> next{0};
+  std::atomic<bool> unpaired{false};
   std::mutex err_mu;
   std::exception_ptr error;
   const bool pix = opt.residual || opt.rgb != kRgbNone;
@@ -1161,18 +1449,19 @@ ClipResult read_clip(const std::string& path, const ReadOptions& opt) {
         mine = std::make_unique<Input>(path);
         own = mine.get();
       }
-      CodecPtr ctx = open_decoder(*own, true, opt.fast && !pix);
       for (;;) {
         int64_t k = next.fetch_add(1);
-        if (k >= nchunks) break;
+        if (k >= nchunks || unpaired) break;
         {
           std::lock_guard<std::mutex> lock(err_mu);
           if (error) break;
         }
-        int64_t first = idx.key_packets[k];
-        int64_t end = k + 1 < K ? idx.key_packets[k + 1] : -1;
-        chunks[k] = decode_chunk(*own, ctx.get(), &idx, first, end, opt, H, W,
-                                 make_want(opt, first), -1);
+        // A fresh decoder per GOP: decoders keep state across a flush
+        // (MPEG-4 B-frame timing), which would make chunks depend on order.
+        CodecPtr ctx = open_decoder(*own, true, opt.fast && !pix);
+        if (!decode_gops(*own, ctx.get(), idx, k, k, GopStart::kPreroll, opt, H,
+                         W, make_want(opt, bases[k]), -1, &chunks[k]))
+          unpaired = true;
       }
     } catch (...) {
       std::lock_guard<std::mutex> lock(err_mu);
@@ -1186,16 +1475,9 @@ ClipResult read_clip(const std::string& path, const ReadOptions& opt) {
   worker(&in);
   for (auto& th : pool) th.join();
   if (error) std::rethrow_exception(error);
-  bool consistent = true;
-  for (int64_t k = 0; k < nchunks; ++k) {
-    int64_t expect = (k + 1 < K ? idx.key_packets[k + 1] : npk) - bases[k];
-    if (chunks[k].frames() != expect) consistent = false;
-    if (k > 0 && (chunks[k].frames() == 0 || chunks[k].type[0] != kI))
-      consistent = false;
-  }
-  if (!consistent) {
-    // Frames and packets do not pair up (packed B-frames, dropped frames):
-    // the sequential decode is the definition.
+  if (unpaired) {
+    // Frames and packets do not pair up (open GOPs without timestamps,
+    // dropped frames): the sequential decode is the definition.
     Input again(path);
     return read_sequential(again, opt, H, W);
   }
@@ -1210,7 +1492,6 @@ struct GopReader::Impl {
   std::unique_ptr<Input> in;
   StreamInfo info;
   PacketIndex idx;
-  CodecPtr mv_ctx, pix_ctx;
   std::mutex mu;
 };
 
@@ -1231,6 +1512,10 @@ const std::vector<int64_t>& GopReader::key_packets() const {
   return impl_->idx.key_packets;
 }
 
+const std::vector<int64_t>& GopReader::key_frames() const {
+  return impl_->idx.key_display;
+}
+
 int64_t GopReader::num_packets() const {
   return static_cast<int64_t>(impl_->idx.packets.size());
 }
@@ -1248,22 +1533,16 @@ ClipResult GopReader::read(int64_t first_chunk, int64_t last_chunk,
                         "] is out of range: the video has " +
                         std::to_string(K) + " GOPs");
   const bool pix = opt.residual || opt.rgb != kRgbNone;
-  CodecPtr& ctx = pix || !opt.fast ? m.pix_ctx : m.mv_ctx;
-  if (!ctx) ctx = open_decoder(*m.in, true, opt.fast && !pix);
-  int64_t first = keys[first_chunk];
-  int64_t end = last_chunk + 1 < K ? keys[last_chunk + 1] : -1;
+  // A fresh decoder per read: decoders keep state across a flush (MPEG-4
+  // B-frame timing), so a reused one makes a read depend on the reads before.
+  CodecPtr ctx = open_decoder(*m.in, true, opt.fast && !pix);
   std::vector<ChunkOutput> chunks;
-  try {
-    int64_t stop_after = -1;
-    if (!opt.frames.empty())
-      stop_after = *std::max_element(opt.frames.begin(), opt.frames.end());
-    chunks.push_back(decode_chunk(*m.in, ctx.get(), &m.idx, first, end, opt,
-                                  m.info.height, m.info.width,
-                                  make_want(opt, 0), stop_after));
-  } catch (...) {
-    ctx.reset();  // a failed decoder is not reused
-    throw;
-  }
+  int64_t stop_after = -1;
+  if (!opt.frames.empty())
+    stop_after = *std::max_element(opt.frames.begin(), opt.frames.end());
+  chunks.push_back(decode_gops_exact(
+      *m.in, ctx.get(), m.idx, first_chunk, last_chunk, opt, m.info.height,
+      m.info.width, make_want(opt, 0), stop_after));
   ClipResult r =
       assemble(m.path, opt, m.info.height, m.info.width, chunks, {0});
   r.info = m.info;

@@ -41,6 +41,24 @@ struct PacketIndex {
   // Whether every chunk [key_i, key_{i+1}) decodes on its own: no packet
   // after a key packet shows an earlier pts (open GOP), timestamps known.
   bool chunks_independent = true;
+  // Display-order number of every packet's frame: the rank of its pts where
+  // every packet has a distinct pts (MP4, MKV, TS), else its demux ordinal
+  // (AVI: frames follow packets, packed B-frames included).
+  std::vector<int64_t> display;
+  bool by_pts = false;
+  // The stream may reorder frames (B-frames: the codec's delay, or pts out
+  // of decode order). A GOP read of such a stream starts one GOP early where
+  // the decoder carries state across key frames (MPEG-4 part 2 family:
+  // B-frames after an I-frame depend on the frames before it), where the GOP
+  // is open (H.264 open GOPs decode differently after a seek), and where no
+  // timestamps tell (AVI). Closed H.264 GOPs and MPEG-1/2 decode exactly from
+  // their own key frame (tested).
+  bool reorder = false;
+  bool state_across_keys = false;
+  std::vector<bool> open_gop;  // per key: packets after it are shown before it
+  // Display-order number of each key packet's frame: GOP k is the display
+  // frames [key_display[k], key_display[k + 1]).
+  std::vector<int64_t> key_display;
 };
 
 struct StreamInfo {
@@ -60,6 +78,7 @@ struct ProbeResult {
   StreamInfo info;
   int64_t num_packets = 0;
   std::vector<int64_t> key_packets;
+  std::vector<int64_t> key_frames;  // display-order frame of each key packet
   bool chunks_independent = true;
   bool decoded = false;  // frame types and pts below are filled
   std::vector<uint8_t> frame_types;
@@ -88,6 +107,7 @@ struct ClipResult {
   std::vector<int64_t> pts;
   std::vector<int64_t> gop_index;
   std::vector<int64_t> frame_index;
+  std::vector<uint8_t> corrupt;   // FFmpeg flagged a decoding error
   std::vector<int16_t> residual;  // (T, 3, H, W) when asked
   std::vector<uint8_t> rgb;       // (K, 3, H, W) when asked
   std::vector<int64_t> rgb_index;
@@ -101,10 +121,14 @@ ProbeResult probe(const std::string& path, bool decode);
 ClipResult read_clip(const std::string& path, const ReadOptions& opt);
 
 // GOP random access: the packet index is built once (a demux pass, no
-// decoding); read() seeks to a key frame and decodes only the chunks asked
-// for. Chunk k is the packets [key_k, key_{k+1}). Thread-safe (one read at a
-// time). Frame indices in read()'s options count from the first chunk's
-// first frame.
+// decoding); read() seeks to a key frame and decodes only what the GOPs
+// asked for need. GOP k is the display-order frames [key_frames[k],
+// key_frames[k + 1]) (open GOPs: the leading B-frames decoded after key
+// k + 1 belong to GOP k). Output equals a decode from the start of the file:
+// streams with B-frames start one GOP early, and a read whose frames do not
+// pair up with the index decodes from the start. Thread-safe (one read at a
+// time). Frame indices in read()'s options count from the first GOP's first
+// frame.
 class GopReader {
  public:
   explicit GopReader(const std::string& path);
@@ -114,6 +138,8 @@ class GopReader {
 
   const StreamInfo& info() const;
   const std::vector<int64_t>& key_packets() const;
+  // Display-order frame number where each GOP starts (its key frame).
+  const std::vector<int64_t>& key_frames() const;
   int64_t num_packets() const;
   ClipResult read(int64_t first_chunk, int64_t last_chunk,
                   const ReadOptions& opt);

@@ -14,6 +14,8 @@ from fractions import Fraction
 import numpy as np
 
 _I, _P, _B = 0, 1, 2
+# PyAV names the decoder; the reader reports FFmpeg's codec name, as the native one does.
+_DECODER_TO_CODEC = {"flv": "flv1", "msmpeg4": "msmpeg4v3"}
 _MV_CODECS = {
     "h264",
     "mpeg4",
@@ -39,6 +41,12 @@ def _av():
     return av
 
 
+def ffmpeg_version() -> str:
+    """``"libavcodec X.Y.Z"`` of the FFmpeg PyAV's wheel bundles."""
+    v = _av().library_versions.get("libavcodec", ())
+    return "libavcodec " + ".".join(str(x) for x in v)
+
+
 def _type_code(pict_type) -> int:
     v = int(pict_type)  # AVPictureType: 1 I, 2 P, 3 B, 4 S, 5 SI, 6 SP, 7 BI
     if v in (3, 7):
@@ -48,20 +56,34 @@ def _type_code(pict_type) -> int:
     return _I
 
 
+# What PyAV raises on damaged input besides av.FFmpegError: metadata that is not UTF-8, a
+# stream without a decoder (codec_context None), values out of range.
+_DAMAGE = (UnicodeDecodeError, AttributeError, ValueError, TypeError, IndexError, KeyError)
+
+
 def _open(path: str):
     av = _av()
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
     try:
-        container = av.open(path)
-    except av.FFmpegError as e:
-        raise RuntimeError(f"{path}: cannot open as a video: {e}") from e
-    streams = [s for s in container.streams.video if not s.disposition & 1024]
-    if not streams:
-        n = len(container.streams)
+        container = av.open(path, metadata_errors="replace")
+    except (av.FFmpegError, *_DAMAGE) as e:
+        raise RuntimeError(f"{path}: cannot open as a video: {type(e).__name__}: {e}") from e
+    try:
+        streams = [s for s in container.streams.video if not s.disposition & 1024]
+        if not streams:
+            n = len(container.streams)
+            raise RuntimeError(f"{path}: no video stream ({n} streams, none of them video)")
+        stream = streams[0]
+        cc = stream.codec_context
+        if cc is None or cc.codec is None:
+            raise RuntimeError(f"{path}: this FFmpeg (PyAV's) has no decoder for the video stream")
+        if not cc.width or not cc.height:
+            raise RuntimeError(f"{path}: video stream has no frame size ({cc.width}x{cc.height})")
+    except BaseException:
         container.close()
-        raise RuntimeError(f"{path}: no video stream ({n} streams, none of them video)")
-    return container, streams[0]
+        raise
+    return container, stream
 
 
 def _stream_info(container, stream) -> dict:
@@ -74,17 +96,18 @@ def _stream_info(container, stream) -> dict:
         duration = container.duration / 1e6
     else:
         duration = 0.0
-    intra = cc.name in ("mjpeg", "png", "rawvideo", "ffv1", "prores", "dnxhd", "huffyuv")
-    desc = getattr(cc.codec, "long_name", cc.name)
+    name = _DECODER_TO_CODEC.get(cc.name, cc.name)
+    intra = name in ("mjpeg", "png", "rawvideo", "ffv1", "prores", "dnxhd", "huffyuv")
+    desc = getattr(cc.codec, "long_name", name)
     return {
-        "codec": cc.name,
+        "codec": name,
         "codec_long": desc,
         "width": cc.width,
         "height": cc.height,
         "fps": float(rate) if rate else 0.0,
         "time_base": (tb.numerator, tb.denominator),
         "duration": duration,
-        "exports_mvs": cc.name in _MV_CODECS,
+        "exports_mvs": name in _MV_CODECS,
         "intra_only": intra,
     }
 
@@ -124,7 +147,15 @@ class _PtsGuess:
 
 
 def _decoded_frames(path: str, *, mvs: bool, fast: bool, pixels: bool):
-    """Yield ``(type, pts, mv_rows | None, rgb | None)`` in display order."""
+    """Yield ``(type, pts, frame)`` in display order.
+
+    :func:`_rows` and :func:`_rgb` read a frame's vectors and pixels (only for the frames
+    that need them).
+
+    Raises:
+        RuntimeError: decoding failed, or the frame size changed mid-stream (the message
+            names the file).
+    """
     av = _av()
     container, stream = _open(path)
     try:
@@ -140,19 +171,46 @@ def _decoded_frames(path: str, *, mvs: bool, fast: bool, pixels: bool):
         cc.thread_type = "NONE"
         guess = _PtsGuess()
         n = 0
+        w, h = cc.width, cc.height
         try:
             for frame in container.decode(stream):
-                rows = None
-                if mvs:
-                    sd = frame.side_data.get("MOTION_VECTORS")
-                    rows = sd.to_ndarray() if sd is not None else None
-                rgb = frame.to_ndarray(format="rgb24") if pixels else None
-                yield _type_code(frame.pict_type), guess(frame.pts, frame.dts), rows, rgb
+                if (frame.width, frame.height) != (w, h):
+                    raise RuntimeError(
+                        f"{path}: frame {n} is {frame.width}x{frame.height}, the stream "
+                        f"{w}x{h}: size changes are not supported"
+                    )
+                yield _type_code(frame.pict_type), guess(frame.pts, frame.dts), frame
                 n += 1
-        except av.FFmpegError as e:
-            raise RuntimeError(f"{path}: decoding failed after frame {n}: {e}") from e
+        except (av.FFmpegError, *_DAMAGE) as e:
+            raise RuntimeError(
+                f"{path}: decoding failed after frame {n}: {type(e).__name__}: {e}"
+            ) from e
     finally:
         container.close()
+
+
+def _rows(frame):
+    sd = frame.side_data.get("MOTION_VECTORS")
+    return sd.to_ndarray() if sd is not None else None
+
+
+def _rgb(frame) -> np.ndarray:
+    return frame.to_ndarray(format="rgb24")
+
+
+def _key_frames(pkts: list, keys: list[int]) -> list[int]:
+    """Display-order frame of each key packet, as the native index computes it.
+
+    The rank of its pts where every packet has a distinct pts, else its packet number; GOP 0
+    starts at 0.
+    """
+    pts = [p for p, _ in pkts]
+    if pts and None not in pts and len(set(pts)) == len(pts):
+        rank = {p: i for i, p in enumerate(sorted(pts))}
+        out = [0] + [rank[pts[k]] for k in keys[1:]]
+        if all(a < b for a, b in zip(out, out[1:], strict=False)):
+            return out
+    return [0] + list(keys[1:]) if keys else []
 
 
 def probe(path: str, decode: bool = True) -> dict:
@@ -161,24 +219,39 @@ def probe(path: str, decode: bool = True) -> dict:
     try:
         info = _stream_info(container, stream)
         keys, n, pts_ok, pkts, seen = [], 0, True, [], 0
-        for pkt in container.demux(stream):
-            seen += pkt.dts is not None or pkt.size > 0  # not the demuxer's final flush
-            if pkt.size == 0:
-                continue
-            if pkt.is_keyframe or n == 0:
-                keys.append(n)
-            pkts.append((pkt.pts, pkt.dts))
-            pts_ok &= pkt.pts is not None and pkt.dts is not None
-            n += 1
+        try:
+            for pkt in container.demux(stream):
+                seen += pkt.dts is not None or pkt.size > 0  # not the demuxer's final flush
+                if pkt.size == 0:
+                    continue
+                if pkt.is_keyframe or n == 0:
+                    keys.append(n)
+                pkts.append((pkt.pts, pkt.dts))
+                pts_ok &= pkt.pts is not None and pkt.dts is not None
+                n += 1
+        except (_av().FFmpegError, *_DAMAGE) as e:
+            raise RuntimeError(
+                f"{path}: read error after packet {n}: {type(e).__name__}: {e}"
+            ) from e
         _check_complete(path, stream, seen)
     finally:
         container.close()
-    info.update(num_packets=n, key_packets=keys, chunks_independent=pts_ok, decoded=decode)
+    if n == 0:
+        raise RuntimeError(f"{path}: the video stream has no packets")
+    info.update(
+        num_packets=n,
+        key_packets=keys,
+        key_frames=_key_frames(pkts, keys),
+        chunks_independent=pts_ok,
+        decoded=decode,
+    )
     types, pts = [], []
     if decode:
-        for t, p, _, _ in _decoded_frames(path, mvs=False, fast=True, pixels=False):
+        for t, p, _ in _decoded_frames(path, mvs=False, fast=True, pixels=False):
             types.append(t)
             pts.append(p)
+        if not types:
+            raise RuntimeError(f"{path}: no video frame could be decoded")
     info["frame_types"] = np.asarray(types, np.uint8)
     info["pts"] = np.asarray(pts, np.int64)
     return info
@@ -256,6 +329,7 @@ def read(
     threads: int = 1,
     fast: bool = True,
     frames=(),
+    _hint: bool = True,
 ) -> dict:
     """Decode a video like ``mvaccel._video.read`` (same arguments and result dict)."""
     info = probe(path, decode=False)  # also rejects truncated files
@@ -275,18 +349,41 @@ def read(
     want = set(frames) if frames else None
     types, pts, grids, masks, pms, rgbs = [], [], [], [], [], []
     need_pm = residual or accumulate
-    for t, p, rows, im in _decoded_frames(path, mvs=True, fast=fast, pixels=pixels):
-        v, has = _pixel_motion(rows, h, w)
-        lst = b_list if t == _B else 0
-        g, m = _grid(v[lst], has[lst], block, hb, wb)
+    # Memory and work bounded by the frames asked for: frames before the I-frame that
+    # starts the first asked frame's GOP keep only their type (their pixels and per-pixel
+    # motion are dropped), vectors are rasterized only where a result needs them, and
+    # decoding stops at the first anchor at or after the last asked frame (B-frames before
+    # it use it).
+    lo = min(frames) if frames else 0
+    # The index's key frames say where the first asked frame's GOP starts before decoding
+    # (checked below: the frame there must be an I-frame).
+    keep_from = max([k for k in info["key_frames"] if k <= lo], default=0) if _hint else 0
+    zero_grid = np.zeros((2, hb, wb), np.float32), np.zeros((hb, wb), bool)
+    for t, p, frame in _decoded_frames(path, mvs=True, fast=fast, pixels=pixels):
+        i = len(types)
+        if _hint and i == keep_from and t != _I:
+            return read(path, block, residual, rgb, accumulate, fill_iframe, b_list, threads,
+                        fast, frames, _hint=False)  # fmt: skip
+        if t == _I and keep_from <= i <= lo:
+            for j in range(keep_from, i):
+                pms[j] = rgbs[j] = None
+            keep_from = i
+        live = i >= keep_from
+        if want is None or i in want or i + 1 in want or (live and need_pm):
+            v, has = _pixel_motion(_rows(frame), h, w)
+            lst = b_list if t == _B else 0
+            g, m = _grid(v[lst], has[lst], block, hb, wb)
+        else:
+            v = has = None
+            g, m = zero_grid
         types.append(t)
         pts.append(p)
         grids.append(g)
         masks.append(m)
-        pms.append((v, has) if need_pm else None)
-        rgbs.append(im)
+        pms.append((v, has) if need_pm and live else None)
+        rgbs.append(_rgb(frame) if pixels and live else None)
         # Later frames change nothing before them unless a B-frame waits on its next anchor.
-        if stop_after is not None and not need_pm and len(types) > stop_after:
+        if stop_after is not None and i >= stop_after and (not need_pm or t != _B):
             break
     total = len(types)
     if total == 0:
@@ -295,8 +392,9 @@ def read(
         if f >= total:
             raise ValueError(f"{path}: frame {f} is out of range: the video has {total} frames")
     types_a = np.asarray(types, np.uint8)
-    mv = np.stack(grids)
-    mask = np.stack(masks)
+    # Per-frame grids stay a list (frames nobody asked for share one zero grid): stacking
+    # every frame at block=1 would hold the whole video's per-pixel field.
+    mv = grids
     res = {} if residual else None
     if need_pm:
         anchors = [i for i in range(total) if types[i] != _B]
@@ -319,7 +417,7 @@ def read(
             if types[i] == _I:
                 cur_i = i
             iframe_of[i] = cur_i
-        order = anchors + [i for i in range(total) if types[i] == _B]
+        order = [i for i in anchors + [i for i in range(total) if types[i] == _B] if pms[i]]
         ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
         for i in order:
             v, has = pms[i]
@@ -345,7 +443,7 @@ def read(
                     mv[i] = (s / n).astype(np.float32)
                 acc[i] = a
                 if types[i] == _I:
-                    mv[i] = 0
+                    mv[i] = zero_grid[0]
             if residual and (want is None or i in want):
                 cur = rgbs[i].astype(np.int32)
                 if accumulate:
@@ -379,12 +477,12 @@ def read(
     if not accumulate:
         for i in range(total):
             if types[i] == _I:
-                mv[i] = mv[i - 1] if (fill_iframe == 0 and i > 0) else 0
+                mv[i] = mv[i - 1] if (fill_iframe == 0 and i > 0) else zero_grid[0]
     gop = np.cumsum([(i > 0 and types[i] == _I) for i in range(total)]).astype(np.int64)
     sel = frames if frames else list(range(total))
     out = {
-        "mv": mv[sel],
-        "mask": mask[sel].astype(np.uint8),
+        "mv": np.stack([mv[i] for i in sel]),
+        "mask": np.stack([masks[i] for i in sel]).astype(np.uint8),
         "frame_type": types_a[sel],
         "pts": np.asarray(pts, np.int64)[sel],
         "gop_index": gop[sel],

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 from torch import Tensor
 
-from .core import MotionClip, _backend, _clip_from, _options, _path
+from .core import MotionClip, _backend, _backend_name, _clip_from, _ffmpeg_of, _options, _path
 
 _REPRESENTATIONS = ("iframe", "mv", "residual")
 
@@ -17,13 +17,21 @@ class CompressedVideo:
     """Random access to the GOPs of a video, decoding only the GOP asked for.
 
     The index (every video packet and the key frames where decoding may start) is built once
-    by a demux pass, without decoding. GOP ``g`` is the run of frames from key frame ``g`` to
-    the next one, any length (CoViAR assumed 12); frame numbers follow packet numbers (true
-    of MP4, MKV and AVI, packed B-frames included). A load seeks to the key frame and decodes
-    from there to the frame asked for, on the file kept open by this process.
+    by a demux pass, without decoding. GOP ``g`` is the run of frames, in display order, from
+    key frame ``g`` to the next one, any length (CoViAR assumed 12): with open GOPs the
+    B-frames decoded after key frame ``g + 1`` but shown before it belong to GOP ``g``. Display
+    numbers come from the packets' timestamps (MP4, MKV, TS) or, without timestamps (AVI),
+    follow packet numbers (packed B-frames included). A load seeks to the key frame (one GOP
+    earlier where the decoder needs it: MPEG-4 part 2 with B-frames carries state across key
+    frames, open GOPs) and decodes to the frame asked for; the result equals a decode from
+    the start of the file, or the load raises ``RuntimeError`` (open GOPs in a container
+    without timestamps). Every clip records ``backend`` and ``ffmpeg``.
 
-    Picklable: a copy in a DataLoader worker re-opens the file on first use (the index
-    travels with it); loads from threads of one process are serialized.
+    Safe in DataLoader workers: the open file belongs to the process that opened it; a
+    forked child (fork, forkserver) or an unpickled copy (spawn) re-opens the file on its
+    first load (the index travels with it). Loads from threads of one process are
+    serialized. ``close()`` (or a ``with`` block) releases the file and the decoder at once;
+    a closed video raises ``ValueError`` on load.
 
     Args:
         path: the video (CoViAR's format: :func:`mvaccel.video.reencode` with the defaults).
@@ -39,17 +47,22 @@ class CompressedVideo:
         self.path = _path(path)
         self.backend = backend
         be = _backend(backend)
-        self._native = not hasattr(be, "_decoded_frames")
+        self._native = _backend_name(be) == "native"
+        #: The reader used (``"native"`` or ``"pyav"``) and its FFmpeg (``"libavcodec X.Y.Z"``).
+        self.backend_used = _backend_name(be)
+        self.ffmpeg = _ffmpeg_of(be)
         self._lock = threading.Lock()
         self._reader = None
+        self._pid = os.getpid()
+        self._closed = False
         if self._native:
             self._reader = be.GopReader(self.path)
-            keys = list(self._reader.key_packets)
+            keys = list(self._reader.key_frames)
             n = int(self._reader.num_packets)
             info = dict(self._reader.info)
         else:
             d = be.probe(self.path, False)
-            keys, n, info = list(d["key_packets"]), int(d["num_packets"]), d
+            keys, n, info = list(d["key_frames"]), int(d["num_packets"]), d
         if n == 0:
             raise RuntimeError(f"{self.path}: the video stream has no packets")
         self._keys = keys
@@ -66,11 +79,45 @@ class CompressedVideo:
         state = self.__dict__.copy()
         state["_reader"] = None
         state["_lock"] = None
+        state["_pid"] = None
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._lock = threading.Lock()
+
+    # ---- lifetime ----
+
+    def close(self) -> None:
+        """Close the file and free the decoder (idempotent); later loads raise ValueError."""
+        self._closed = True
+        self._reader = None
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def __enter__(self) -> CompressedVideo:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _open_reader(self):
+        """The GopReader of this process (re-opened after a fork or unpickling)."""
+        if self._closed:
+            raise ValueError(f"{self.path}: I/O operation on a closed CompressedVideo")
+        pid = os.getpid()
+        if self._pid != pid:
+            # A forked child shares the parent's file offset through the inherited handle:
+            # drop it (its destructor closes this process's copy only) and open our own.
+            self._reader = None
+            self._lock = threading.Lock()
+            self._pid = pid
+        if self._reader is None:
+            self._reader = _backend(self.backend).GopReader(self.path)
+        return self._reader
 
     def __repr__(self) -> str:
         return (
@@ -159,11 +206,13 @@ class CompressedVideo:
             b_list=b_list,
         )
         if self._native:
+            if self._pid != os.getpid():
+                self._lock = threading.Lock()  # may have been held at fork time
             with self._lock:
-                if self._reader is None:
-                    self._reader = _backend(self.backend).GopReader(self.path)
-                d = self._reader.read(g, g, frames=fr, **kw)
+                d = self._open_reader().read(g, g, frames=fr, **kw)
         else:
+            if self._closed:
+                raise ValueError(f"{self.path}: I/O operation on a closed CompressedVideo")
             d = self._read_pyav(g, fr, kw)
         start = self._keys[g]
         d["frame_index"] = np.asarray(d["frame_index"]) + start
@@ -175,7 +224,13 @@ class CompressedVideo:
             self.height,
             self.width,
             rgb_mode,
-            {"fps": self.fps, "time_base": self.time_base, "path": self.path},
+            {
+                "fps": self.fps,
+                "time_base": self.time_base,
+                "path": self.path,
+                "backend": self.backend_used,
+                "ffmpeg": self.ffmpeg,
+            },
         )
 
     def _read_pyav(self, g: int, fr: list[int], kw: dict) -> dict:
@@ -184,14 +239,21 @@ class CompressedVideo:
         start = self._keys[g]
         n = self.gop_length(g)
         local = fr or list(range(n))
-        d = _pyav.read(self.path, frames=[start + f for f in local], **kw)
+        # The key frame comes first (its gop_index is the base), then the frames asked for.
+        d = _pyav.read(self.path, frames=[start] + [start + f for f in local], **kw)
+        base = d["gop_index"][0]
+        fields = ["mv", "mask", "frame_type", "pts", "gop_index", "residual"]
+        if kw["rgb"] == 2:
+            fields += ["rgb", "rgb_index"]
+        for k in fields:
+            if d.get(k) is not None:
+                d[k] = d[k][1:]
         # Match a decode that starts at the key frame: no previous frame to fill from.
         first = [i for i, f in enumerate(local) if f == 0]
         for i in first:
             if d["frame_type"][i] == 0:
                 d["mv"][i] = 0
         d["frame_index"] = np.asarray(local, np.int64)
-        base = _pyav.read(self.path, frames=[start], block=kw["block"])["gop_index"][0]
         d["gop_index"] = np.asarray(d["gop_index"]) - base
         if kw["rgb"]:
             d["rgb_index"] = np.asarray(d["rgb_index"]) - start

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,11 @@ def _native():
     return load_video()
 
 
+_FALLBACK_WARNED = False
+
+
 def _backend(backend: str):
+    global _FALLBACK_WARNED
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
     if backend == "native":
@@ -45,10 +50,32 @@ def _backend(backend: str):
         return _pyav
     try:
         return _native()
-    except ImportError:
+    except ImportError as e:
         from . import _pyav
 
+        if not _FALLBACK_WARNED:
+            _FALLBACK_WARNED = True
+            warnings.warn(
+                f"mvaccel._video is not available ({e}); backend='auto' falls back to PyAV, "
+                f"whose FFmpeg ({_pyav.ffmpeg_version()}) gives different B-frame vectors: "
+                "results record it in MotionClip.backend / .ffmpeg. Build the native reader "
+                "(FFmpeg development libraries, then reinstall) or pass backend='pyav' to "
+                "silence this.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         return _pyav
+
+
+def _backend_name(be) -> str:
+    return "pyav" if getattr(be, "__name__", "").endswith("_pyav") else "native"
+
+
+def _ffmpeg_of(be) -> str:
+    """``"libavcodec X.Y.Z"`` of the FFmpeg a backend decodes with."""
+    if _backend_name(be) == "pyav":
+        return be.ffmpeg_version()
+    return f"libavcodec {be.ffmpeg_versions()['libavcodec']}"
 
 
 def _path(path: str | os.PathLike) -> str:
@@ -81,6 +108,10 @@ class VideoInfo:
         duration: seconds, from the container (0 when unknown).
         exports_mvs: FFmpeg exports motion vectors for this codec.
         intra_only: the codec has I-frames only (MJPEG, ...).
+        key_frames: display-order frame number where each GOP starts (its key frame);
+            ``CompressedVideo``'s GOPs run from one to the next.
+        backend: the reader that probed, ``"native"`` or ``"pyav"``.
+        ffmpeg: its FFmpeg, ``"libavcodec X.Y.Z"``.
     """
 
     path: str
@@ -99,6 +130,9 @@ class VideoInfo:
     intra_only: bool
     pts: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))
     codec_long: str = ""
+    key_frames: list[int] = field(default_factory=list)
+    backend: str = ""
+    ffmpeg: str = ""
 
     @property
     def num_gops(self) -> int:
@@ -131,10 +165,12 @@ def probe(path: str | os.PathLike, *, count_frames: bool = True, backend: str = 
 
     Raises:
         FileNotFoundError: no such file.
-        RuntimeError: not a video FFmpeg can read (message names the file and FFmpeg's words).
+        RuntimeError: not a video FFmpeg can read, truncated or damaged, no packets, or (with
+            ``count_frames``) no frame decodes (message names the file and FFmpeg's words).
     """
     p = _path(path)
-    d = _backend(backend).probe(p, count_frames)
+    be = _backend(backend)
+    d = be.probe(p, count_frames)
     types = np.asarray(d["frame_types"], np.uint8)
     n = len(types) if d["decoded"] else int(d["num_packets"])
     return VideoInfo(
@@ -154,6 +190,9 @@ def probe(path: str | os.PathLike, *, count_frames: bool = True, backend: str = 
         intra_only=bool(d["intra_only"]),
         pts=np.asarray(d["pts"], np.int64),
         codec_long=d["codec_long"],
+        key_frames=list(d["key_frames"]),
+        backend=_backend_name(be),
+        ffmpeg=_ffmpeg_of(be),
     )
 
 
@@ -180,6 +219,14 @@ class MotionClip:
         size: ``(H, W)`` of the frames.
         fps, time_base: of the stream.
         path: the file.
+        backend: the reader that decoded it, ``"native"`` or ``"pyav"`` (their FFmpeg
+            versions differ on some B-frame vectors: record it with the data).
+        ffmpeg: the decoding FFmpeg, ``"libavcodec X.Y.Z"``.
+        corrupt: ``(T,)`` bool, True where the bitstream is damaged: FFmpeg reported a
+            decoding error on the frame (native backend), or a vector leaves the frame plus
+            64 px of padding (no encoder writes one). Reads warn (``RuntimeWarning``) when
+            any is set; check ``clip.corrupt.any()`` before training on files of unknown
+            origin.
     """
 
     mv: Tensor
@@ -196,6 +243,9 @@ class MotionClip:
     fps: float = 0.0
     time_base: tuple[int, int] = (1, 1)
     path: str = ""
+    backend: str = ""
+    ffmpeg: str = ""
+    corrupt: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.mv.shape[0])
@@ -219,7 +269,11 @@ class MotionClip:
             "size": np.asarray(self.size, np.int64),
             "fps": np.float64(self.fps),
             "time_base": np.asarray(self.time_base, np.int64),
+            "backend": np.str_(self.backend),
+            "ffmpeg": np.str_(self.ffmpeg),
         }
+        if self.corrupt is not None:
+            out["corrupt"] = self.corrupt.numpy()
         if self.residual is not None:
             out["residual"] = self.residual.numpy()
         if self.rgb is not None:
@@ -240,6 +294,18 @@ def _clip_from(d: dict, block: int, h: int, w: int, rgb_mode: int, info: dict) -
     def t(a):
         return torch.from_numpy(np.ascontiguousarray(a))
 
+    corrupt = _corrupt(d, h, w)
+    if corrupt.any():
+        frames = np.asarray(d["frame_index"])[corrupt]
+        warnings.warn(
+            f"{info.get('path', '')}: {int(corrupt.sum())} of {len(corrupt)} frames have "
+            f"decoding errors or implausible vectors (frames {frames[:8].tolist()}"
+            f"{'...' if len(frames) > 8 else ''}): the bitstream is damaged; see "
+            "MotionClip.corrupt",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
     return MotionClip(
         mv=t(d["mv"]),
         mask=t(np.asarray(d["mask"]).astype(bool)),
@@ -255,7 +321,31 @@ def _clip_from(d: dict, block: int, h: int, w: int, rgb_mode: int, info: dict) -
         fps=float(info.get("fps", 0.0)),
         time_base=tuple(info.get("time_base", (1, 1))),
         path=info.get("path", ""),
+        backend=info.get("backend", ""),
+        ffmpeg=info.get("ffmpeg", ""),
+        corrupt=t(corrupt),
     )
+
+
+# A block's reference lies in the frame plus the codecs' edge padding: a vector longer than
+# the frame plus this many pixels is no encoder's.
+_MV_SLACK = 64
+
+
+def _corrupt(d: dict, h: int, w: int) -> np.ndarray:
+    """Frames FFmpeg flagged, or with a vector that leaves the padded frame."""
+    mv = np.asarray(d["mv"])
+    if mv.size:
+        ax = np.abs(mv)
+        bad = (ax[:, 0].reshape(len(mv), -1).max(axis=1) > w + _MV_SLACK) | (
+            ax[:, 1].reshape(len(mv), -1).max(axis=1) > h + _MV_SLACK
+        )
+    else:
+        bad = np.zeros(len(mv), bool)
+    flagged = d.get("decode_errors")
+    if flagged is not None and len(flagged) == len(bad):
+        bad |= np.asarray(flagged, bool)
+    return bad
 
 
 def _options(block, rgb, fill_iframe, b_list, threads):
@@ -347,9 +437,10 @@ def read_motion(
             pixels of ``traced I-frame position - position``. I-frames give 0.
         fill_iframe: ``"previous"`` or ``"zero"`` (ignored with ``accumulate``).
         b_list: 0 (past) or 1 (future) vectors for B-frames.
-        threads: decode independent GOPs on this many threads (0: all cores). Output is the
-            same as with one thread; files whose GOPs are not independent (open GOPs, no
-            timestamps) decode on one thread.
+        threads: decode GOPs on this many threads (0: all cores). Output is exactly that
+            of one thread (a GOP starts one GOP early where the decoder needs it: MPEG-4
+            part 2 with B-frames, open GOPs); files whose GOPs cannot be placed exactly
+            (open GOPs without timestamps, dropped frames) decode on one thread.
         backend: ``"auto"`` (native when built, else PyAV), ``"native"`` or ``"pyav"``.
 
     Returns:
@@ -359,8 +450,10 @@ def read_motion(
         FileNotFoundError: no such file.
         ValueError: bad arguments, frames out of range, a codec without motion vectors
             (intra-only such as MJPEG, or one FFmpeg does not export vectors for).
-        RuntimeError: the file is not a readable video, or decoding failed (the message
-            names the file and FFmpeg's words).
+        RuntimeError: the file is not a readable video, is truncated or damaged, changes
+            frame size, or decoding failed (the message names the file and FFmpeg's words).
+            Damage FFmpeg decodes through is flagged per frame in ``MotionClip.corrupt``
+            (with a ``RuntimeWarning``) instead.
     """
     p = _path(path)
     rgb_mode, fill, threads = _options(block, rgb, fill_iframe, b_list, threads)
@@ -384,7 +477,13 @@ def read_motion(
         int(d["height"]),
         int(d["width"]),
         rgb_mode,
-        {"fps": d["fps"], "time_base": d["time_base"], "path": p},
+        {
+            "fps": d["fps"],
+            "time_base": d["time_base"],
+            "path": p,
+            "backend": _backend_name(be),
+            "ffmpeg": _ffmpeg_of(be),
+        },
     )
 
 
