@@ -432,9 +432,12 @@ def run_jobs(
             return
         from concurrent.futures import ThreadPoolExecutor, as_completed
 
-        with ThreadPoolExecutor(workers) as pool:
+        pool = ThreadPoolExecutor(workers)
+        try:
             for fut in as_completed([pool.submit(attempt, p) for p in todo]):
                 yield fut.result()
+        finally:  # an interrupt or a stopping error: drop the queued items, finish the running
+            pool.shutdown(wait=True, cancel_futures=True)
 
     for (src, out), msg in progress(results(), quiet, total=len(todo), unit=unit, desc=what):
         if msg is None:

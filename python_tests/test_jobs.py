@@ -22,6 +22,7 @@ from mvaccel._io import (
     clean_stale_temps,
     find_videos,
     parse_shard,
+    run_jobs,
     shard_items,
     temp_path,
 )
@@ -338,3 +339,22 @@ def test_redirected_logs_get_no_progress_bar(tree, tmp_path, capsys):
     assert "mvaccel mv: shard 0/1: 3 done" in err
     assert main(["-q", "mv", str(tree), "--out", str(tmp_path / "b")]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_run_jobs_stops_queued_items_on_an_interrupt(tmp_path):
+    """Ctrl-C (or any error that stops the job) with several workers: the queued items are
+    dropped, not run to the end before the interrupt surfaces."""
+    started = []
+
+    def work(src: Path, out: Path) -> None:
+        started.append(src)
+        if src.name == "v000":
+            raise KeyboardInterrupt
+        time.sleep(0.05)
+        out.write_text("x")
+
+    pairs = [(tmp_path / f"v{i:03d}", tmp_path / "out" / f"v{i:03d}") for i in range(40)]
+    (tmp_path / "out").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        run_jobs(pairs, work, workers=2, quiet=True)
+    assert len(started) < 10
