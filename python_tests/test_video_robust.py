@@ -9,6 +9,7 @@ import multiprocessing as mp
 import pickle
 import random
 import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -223,6 +224,44 @@ def test_dataloader_workers_under_each_start_method(made, method):
     for i, (a, b) in enumerate(zip(got, want, strict=True)):
         assert torch.equal(a, b), i
     assert torch.equal(vid.load(1, 2, "mv", block=8), want[1])  # the parent's still reads
+
+
+FORK_AFTER_PYAV = """
+import gc, sys, av, torch
+import mvaccel.video as mv
+mv.read_motion(sys.argv[1], backend="pyav")  # any mvaccel decode through PyAV
+gc.disable()
+with av.open(sys.argv[1]) as c:  # a frame and its scaler (swscale threads) left in a cycle
+    for f in c.decode(video=0):
+        junk = [f, f.reformat(format="rgb24", width=64, height=48)]
+        junk.append(junk)
+        break
+del junk, f
+
+
+class DS(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        gc.collect()  # the worker collects the cycle it inherited
+        return i
+
+
+print(list(torch.utils.data.DataLoader(DS(), num_workers=2, batch_size=None)))
+"""
+
+
+def test_forked_workers_never_free_pyav_garbage(made, tmp_path):
+    """A DataLoader forked after PyAV decoding: FFmpeg objects with threads left in reference
+    cycles used to be freed in the worker, where FFmpeg waits forever for threads that the fork
+    did not copy (the test suite hung on it). mvaccel collects such garbage before a fork."""
+    script = tmp_path / "fork_after_pyav.py"
+    script.write_text(FORK_AFTER_PYAV)
+    p = subprocess.run([sys.executable, str(script), str(made / "big.mp4")], capture_output=True,
+                       text=True, timeout=120)  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip() == "[0, 1, 2, 3]"
 
 
 # ---- both backends on codecs and streams the PyAV path used to mishandle (#13.7) ----

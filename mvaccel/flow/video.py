@@ -84,7 +84,9 @@ def iter_frames(src: str | Path | Tensor | Iterable) -> Iterator[np.ndarray]:
                     raise ValueError(f"flow_video: cannot read image {f}: {e}") from e
             return
         try:
-            import av
+            from ..video._pyav import _av
+
+            av = _av()
         except ImportError as e:  # pragma: no cover - av is a declared extra
             raise ImportError("flow_video: decoding videos needs PyAV (pip install av)") from e
         try:

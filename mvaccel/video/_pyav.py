@@ -31,13 +31,30 @@ _MV_CODECS = {
 }
 
 
+_FORK_HOOK = []
+
+
 def _av():
+    """PyAV, imported for decoding (every mvaccel decode through PyAV imports it here).
+
+    On first use this registers ``gc.collect`` to run before every ``os.fork``: PyAV frames and
+    scalers hold FFmpeg objects with worker threads (swscale slice threads), and when such an
+    object sits in a reference cycle it is freed by whoever collects that cycle. In a forked
+    child (a DataLoader worker) the threads do not exist and FFmpeg's cleanup waits for them
+    forever; collecting in the parent before the fork leaves no such garbage to the child.
+    """
     try:
         import av
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(
             "the PyAV backend needs PyAV: pip install av (or build mvaccel._video)"
         ) from e
+    if not _FORK_HOOK:
+        import gc
+        import os
+
+        os.register_at_fork(before=gc.collect)
+        _FORK_HOOK.append(True)
     return av
 
 

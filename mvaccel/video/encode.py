@@ -103,7 +103,9 @@ def reencode(
 
 def _frame_count(path: Path) -> int:
     """Decoded frame count of ``path`` (PyAV: the count re-encoding must reproduce)."""
-    import av
+    from ._pyav import _av
+
+    av = _av()
 
     try:
         with av.open(str(path)) as c:
