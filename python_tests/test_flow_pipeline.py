@@ -93,25 +93,28 @@ def test_pipeline_files_equal_sequential_bytes(tree, sequential, tmp_path, fmt, 
 
 
 def test_batches_mix_videos_and_split_them(tree, tmp_path, monkeypatch):
-    """Batch 3 over 4+5+6 (24x32) and 7+5 (32x40) frame videos: pairs of different videos share
-    a call, a video spans calls, sizes never mix, every call is full but the last of a size."""
+    """Batch 3 over 4+5+6 (24x32) and 7+5 (32x40) frame videos: each solver call holds at most
+    3 pairs of one frame size, calls mix videos, videos span calls, every pair is solved once."""
     calls = []
-    real = pl.tvl1
+    real = pl.FlowPipeline._tvl1
 
-    def spy(a, b, params):
-        calls.append(tuple(a.shape))
-        return real(a, b, params)
+    def spy(self, pieces):
+        calls.append([(v.src.name, t0, fr.shape[0] - 1, fr.shape[1:]) for v, t0, fr in pieces])
+        return real(self, pieces)
 
-    monkeypatch.setattr(pl, "tvl1", spy)
-    # one decoder: the queue order is the sorted video order, so the batches are known
+    monkeypatch.setattr(pl.FlowPipeline, "_tvl1", spy)
     r = flow_tree(tree, tmp_path / "o", PARAMS, batch=3, decoders=1, quiet=True)
     assert r.ok
-    small = [c for c in calls if c[2:] == (24, 32)]
-    big = [c for c in calls if c[2:] == (32, 40)]
-    assert sum(c[0] for c in small) == 3 + 4 + 5 and sum(c[0] for c in big) == 6 + 4
-    assert len(calls) == len(small) + len(big)
-    assert max(c[0] for c in calls) == 3
-    assert sum(c[0] < 3 for c in small) <= 2 and sum(c[0] < 3 for c in big) <= 2
+    assert all(sum(k for _, _, k, _ in c) <= 3 and len({s for *_, s in c}) == 1 for c in calls)
+    assert any(len({name for name, *_ in c}) > 1 for c in calls), calls  # across videos
+    spans = {}
+    for i, c in enumerate(calls):
+        for name, _, _, _ in c:
+            spans.setdefault(name, set()).add(i)
+    assert max(len(v) for v in spans.values()) > 1, calls  # a video split across calls
+    solved = sorted((name, t0 + j) for c in calls for name, t0, k, _ in c for j in range(k))
+    want = sorted((Path(rel).name, j) for rel, t, _, _ in VIDEOS for j in range(t - 1))
+    assert solved == want
 
 
 def test_failing_videos_lose_only_themselves(tree, sequential, tmp_path, monkeypatch):

@@ -244,6 +244,8 @@ class FlowPipeline:
             return out
 
         try:
+            if self.cuda and self.device.index is not None:
+                torch.cuda.set_device(self.device)  # a thread starts on device 0
             while True:
                 try:
                     item = self._queue.get(timeout=0.02)
