@@ -58,7 +58,7 @@ def tree(tmp_path_factory) -> Path:
 def sequential(tree, tmp_path_factory) -> dict[str, Path]:
     """The reference: one video after the other through write_video_flow, per format."""
     outs = {}
-    for fmt in ("jpg", "npy"):
+    for fmt in ("jpg", "npy", "flo"):
         out = tmp_path_factory.mktemp(f"seq_{fmt}")
         r = flow_tree(tree, out, PARAMS, format=fmt, batch=2, pipeline=False, quiet=True)
         assert r.ok and len(r.done) == len(VIDEOS)
@@ -80,7 +80,7 @@ def assert_same(out: Path, ref: Path) -> None:
 
 @pytest.mark.parametrize("fmt,batch,decoders,writers",
                          [("jpg", 3, 2, 2), ("jpg", 1, 1, 1), ("jpg", 64, 3, 1),
-                          ("npy", 3, 2, 3)])  # fmt: skip
+                          ("npy", 3, 2, 3), ("flo", 2, 3, 2)])  # fmt: skip
 def test_pipeline_files_equal_sequential_bytes(tree, sequential, tmp_path, fmt, batch, decoders,
                                                writers):  # fmt: skip
     out = tmp_path / "out"
