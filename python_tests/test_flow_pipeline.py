@@ -207,3 +207,14 @@ def test_cli_shards_and_kill_resume(tree, sequential, tmp_path):
 def test_bad_pipeline_arguments(tree, tmp_path):
     with pytest.raises(ValueError, match="decoders"):
         flow_tree(tree, tmp_path / "o", PARAMS, decoders=0)
+
+
+def test_a_broken_solver_thread_stops_the_job_without_hanging(tree, tmp_path, monkeypatch):
+    def bug(self, pieces):
+        raise KeyError("bug in the solver loop")
+
+    monkeypatch.setattr(pl.FlowPipeline, "_solve", bug)
+    out = tmp_path / "o"
+    with pytest.raises(RuntimeError, match="flow pipeline failed: 'bug in the solver loop'"):
+        flow_tree(tree, out, PARAMS, batch=2, quiet=True)
+    assert not list(out.rglob("meta.json")) and not list(out.rglob(".*")), "outputs or temps left"
