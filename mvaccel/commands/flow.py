@@ -17,6 +17,10 @@ Each video's folder is written under a hidden temporary name and renamed when co
 an interrupted run leaves no half-written video and a rerun skips the finished ones (and
 removes the temporaries of killed runs). Shards (``--shard i/n``, torchrun, SLURM) split the
 sorted source list. The Python API is :func:`mvaccel.flow.flow_tree`.
+
+Decoding (``--decoders`` threads), solving and writing (``--writers`` threads) overlap, and
+one solver call takes ``--batch`` pairs across videos of the same frame size (on CUDA through
+pinned buffers and a stream of its own); the files are the same bytes as ``--sequential``.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ def _run(args: argparse.Namespace) -> int:
     report = flow_tree(
         args.src, args.out, args.preset, format=args.format, bound=args.bound,
         batch=args.batch, device=device, backward=not args.forward, shard=shard,
-        overwrite=args.overwrite, quiet=args.quiet, preview=args.preview,
+        overwrite=args.overwrite, quiet=args.quiet, pipeline=not args.sequential,
+        decoders=args.decoders, writers=args.writers, preview=args.preview,
     )  # fmt: skip
     return 0 if report.ok else 1
 
@@ -55,7 +60,16 @@ def register(sub) -> None:
     p.add_argument("--format", choices=("jpg", "flo", "npy"), default="jpg")
     p.add_argument("--bound", type=float, default=20.0, help="jpg quantization bound (px)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:LOCAL_RANK under torchrun)")
-    p.add_argument("--batch", type=int, default=16, help="pairs per solver call")
+    p.add_argument("--batch", type=int, default=16,
+                   help="pairs per solver call, taken across videos of the same frame size "
+                   "(64-256 keeps a GPU busy)")  # fmt: skip
+    p.add_argument("--decoders", type=int, default=2, help="videos decoded at the same time")
+    p.add_argument("--writers", type=int, default=2, help="threads writing the flow files")
+    p.add_argument(
+        "--sequential",
+        action="store_true",
+        help="one video after the other (no overlap, no batches across videos)",
+    )
     p.add_argument("--shard", default=None, help="i/n: every n-th source video from the i-th "
                    "(default: torchrun RANK/WORLD_SIZE or SLURM array/task variables)")  # fmt: skip
     direction = p.add_mutually_exclusive_group()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -84,9 +85,7 @@ def iter_frames(src: str | Path | Tensor | Iterable) -> Iterator[np.ndarray]:
                     raise ValueError(f"flow_video: cannot read image {f}: {e}") from e
             return
         try:
-            from ..video._pyav import _av
-
-            av = _av()
+            import av
         except ImportError as e:  # pragma: no cover - av is a declared extra
             raise ImportError("flow_video: decoding videos needs PyAV (pip install av)") from e
         try:
@@ -229,61 +228,118 @@ def write_video_flow(
         ValueError: bad arguments or an unreadable source (the file is named).
         RuntimeError: an unusable CUDA device.
     """
-    import numpy as np
-
-    from .. import __version__
     from .._io import atomic_path
-    from .io import write_flo, write_flow_jpgs
 
     if format not in FORMATS:
         raise ValueError(f"write_video_flow: format must be one of {FORMATS}, got {format!r}")
     p = TVL1Params.preset(params) if isinstance(params, str) else params or TVL1Params()
-    dest = Path(dest)
-    parts: list[np.ndarray] = []
+    parts: dict[int, np.ndarray] = {}
     count = 0
-    best: list = []  # (mean |flow|, pair index, flow) of the pair with the most motion
-    with atomic_path(dest, folder=True) as tmp:
+    best = PreviewPick() if preview else None
+    with atomic_path(Path(dest), folder=True) as tmp:
 
         def sink(t0: int, flows: Tensor) -> None:
             nonlocal count
             count += flows.shape[0]
-            if preview:
-                m = flows.norm(dim=1).mean((1, 2))
-                k = int(m.argmax())
-                if not best or float(m[k]) > best[0][0]:
-                    best[:] = [(float(m[k]), t0 + k, flows[k].clone())]
-            if format == "jpg":
-                write_flow_jpgs(tmp, flows, start=t0 + 1, bound=bound)
-            elif format == "flo":
-                for k in range(flows.shape[0]):
-                    write_flo(tmp / f"flow_{t0 + k + 1:05d}.flo", flows[k])
-            else:
-                parts.append(flows.numpy())
+            write_flows(tmp, t0, flows, format, bound, parts)
+            if best is not None:
+                best.see(t0, flows)
 
         flow_video(src, p, batch=batch, device=device, backward=backward, callback=sink)
-        if format == "npy":
-            with open(tmp / "flow.npy", "wb") as fh:
-                np.save(fh, np.concatenate(parts, 0))
-        if best:
-            from ..viz import save_flow_preview
-
-            title = os.fspath(src) if isinstance(src, (str, Path)) else ""
-            save_flow_preview(tmp / "preview.png", src, best[0][1], best[0][2],
-                              backward=backward, title=title)  # fmt: skip
-        meta = {
-            "direction": "backward" if backward else "forward",
-            "file_k": "tvl1(I_k, I_{k-1})" if backward else "tvl1(I_{k-1}, I_k)",
-            "format": format,
-            "bound": bound if format == "jpg" else None,
-            "pairs": count,
-            "params": asdict(p),
-            "preset": params if isinstance(params, str) else None,
-            "source": os.fspath(src) if isinstance(src, (str, Path)) else None,
-            "decoder": _decoder(src),
-            "mvaccel": __version__,
-        }
-        (tmp / META_NAME).write_text(json.dumps(meta, indent=1) + "\n")
+        finish_flow_folder(tmp, src, p, params, format, bound, backward, count, parts, best)
     return count
+
+
+class PreviewPick:
+    """The pair with the most motion (mean ``|flow|``) of one video, for its ``preview.png``.
+
+    Thread-safe, and the choice does not depend on the order pairs arrive in (ties go to the
+    earlier pair), so the sequential path and the pipeline pick the same pair.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._best: tuple[float, int, Tensor] | None = None
+
+    def see(self, t0: int, flows: Tensor) -> None:
+        """Pairs ``t0 ..`` of the video, ``(n, 2, H, W)``."""
+        m = flows.norm(dim=1).mean((1, 2))
+        k = int(m.argmax())
+        cand = (float(m[k]), t0 + k, flows[k].clone())
+        with self._lock:
+            b = self._best
+            if b is None or (cand[0], -cand[1]) > (b[0], -b[1]):
+                self._best = cand
+
+    def save(self, path: Path, src, backward: bool) -> None:
+        """Write the chosen pair's figure (nothing when no pair was seen)."""
+        if self._best is None:
+            return
+        from ..viz import save_flow_preview
+
+        _, index, flow = self._best
+        title = os.fspath(src) if isinstance(src, (str, Path)) else ""
+        save_flow_preview(path, src, index, flow, backward=backward, title=title)
+
+
+def write_flows(
+    folder: Path, t0: int, flows: Tensor, format: str, bound: float, parts: dict[int, np.ndarray]
+) -> None:
+    """Write the flows of pairs ``t0 ..`` of one video into its (temporary) folder.
+
+    The one writer of :func:`write_video_flow` and the pipeline of :func:`flow_tree`:
+    ``jpg`` / ``flo`` files are numbered from ``t0 + 1``; ``npy`` keeps a copy in ``parts[t0]``
+    for :func:`finish_flow_folder`.
+    """
+    from .io import write_flo, write_flow_jpgs
+
+    if format == "jpg":
+        write_flow_jpgs(folder, flows, start=t0 + 1, bound=bound)
+    elif format == "flo":
+        for k in range(flows.shape[0]):
+            write_flo(folder / f"flow_{t0 + k + 1:05d}.flo", flows[k])
+    else:
+        parts[t0] = flows.numpy().copy()
+
+
+def finish_flow_folder(
+    folder: Path,
+    src,
+    p: TVL1Params,
+    params,
+    format: str,
+    bound: float,
+    backward: bool,
+    count: int,
+    parts: dict[int, np.ndarray],
+    preview: PreviewPick | None = None,
+) -> None:
+    """Finish a video's (temporary) flow folder: ``flow.npy``, ``meta.json``, ``preview.png``.
+
+    ``flow.npy`` for the ``npy`` format, from ``parts`` in pair order; ``preview.png`` when a
+    ``preview`` saw pairs.
+    """
+    from .. import __version__
+
+    if preview is not None:
+        preview.save(folder / "preview.png", src, backward)
+
+    if format == "npy":
+        with open(folder / "flow.npy", "wb") as fh:
+            np.save(fh, np.concatenate([parts[k] for k in sorted(parts)], 0))
+    meta = {
+        "direction": "backward" if backward else "forward",
+        "file_k": "tvl1(I_k, I_{k-1})" if backward else "tvl1(I_{k-1}, I_k)",
+        "format": format,
+        "bound": bound if format == "jpg" else None,
+        "pairs": count,
+        "params": asdict(p),
+        "preset": params if isinstance(params, str) else None,
+        "source": os.fspath(src) if isinstance(src, (str, Path)) else None,
+        "decoder": _decoder(src),
+        "mvaccel": __version__,
+    }
+    (folder / META_NAME).write_text(json.dumps(meta, indent=1) + "\n")
 
 
 def _decoder(src) -> str | None:
@@ -352,6 +408,9 @@ def flow_tree(
     overwrite: bool = False,
     quiet: bool = False,
     sources: Sequence[tuple[Path, Path]] | None = None,
+    pipeline: bool = True,
+    decoders: int = 2,
+    writers: int = 2,
     preview: bool = False,
 ):
     """TV-L1 flow of every video / frame folder under ``src`` into ``out`` (``mvaccel flow``).
@@ -360,6 +419,12 @@ def flow_tree(
     :func:`write_video_flow`. Resumable (finished folders are skipped), atomic per video,
     sharded by the sorted source list (:func:`mvaccel._io.parse_shard`), a failing video is
     logged and reported and the others go on; temporaries of killed runs are removed.
+
+    By default the videos go through a :class:`~mvaccel.flow.pipeline.FlowPipeline`:
+    ``decoders`` threads decode while the solver runs batches of ``batch`` pairs taken across
+    videos (pinned buffers and a stream of its own on CUDA) and ``writers`` threads write the
+    files; the files are byte for byte those of ``pipeline=False`` (one video after the
+    other through :func:`write_video_flow`).
 
     Args:
         src: a video, a frame folder, or a tree of them.
@@ -374,6 +439,9 @@ def flow_tree(
         overwrite: redo finished videos.
         quiet: no progress bar.
         sources: ``(source, relative output)`` pairs to use instead of listing ``src``.
+        pipeline: overlap decoding, solving and writing, batching across videos.
+        decoders: videos decoded at the same time (pipeline).
+        writers: threads writing flow files (pipeline).
         preview: also write each video's ``preview.png`` (see :func:`write_video_flow`).
 
     Returns:
@@ -392,9 +460,20 @@ def flow_tree(
     items = find_flow_sources(src) if sources is None else sources
     pairs = [(s, out / rel) for s, rel in items]
 
-    def work(s: Path, d: Path) -> None:
-        write_video_flow(s, d, params, format=format, bound=bound, batch=batch, device=device,
-                         backward=backward, preview=preview)  # fmt: skip
+    if not pipeline:
 
-    return run_jobs(pairs, work, shard=shard, overwrite=overwrite, quiet=quiet,
-                    what="mvaccel flow")  # fmt: skip
+        def work(s: Path, d: Path) -> None:
+            write_video_flow(s, d, params, format=format, bound=bound, batch=batch,
+                             device=device, backward=backward, preview=preview)  # fmt: skip
+
+        return run_jobs(pairs, work, shard=shard, overwrite=overwrite, quiet=quiet,
+                        what="mvaccel flow")  # fmt: skip
+    from .pipeline import FlowPipeline
+
+    p = TVL1Params.preset(params) if isinstance(params, str) else params or TVL1Params()
+    preset = params if isinstance(params, str) else None
+    with FlowPipeline(p, preset, format=format, bound=bound, batch=batch, device=device,
+                      backward=backward, decoders=decoders, writers=writers,
+                      preview=preview) as pipe:  # fmt: skip
+        return run_jobs(pairs, pipe.work, shard=shard, overwrite=overwrite, quiet=quiet,
+                        workers=pipe.threads, what="mvaccel flow")  # fmt: skip
