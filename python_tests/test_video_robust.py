@@ -150,6 +150,22 @@ def test_backend_and_ffmpeg_recorded(made, backend, tmp_path):
     assert str(saved["backend"]) == backend and str(saved["ffmpeg"]) == clip.ffmpeg
 
 
+def test_motion_clip_save_is_atomic(made, tmp_path, monkeypatch):
+    clip = mv.read_motion(made / "v.mp4", frames=range(4))
+    dest = clip.save(tmp_path / "c.npz")
+    before = dest.read_bytes()
+
+    def dies_mid_write(fh, **arrays):
+        fh.write(b"PK partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez_compressed", dies_mid_write)
+    with pytest.raises(OSError, match="disk full"):
+        clip.save(dest)
+    # the old file is whole and no temporary is left behind
+    assert dest.read_bytes() == before and sorted(tmp_path.iterdir()) == [dest]
+
+
 def test_auto_fallback_to_pyav_warns_once(made, monkeypatch):
     def missing():
         raise ImportError("mvaccel._video not built")

@@ -282,11 +282,12 @@ class MotionClip:
         return out
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the clip as an ``.npz`` atomically (temp file + rename)."""
+        """Write the clip as an ``.npz`` atomically (``mvaccel._io.atomic_path``)."""
+        from .._io import atomic_path
+
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez_compressed(tmp, **self.numpy())
-        tmp.replace(path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **self.numpy())
         return path
 
 
