@@ -309,9 +309,10 @@ def write_report(out: Path, sections: list[tuple[str, str]], figures: dict[str, 
             rel = Path(path).resolve().relative_to(out.resolve()).as_posix()
             lines += [f"### {caption}", "", f"![{caption}]({rel})", ""]
     path = out / "report.md"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
+    from ._io import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines))
     return path
 
 

@@ -17,8 +17,8 @@
 Figures are matplotlib (the optional extra ``mvaccel[viz]``), drawn with the Agg backend on
 :class:`matplotlib.figure.Figure` objects (no pyplot state, no display needed).
 
-Direction conventions (ARCHITECTURE.md): a motion vector is ``src - dst`` (a block's content is
-found at ``x + mv`` in the reference frame), and the flow drawn beside it is
+Direction conventions (README, "Conventions"): a motion vector is ``src - dst`` (a block's
+content is found at ``x + mv`` in the reference frame), and the flow drawn beside it is
 ``tvl1(I_t, I_ref)``, the same direction. Colours show that vector as it is; arrows show where
 the content went: from ``x + mv`` (where it was in the reference) to ``x``.
 """
@@ -210,11 +210,12 @@ def figure_to_array(fig) -> np.ndarray:
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int | None = None) -> Path:
-    """Write a figure as PNG atomically (temp file + rename); returns the path."""
+    """Write a figure as PNG atomically (``mvaccel._io.atomic_path``); returns the path."""
+    from ._io import atomic_path
+
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=dpi or fig.dpi, facecolor="white")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi or fig.dpi, facecolor="white")
     return path
 
 

@@ -95,9 +95,12 @@ def test_flow_dataset_dequantizes_jpegs(root, items):
     d = (root / "flow" / items[0].path).with_suffix("")
     q = np.stack([np.asarray(Image.open(d / f"flow_{a}_{f:05d}.jpg")) for a in "xy"])
     torch.testing.assert_close(raw, dequantize(torch.from_numpy(q), FLOW_BOUND))
+    # prepare's flow is backward (meta.json): reading it as dense_flow's forward flow would
+    # flip its sign silently, so it is refused (negation itself: test_datasets_disk.py).
     neg = FlowDataset(items, root / "flow", **kw(root, train=False, new_length=1,
                                                  num_segments=1, flow_negate=True))  # fmt: skip
-    torch.testing.assert_close(neg.raw(0)["flow"], -ds.raw(0)["flow"])
+    with pytest.raises(ValueError, match="holds backward flow.*set flow_negate=False"):
+        neg.raw(0)
 
 
 def test_teacher_flow_and_student_mv_agree_in_direction(root, items):

@@ -126,7 +126,7 @@ def test_tvnet(device, fused):
     x0 = _rand(2, 3, 16, 20, seed=1).sigmoid()
     x1 = torch.roll(x0, 1, 3)
     # TVNet's ops are float32/float64: it runs in float32 under the recipes' autocast too.
-    check_module(lambda: mnn.TVNet(iters=3, fused=fused), (x0, x1), device, amp=False)
+    check_module(lambda: mnn.TVNet(iterations=3, fused=fused), (x0, x1), device, amp=False)
 
 
 def test_off_layer_unit_and_subnetwork(device):
@@ -171,7 +171,7 @@ def test_every_module_moves_to_channels_last():
     for mod, args in [
         (mnn.RawOFF(grey=True), (frames,)),
         (mnn.OFFLayer(3, reduce=2, spatial_channels=2), (frames[:, 1], frames[:, 0])),
-        (mnn.TVNet(iters=1), (frames[:, 0], frames[:, 1])),
+        (mnn.TVNet(iterations=1), (frames[:, 0], frames[:, 1])),
         (mnn.DMCGenerator(), (frames[:, 0, :2], frames[:, 0])),
         (mnn.AttentionFusion(3), (torch.rand(1, 3), torch.rand(1, 3))),
         (bb.resnet18(num_classes=3, in_channels=3), (frames[:, 0],)),
@@ -394,7 +394,7 @@ def test_family_tvnet_end_to_end(device):
     x = _rand(2, 1, 9, 64, 64, seed=48).sigmoid()
 
     def build():
-        return TVNetClassifier(in_channels=9, num_classes=3, backbone="clarifai", iters=2,
+        return TVNetClassifier(in_channels=9, num_classes=3, backbone="clarifai", iterations=2,
                                backbone_kwargs={"width": 0.0625, "dropout": [0.0, 0.0]},
                                channels_last=device == "cuda")  # fmt: skip
 

@@ -135,7 +135,13 @@ def test_from_tvl1_params_fields_and_errors():
     net = TVNet.from_tvl1_params(
         Params(nscales=3, warps=2, inner_iterations=10, outer_iterations=2)
     )
-    assert (net.scales, net.warps, net.iters, net.lbda, net.zfactor) == (3, 2, 20, 0.15, 0.5)
+    assert (net.nscales, net.warps, net.iterations, net.lambda_, net.scale_step) == (
+        3,
+        2,
+        20,
+        0.15,
+        0.5,
+    )
     assert net.wf.shape == (3 * 2 * 20, 8) and net.wf.requires_grad
 
     @dataclasses.dataclass
@@ -148,7 +154,7 @@ def test_from_tvl1_params_fields_and_errors():
         iters: int = 7
 
     net = TVNet.from_tvl1_params(Other(), trainable=())
-    assert (net.tau, net.lbda, net.theta, net.iters) == (0.2, 0.1, 0.25, 7)
+    assert (net.tau, net.lambda_, net.theta, net.iterations) == (0.2, 0.1, 0.25, 7)
     assert not net.wf.requires_grad and len(list(net.parameters())) == 0
     for bad, match in [
         (Params(median=5), "median"),
@@ -185,7 +191,7 @@ def test_fused_equals_unrolled_with_gradients(one_thread, scales, warps, per_ite
 def test_stack_input_and_shapes():
     gen = torch.Generator().manual_seed(3)
     frames = torch.rand(2, 4, 3, 16, 12, generator=gen)
-    net = TVNet(iters=5)
+    net = TVNet(iterations=5)
     out = net(frames)
     assert out.shape == (2, 6, 16, 12)
     torch.testing.assert_close(out[:, 2:4], net(frames[:, 1], frames[:, 2]))
@@ -199,14 +205,14 @@ def test_stack_input_and_shapes():
         net(frames[:, 0], frames[:, 1, :, :8])
     with pytest.raises(ValueError, match="trainable"):
         TVNet(trainable=("theta",))
-    authors = TVNet(iters=5, preprocess="authors")
+    authors = TVNet(iterations=5, preprocess="authors")
     assert authors(frames[:, 0], frames[:, 1]).shape == (2, 2, 16, 12)
 
 
 def test_compile_fullgraph_tvnet(one_thread):
     gen = torch.Generator().manual_seed(4)
     I0, I1, _ = _pair(1, 12, 10, gen, dtype=torch.float32)
-    net = TVNet(scales=2, iters=3, size=(12, 10))
+    net = TVNet(nscales=2, iterations=3, size=(12, 10))
     compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
     u = compiled(I0, I1)
     torch.testing.assert_close(u, net(I0, I1))
@@ -239,7 +245,7 @@ def test_training_lowers_epe(one_thread):
     # Paper Table 1 in small: train the filters and u0 with EPE on synthetic pairs.
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(6)
-    net = TVNet(iters=10, size=(24, 24))
+    net = TVNet(iterations=10, size=(24, 24))
     test_pairs = _pair(8, 24, 24, torch.Generator().manual_seed(7), dtype=torch.float32)
 
     def test_epe():
@@ -256,3 +262,24 @@ def test_training_lowers_epe(one_thread):
         opt.step()
     after = test_epe()
     assert after < 0.85 * before, f"EPE {before:.3f} -> {after:.3f}"
+
+
+def test_old_spellings_warn_and_give_the_same_network():
+    gen = torch.Generator().manual_seed(3)
+    I0, I1, _ = _pair(1, 16, 20, gen, dtype=torch.float32)
+    new = TVNet(nscales=2, iterations=3, lambda_=0.2, scale_step=0.6, dual_eps=1e-6)
+    with pytest.warns(DeprecationWarning, match="'lbda' is deprecated, use 'lambda_'"):
+        old = TVNet(scales=2, iters=3, lbda=0.2, zfactor=0.6, eps=1e-6)
+    assert (old.nscales, old.iterations, old.lambda_, old.scale_step, old.dual_eps) == (
+        2, 3, 0.2, 0.6, 1e-6
+    )  # fmt: skip
+    with pytest.warns(DeprecationWarning, match=r"TVNet\.iters is deprecated"):
+        assert old.iters == 3
+    u = new(I0, I1)
+    with pytest.warns(DeprecationWarning, match="'x0' is deprecated, use 'I0'"):
+        assert torch.equal(old(x0=I0, x1=I1), u)
+    assert torch.equal(new(I0=I0, I1=I1), u)
+    with pytest.raises(TypeError, match="both 'iters'"):
+        TVNet(iters=3, iterations=5)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'iter'"):
+        TVNet(iter=3)

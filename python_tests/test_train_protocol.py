@@ -204,7 +204,7 @@ def test_train_tvnet_epe_is_full_batch_sgd():
              FlowPair("b", torch.randint(0, 255, (3, 10, 9), generator=g, dtype=torch.uint8),
                       torch.randint(0, 255, (3, 10, 9), generator=g, dtype=torch.uint8),
                       -torch.ones(2, 10, 9), torch.ones(10, 9, dtype=torch.bool))]  # fmt: skip
-    net = TVNet(iters=3, trainable=("u0",))
+    net = TVNet(iterations=3, trainable=("u0",))
     u0 = net.u0.detach().clone()
     # One step by hand: the mean of the two pairs' EPE, gradient times 0.05.
     net.zero_grad()
@@ -216,7 +216,7 @@ def test_train_tvnet_epe_is_full_batch_sgd():
     assert hist[0] == (0, pytest.approx(float(loss)))
     torch.testing.assert_close(net.u0.detach(), want)
     with pytest.raises(ValueError, match="no trainable"):
-        train_tvnet_epe(TVNet(iters=2, trainable=()), pairs, steps=1)
+        train_tvnet_epe(TVNet(iterations=2, trainable=()), pairs, steps=1)
 
 
 # ---- multi-task training: HMDB51 with UCF101 (Zhang et al.) ----

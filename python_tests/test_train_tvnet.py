@@ -161,7 +161,7 @@ def test_tvnet_recipe_builds_the_paper_model(tvnet_run, flow_net):
     model = tvnet_run["model"]
     hp = model.hparams
     assert isinstance(model, TVNetClassifier)
-    assert (hp.tvnet_scales, hp.warps, hp.iters) == (1, 1, 50)  # TVNet-50
+    assert (hp.nscales, hp.warps, hp.iterations) == (1, 1, 50)  # TVNet-50
     assert hp.flow_weight == 0.1 and hp.tvnet_lr_div == 255.0
     assert hp.in_channels == 9 and model.flow_channels == 4  # 3 RGB frames -> 2 flows
     assert model.tvnet.wf.requires_grad and model.tvnet.u0.shape == (1, 2, 224, 224)
@@ -444,6 +444,31 @@ def test_classifier_init_options_are_checked():
         TVNetClassifier(classifier_init="flow", **kw)
     with pytest.raises(ValueError, match="not both"):
         TVNetClassifier(classifier_checkpoint="a.ckpt", pretrained="b.pth", **kw)
-    assert TVNetClassifier(classifier_init="scratch", iters=2, **kw).hparams.classifier_init == (
-        "scratch"
-    )
+    model = TVNetClassifier(classifier_init="scratch", iterations=2, **kw)
+    assert model.hparams.classifier_init == "scratch"
+
+
+def test_old_parameter_spellings_in_a_recipe_still_load_with_a_warning(root, tmp_path):
+    # A recipe written before the rename (tvnet_scales / iters / lbda / zfactor keys).
+    text = (RECIPES / "tvnet_e2e.yaml").read_text()
+    for new, old in [("nscales: 1", "tvnet_scales: 2"), ("iterations: 50", "iters: 3"),
+                     ("lambda_: 0.15", "lbda: 0.2")]:  # fmt: skip
+        assert f"    {new}" in text
+        text = text.replace(f"    {new}", f"    {old}")
+    old = tmp_path / "old.yaml"
+    old.write_text(text)
+    args = [*tvnet_args(root, init="scratch"), "--model.init_args.zfactor=0.6"]
+    with pytest.warns(DeprecationWarning, match="'iters' is deprecated, use 'iterations'"):
+        cli = MvaccelCLI(
+            ActionClassifier, VideoDataModule, subclass_mode_model=True, run=False,
+            args=["--config", str(old), *args], save_config_callback=None,
+            auto_configure_optimizers=False,
+        )  # fmt: skip
+    net, hp = cli.model.tvnet, cli.model.hparams
+    assert (net.nscales, net.iterations, net.lambda_, net.scale_step) == (2, 3, 0.2, 0.6)
+    # the checkpoint records the new names only
+    assert (hp.nscales, hp.iterations, hp.lambda_, hp.scale_step) == (2, 3, 0.2, 0.6)
+    assert hp.iters is None and hp.lbda is None
+    kw = dict(in_channels=9, backbone="clarifai", num_classes=3, classifier_init="scratch")
+    with pytest.raises(TypeError, match="both 'iters' .* and 'iterations'"):
+        TVNetClassifier(iters=3, iterations=7, **kw)

@@ -151,6 +151,48 @@ def test_backend_and_ffmpeg_recorded(made, backend, tmp_path):
     assert str(saved["backend"]) == backend and str(saved["ffmpeg"]) == clip.ffmpeg
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_video_raises_video_error_on_both_backends(made, backend, tmp_path):
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(bytes(range(256)) * 16)
+    cut = tmp_path / "cut.mp4"
+    data = (made / "v.mp4").read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    assert issubclass(mv.VideoError, RuntimeError)
+    for p in (junk, cut):
+        with pytest.raises(mv.VideoError, match=p.name):
+            mv.read_motion(p, backend=backend)
+    with pytest.raises(mv.VideoError, match="junk.mp4"):
+        mv.probe(junk, backend=backend)
+    with pytest.raises(FileNotFoundError, match="nothing.mp4"):
+        mv.read_motion(tmp_path / "nothing.mp4", backend=backend)
+
+
+def test_video_error_without_the_native_reader(monkeypatch):
+    def missing():
+        raise ImportError("mvaccel._video not built")
+
+    monkeypatch.setattr(core, "_native", missing)
+    cls = core._video_error_class()
+    assert cls.__name__ == "VideoError" and issubclass(cls, RuntimeError)
+
+
+def test_motion_clip_save_is_atomic(made, tmp_path, monkeypatch):
+    clip = mv.read_motion(made / "v.mp4", frames=range(4))
+    dest = clip.save(tmp_path / "c.npz")
+    before = dest.read_bytes()
+
+    def dies_mid_write(fh, **arrays):
+        fh.write(b"PK partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez_compressed", dies_mid_write)
+    with pytest.raises(OSError, match="disk full"):
+        clip.save(dest)
+    # the old file is whole and no temporary is left behind
+    assert dest.read_bytes() == before and sorted(tmp_path.iterdir()) == [dest]
+
+
 def test_auto_fallback_to_pyav_warns_once(made, monkeypatch):
     def missing():
         raise ImportError("mvaccel._video not built")

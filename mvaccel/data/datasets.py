@@ -3,11 +3,12 @@
 One class, :class:`VideoDataset`, reads any combination of *modalities* of a video at the same
 positions and crops and flips all of them the same way; the named classes fix the modalities:
 
-- ``"mv"``: motion vectors from the bitstream (:func:`mvaccel.video.read_motion`), spread to
-  pixels with the codec's block semantics (``block_upsample``, nearest), ``K`` fields stacked
-  as ``2K`` interleaved channels ``x_1, y_1, x_2, y_2, ...`` (TSN's flow layout). I-frames carry
-  the previous frame's vectors (Zhang et al.); with ``accumulate`` they are CoViAR's vectors
-  traced back to the GOP's I-frame.
+- ``"mv"``: motion vectors from the bitstream (:func:`mvaccel.video.read_motion`), or from the
+  ``.npz`` files of ``mvaccel mv VIDEOS --out MV_ROOT`` with ``mv_root`` (the same values),
+  spread to pixels with the codec's block semantics (``block_upsample``, nearest), ``K`` fields
+  stacked as ``2K`` interleaved channels ``x_1, y_1, x_2, y_2, ...`` (TSN's flow layout).
+  I-frames carry the previous frame's vectors (Zhang et al.); with ``accumulate`` they are
+  CoViAR's vectors traced back to the GOP's I-frame.
 - ``"residual"``: the frames' residuals (``3K`` channels; CoViAR's accumulated residual with
   ``accumulate``).
 - ``"flow"``: precomputed TV-L1 flow stored as TSN/dense_flow JPEGs (``flow_x_%05d.jpg``,
@@ -21,12 +22,15 @@ positions and crops and flips all of them the same way; the named classes fix th
 (``t = 1 .. T-1``) is the motion of frame ``t`` relative to frame ``t - 1``: the P-frame's
 vectors (``src - dst``, content of frame ``t`` at ``x`` sits at ``x + mv`` in frame ``t - 1``) and
 the flow file ``flow_x_%05d.jpg`` numbered ``t`` written by ``mvaccel flow --backward``
-(``tvl1(I_t, I_{t-1})``, the same direction; ARCHITECTURE.md). So the teacher's flow and the
-student's motion vectors of one sample describe the same motion in the same sign. Flow made in
-dense_flow's forward order (``tvl1(I_{t-1}, I_t)``, file ``t`` on frame ``t - 1``'s grid) can be
-read with ``flow_negate=True``, which flips its sign (an approximation: it stays on the grid of
-the earlier frame). RGB (and I-frames) alone sample frames ``0 .. T-1``; beside a motion
-modality frame ``t``.
+(``tvl1(I_t, I_{t-1})``, the same direction; README, "Conventions"). So the teacher's flow and
+the student's motion vectors of one sample describe the same motion in the same sign. Flow made
+in dense_flow's forward order (``tvl1(I_{t-1}, I_t)``, file ``t`` on frame ``t - 1``'s grid, what
+``mvaccel flow --forward`` writes) can be read with ``flow_negate=True``, which flips its sign (an
+approximation: it stays on the grid of the earlier frame). A flow folder's ``meta.json`` (written
+by ``mvaccel flow``) must agree: its ``direction`` with ``flow_negate`` (``"forward"`` needs
+``flow_negate=True``, ``"backward"`` needs False), its ``bound`` with ``flow_bound``, its format
+JPEG; otherwise ``ValueError`` names the folder and the option to set. RGB (and I-frames) alone
+sample frames ``0 .. T-1``; beside a motion modality frame ``t``.
 
 **Values.** Motion in pixels is scaled with every resize (:func:`transforms.resize`), negated in
 x by flips, then clipped to ``±bound`` and mapped by :func:`transforms.normalize_motion`
@@ -172,6 +176,7 @@ class _Video:
         self._clip = None
         self._flow = None
         self._flow_dir = None
+        self._mv_file: tuple[Tensor, Tensor, tuple[int, int]] | None = None
         # sparse path: the stream's index, the reader of this process, what was read
         self._index: tuple[int, bool] | None = None
         self._reader = None
@@ -191,11 +196,15 @@ class _Video:
             raise FileNotFoundError(f"{self.item.path}: video not found at {p}")
         return p
 
+    def _under(self, root: Path, suffix: str = "") -> Path:
+        """``root/<item path without suffix><suffix>`` (tree) or ``root/<name><suffix>`` (flat)."""
+        rel = Path(self.item.path).with_suffix(suffix)
+        return root / (rel if self.ds.layout == "tree" else rel.name)
+
     def _folder(self, root: Path | None, what: str) -> Path:
         if root is None:
             raise ValueError(f"modality {what!r} needs its root folder (flow_root / frame_root)")
-        rel = Path(self.item.path).with_suffix("")
-        d = root / (rel if self.ds.layout == "tree" else rel.name)
+        d = self._under(root)
         if not d.is_dir():
             raise FileNotFoundError(f"{self.item.path}: no {what} folder at {d}")
         return d
@@ -350,9 +359,11 @@ class _Video:
         """Frames every source of the dataset's modalities has (flow: fields + 1)."""
         mods = self.ds.modalities
         counts = []
-        from_video = ("mv", "residual", "iframe")
+        from_video = ("residual", "iframe") + (() if self.ds.mv_root else ("mv",))
         if any(m in mods for m in from_video) or ("rgb" in mods and self.ds.frame_root is None):
             counts.append(len(self.clip()) if self.ds.cache else self._scan()[0])
+        if "mv" in mods and self.ds.mv_root is not None:
+            counts.append(len(self.motion_file()[0]))
         if "flow" in mods:
             counts.append(self.num_flow() + 1)
         if "rgb" in mods and self.ds.frame_root is not None:
@@ -361,6 +372,9 @@ class _Video:
 
     def frame_types(self, frames: list[int] | None = None) -> Tensor:
         """``(n,)`` uint8 picture types (``0 = I, 1 = P, 2 = B``) of ``frames`` (None: all)."""
+        if self.ds.mv_root is not None and "mv" in self.ds.modalities:
+            types = self.motion_file()[1]
+            return types if frames is None else types[list(frames)]
         if self.ds.cache:
             types = self.clip().frame_type
             return types if frames is None else types[list(frames)]
@@ -379,8 +393,48 @@ class _Video:
 
     def flow_dir(self) -> Path:
         if self._flow_dir is None:
-            self._flow_dir = self._folder(self.ds.flow_root, "flow")
+            d = self._folder(self.ds.flow_root, "flow")
+            self._check_flow_meta(d)
+            self._flow_dir = d
         return self._flow_dir
+
+    def _check_flow_meta(self, d: Path) -> None:
+        """Refuse a flow folder whose ``meta.json`` contradicts how the dataset reads it.
+
+        ``mvaccel flow`` records the direction, format and bound of what it wrote; a folder
+        without ``meta.json`` (dense_flow's, TSN's) is taken as the options say.
+        """
+        import json
+
+        from ..flow.video import META_NAME
+
+        p = d / META_NAME
+        if not p.is_file():
+            return
+        try:
+            meta = json.loads(p.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{self.item.path}: unreadable flow metadata {p}: {e}") from e
+        ds, direction = self.ds, meta.get("direction")
+        want = "forward" if ds.flow_negate else "backward"
+        if direction in ("forward", "backward") and direction != want:
+            raise ValueError(
+                f"{self.item.path}: {d} holds {direction} flow ({meta.get('file_k', '')}, "
+                f"{META_NAME}) but the dataset reads {want} flow (flow_negate={ds.flow_negate}): "
+                f"set flow_negate={not ds.flow_negate}, or rewrite the flow "
+                f"({'without' if direction == 'backward' else 'with'} --forward)"
+            )
+        if meta.get("format", "jpg") != "jpg":
+            raise ValueError(
+                f"{self.item.path}: {d} holds {meta['format']!r} flow; the dataset reads "
+                "flow_x/flow_y JPEGs (mvaccel flow --format jpg)"
+            )
+        bound = meta.get("bound")
+        if bound is not None and float(bound) != float(ds.flow_bound):
+            raise ValueError(
+                f"{self.item.path}: {d} was quantised with bound {bound} ({META_NAME}) but the "
+                f"dataset dequantises with flow_bound={ds.flow_bound}: set flow_bound={bound}"
+            )
 
     def num_flow(self) -> int:
         n = sum(1 for p in os.listdir(self.flow_dir()) if p.startswith("flow_x_"))
@@ -389,15 +443,13 @@ class _Video:
         return n
 
     def _read_flow(self, t: int) -> np.ndarray:
-        from PIL import Image
-
         d = self.flow_dir()
         planes = []
         for axis in "xy":
             p = d / f"flow_{axis}_{t:05d}.jpg"
             if not p.is_file():
                 raise FileNotFoundError(f"{self.item.path}: flow field {t} missing ({p})")
-            planes.append(np.asarray(Image.open(p).convert("L")))
+            planes.append(_read_image(p, "L", self.item.path))
         if planes[0].shape != planes[1].shape:
             raise ValueError(f"{self.item.path}: flow x and y of field {t} differ in size")
         return np.stack(planes)
@@ -429,15 +481,13 @@ class _Video:
         """``(n, 3, H, W)`` uint8 frames ``frames`` (0-based)."""
         if self.ds.frame_root is None:
             return torch.stack(self.rows("rgb", frames).rows)
-        from PIL import Image
-
         d = self._folder(self.ds.frame_root, "frame")
         out = []
         for f in frames:
             p = d / f"img_{f + 1:05d}.jpg"
             if not p.is_file():
                 raise FileNotFoundError(f"{self.item.path}: frame {f} missing ({p})")
-            out.append(np.asarray(Image.open(p).convert("RGB")))
+            out.append(_read_image(p, "RGB", self.item.path))
         return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
 
     def iframe(self, frames: list[int]) -> Tensor:
@@ -446,8 +496,66 @@ class _Video:
 
     # ---- motion vectors and residuals ----
 
+    def mv_file(self) -> Path:
+        """The ``.npz`` of ``mvaccel mv DIR --out MV_ROOT`` for this video."""
+        p = self._under(self.ds.mv_root, ".npz")
+        if not p.is_file():
+            raise FileNotFoundError(
+                f"{self.item.path}: no motion file at {p} (written by `mvaccel mv VIDEOS --out "
+                f"{self.ds.mv_root}`)"
+            )
+        return p
+
+    def motion_file(self) -> tuple[Tensor, Tensor, tuple[int, int]]:
+        """``(mv (T, 2, h, w), frame_type (T,), (H, W))`` of :meth:`mv_file`, checked.
+
+        The file must hold every frame, read with the dataset's ``block`` and ``accumulate``
+        and the defaults ``b_list=0``, ``fill_iframe="previous"`` (what decoding gives);
+        otherwise ``ValueError`` names the file and the difference.
+        """
+        if self._mv_file is None:
+            import json
+            import zipfile
+
+            p = self.mv_file()
+            keys = ("mv", "frame_type", "block", "size")
+            try:
+                with np.load(p) as z:
+                    d = {k: z[k] for k in (*keys, "meta") if k in z.files}
+                meta = json.loads(str(d["meta"][()])) if "meta" in d else {}
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+                raise ValueError(f"{self.item.path}: unreadable motion file {p}: {e}") from e
+            missing = [k for k in keys if k not in d]
+            if missing:
+                raise ValueError(f"{self.item.path}: {p} lacks {missing}: not a motion file")
+            ds, opts = self.ds, dict(meta.get("options") or {})
+            opts["block"] = int(d["block"])
+            want = {"block": ds.block, "accumulate": ds.accumulate, "b_list": 0,
+                    "fill_iframe": "previous"}  # fmt: skip
+            bad = {k: opts[k] for k, v in want.items() if k in opts and opts[k] != v}
+            if bad:
+                raise ValueError(
+                    f"{self.item.path}: {p} was written with {bad}, the dataset reads "
+                    f"{ {k: want[k] for k in bad} }: rerun `mvaccel mv` with the dataset's options"
+                )
+            if meta.get("frames") is not None:
+                raise ValueError(f"{self.item.path}: {p} holds only some frames; the dataset "
+                                 "needs a whole-video motion file")  # fmt: skip
+            if len(d["mv"]) < 2:
+                raise ValueError(f"{self.item.path}: {p} has {len(d['mv'])} frame(s), need 2+")
+            size = (int(d["size"][0]), int(d["size"][1]))
+            self._mv_file = (torch.from_numpy(d["mv"]), torch.from_numpy(d["frame_type"]), size)
+        return self._mv_file
+
     def mv_cells(self, frames: list[int]) -> _Cells:
         """The vectors of ``frames`` per codec block (:class:`_Cells`, ``n`` fields)."""
+        if self.ds.mv_root is not None:
+            mv, _, size = self.motion_file()
+            bad = [f for f in frames if not 0 <= f < len(mv)]
+            if bad:
+                raise ValueError(f"{self.item.path}: frames {bad} out of range: the motion file "
+                                 f"has {len(mv)} frames")  # fmt: skip
+            return _Cells(mv[list(frames)], self.ds.block, size)
         if not self.ds.cache:
             self._fetch(frames)
             mv = torch.stack([self._rows["mv"][int(f)] for f in frames])
@@ -464,6 +572,17 @@ class _Video:
         return torch.stack(self.rows("residual", frames).rows)
 
 
+def _read_image(path: Path, mode: str, item: str) -> np.ndarray:
+    """``(H, W)`` (``mode="L"``) or ``(H, W, 3)`` uint8 of an image file; damage names it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert(mode))
+    except (OSError, SyntaxError, ValueError) as e:  # PIL: truncated / not an image
+        raise ValueError(f"{item}: unreadable image {path} (truncated or damaged?): {e}") from e
+
+
 class VideoDataset(Dataset):
     """Samples of one or more modalities of the videos of a split, cropped alike.
 
@@ -476,6 +595,11 @@ class VideoDataset(Dataset):
             with ``layout="tree"``, the layout ``mvaccel flow`` writes; ``<root>/<video>/`` with
             ``"flat"``, TSN's).
         frame_root: folder of RGB frame folders (``img_00001.jpg`` ...); None: decode the video.
+        mv_root: the output folder of ``mvaccel mv VIDEOS --out MV_ROOT``
+            (``<mv_root>/<Class>/<video>.npz``, or ``<mv_root>/<video>.npz`` with ``"flat"``):
+            the ``"mv"`` input reads these files instead of decoding the videos (the same
+            values; the files must have been written with the dataset's ``block`` and
+            ``accumulate``). Other modalities still read the videos. None: decode.
         layout: ``"tree"`` or ``"flat"`` (see ``flow_root``).
         video_ext: replaces the list's extension (``".mp4"`` after ``mvaccel prepare``).
         num_segments: TSN segments ``S`` (3 to train, 25 to test in the papers).
@@ -519,6 +643,7 @@ class VideoDataset(Dataset):
         *,
         flow_root: str | Path | None = None,
         frame_root: str | Path | None = None,
+        mv_root: str | Path | None = None,
         layout: str = "tree",
         video_ext: str | None = None,
         num_segments: int = 3,
@@ -566,6 +691,7 @@ class VideoDataset(Dataset):
         self.modalities = modalities
         self.flow_root = Path(flow_root) if flow_root is not None else None
         self.frame_root = Path(frame_root) if frame_root is not None else None
+        self.mv_root = Path(mv_root) if mv_root is not None else None
         self.layout, self.video_ext = layout, video_ext
         self.num_segments, self.new_length = num_segments, new_length
         self.train, self.sampling = train, sampling

@@ -79,7 +79,8 @@ def run(ctx: DemoContext) -> list[MethodResult]:
     common = dict(
         backbone="clarifai", num_classes=dm.num_classes, in_channels=3 * (k + 1),
         backbone_kwargs=bk, optimizer="adam", weight_decay=5e-4, step_seed=cfg.seed,
-        flow_clip=cfg.bound, flow_std=cfg.motion_std, iters=50, tvnet_size=(cfg.size, cfg.size),
+        flow_clip=cfg.bound, flow_std=cfg.motion_std, iterations=50,
+        tvnet_size=(cfg.size, cfg.size),
     )  # fmt: skip
     L.seed_everything(cfg.seed, verbose=False)
     try:  # the flow CNN initialises the classifier if its backbone and shapes fit

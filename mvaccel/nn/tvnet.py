@@ -1,17 +1,23 @@
 """TVNet (Fan et al., CVPR 2018): TV-L1 optical flow unrolled into trainable layers.
 
-``scales x warps x iters`` iterations of the dual TV-L1 scheme, each a layer with its own
+``nscales x warps x iterations`` iterations of the dual TV-L1 scheme, each a layer with its own
 forward-difference and divergence filters (initialised to TV-L1's ``[-1, 1]``), bilinear warping,
-``eps`` in both divisions (eq. 11), a coarse-to-fine pyramid by ``zfactor`` and a trainable
-initial flow ``u0``. Untrained, it computes TV-L1 (the ``tvnet`` preset of ``mvaccel.flow``).
-The iterations run in the fused op :func:`mvaccel.ops.tvnet_iterations` (``fused=True``) or
-unrolled in plain PyTorch (``fused=False``, the reference).
+``dual_eps`` in both divisions (eq. 11), a coarse-to-fine pyramid by ``scale_step`` and a
+trainable initial flow ``u0``. Untrained, it computes TV-L1 (the ``tvnet`` preset of
+``mvaccel.flow``). The iterations run in the fused op :func:`mvaccel.ops.tvnet_iterations`
+(``fused=True``) or unrolled in plain PyTorch (``fused=False``, the reference).
+
+Parameter names are those of :class:`mvaccel.flow.TVL1Params` (OpenCV's): ``nscales``,
+``iterations``, ``lambda_``, ``scale_step``, ``dual_eps``; the frames are ``I0, I1``. The old
+spellings (``scales``, ``iters``, ``lbda``, ``zfactor``, ``eps``; ``x0``, ``x1``) are accepted
+as keyword arguments with a ``DeprecationWarning`` (:data:`RENAMED`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +25,50 @@ from torch import Tensor, nn
 
 from ..ops.resample import mv_resize
 from ..ops.tvnet import TVL1_TAPS, tvnet_iterations, tvnet_iterations_reference
+
+#: Old TVNet spellings of the TV-L1 parameters -> the :class:`mvaccel.flow.TVL1Params` names.
+RENAMED = {
+    "scales": "nscales",
+    "iters": "iterations",
+    "lbda": "lambda_",
+    "zfactor": "scale_step",
+    "eps": "dual_eps",
+}
+
+
+def renamed_kwargs(
+    owner: str, kwargs: Mapping, renames: Mapping[str, str], given: Mapping | None = None
+) -> dict:
+    """Map deprecated keyword spellings to the new names, with a ``DeprecationWarning`` each.
+
+    Args:
+        owner: who takes them (in the messages), e.g. ``"TVNet"``.
+        kwargs: the keyword arguments received under the old names (``**deprecated``).
+        renames: ``{old: new}``.
+        given: the new-name arguments passed explicitly (those not at their default): an
+            argument given under both names is an error.
+
+    Returns:
+        ``{new: value}`` for every old name in ``kwargs``.
+
+    Raises:
+        TypeError: a name that is neither known nor deprecated, or one argument given twice.
+    """
+    out = {}
+    for old, value in kwargs.items():
+        if old not in renames:
+            raise TypeError(f"{owner}: unexpected keyword argument {old!r}")
+        new = renames[old]
+        if given and new in given:
+            raise TypeError(f"{owner}: got both {old!r} (deprecated) and {new!r}; pass {new!r}")
+        warnings.warn(
+            f"{owner}: argument {old!r} is deprecated, use {new!r}",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        out[new] = value
+    return out
+
 
 _LUMA = (0.299, 0.587, 0.114)
 # The authors' 5x5 Gaussian (sigma 0.8), applied before the solve when preprocess="authors".
@@ -81,24 +131,42 @@ def _resize_flow(u: Tensor, size: tuple[int, int]) -> Tensor:
     return mv_resize(u, size, "bilinear")
 
 
+# defaults of the renamed arguments (to tell an explicit new-name argument from a default)
+_DEFAULTS = {"nscales": 1, "iterations": 50, "lambda_": 0.15, "scale_step": 0.5, "dual_eps": 1e-12}
+
+
+def _frames(owner: str, I0, I1, deprecated: dict):
+    """``(I0, I1)`` with the old keywords ``x0`` / ``x1`` mapped (deprecated)."""
+    given = {k: None for k, v in (("I0", I0), ("I1", I1)) if v is not None}
+    new = renamed_kwargs(owner, deprecated, {"x0": "I0", "x1": "I1"}, given)
+    I0, I1 = new.get("I0", I0), new.get("I1", I1)
+    if I0 is None:
+        raise TypeError(f"{owner}: needs the frames I0 (and I1)")
+    return I0, I1
+
+
 class TVNet(nn.Module):
-    """TV-L1 optical flow as a trainable network (TVNet-``scales``-``warps``-``iters``).
+    """TV-L1 optical flow as a trainable network (TVNet-``nscales``-``warps``-``iterations``).
+
+    Arguments are named as :class:`mvaccel.flow.TVL1Params`' fields; the old spellings
+    ``scales``, ``iters``, ``lbda``, ``zfactor``, ``eps`` still work as keywords, with a
+    ``DeprecationWarning`` (and read as attributes).
 
     Args:
-        scales: pyramid levels; level ``s`` has size ``ceil(H * zfactor**s)``.
+        nscales: pyramid levels; level ``s`` has size ``ceil(H * scale_step**s)``.
         warps: warps per level (the image is re-warped with the current flow).
-        iters: iterations per warp.
+        iterations: iterations per warp.
         tau: time step of the dual update.
-        lbda: weight of the data term (``lambda`` of eq. 1).
+        lambda_: weight of the data term (``lambda`` of eq. 1).
         theta: coupling of ``u`` and ``v``.
-        zfactor: ratio between pyramid levels.
+        scale_step: ratio between pyramid levels.
         trainable: which parameters learn: ``"filters"`` (the forward-difference and divergence
             taps of every iteration, ``wf`` and ``wb``) and/or ``"u0"`` (the initial flow at the
             coarsest level). Others are fixed buffers. The centred image gradient ``w_c`` is
             always fixed (as in the authors' code).
         per_iter_filters: one set of taps per iteration (the authors' code) or one set shared
             by all.
-        eps: added under the square root of the dual update (eq. 11).
+        dual_eps: added under the square root of the dual update (eq. 11).
         grad_eps: the thresholding divides by ``|grad I1|^2`` only above this.
         size: ``(H, W)`` of the inputs, for a per-pixel ``u0`` (the paper's); ``None`` makes
             ``u0`` one global vector (any input size). A per-pixel ``u0`` is resized (and its
@@ -109,7 +177,7 @@ class TVNet(nn.Module):
         fused: run the iterations in the fused op (CPU/CUDA kernels, hand-written backward,
             low memory) or unrolled in plain PyTorch.
 
-    Trainable parameters: ``wf``, ``wb`` ``(L, 8)`` (``L = scales * warps * iters`` or 1;
+    Trainable parameters: ``wf``, ``wb`` ``(L, 8)`` (``L = nscales * warps * iterations`` or 1;
     ``(f0, f1, g0, g1)`` of u1 then u2, ``(b0, b1, c0, c1)`` of p1 then p2; see
     :func:`mvaccel.ops.tvnet_iterations`) and ``u0`` ``(1, 2, h, w)``, as selected.
 
@@ -123,43 +191,55 @@ class TVNet(nn.Module):
 
     def __init__(
         self,
-        scales: int = 1,
+        nscales: int = 1,
         warps: int = 1,
-        iters: int = 50,
+        iterations: int = 50,
         tau: float = 0.25,
-        lbda: float = 0.15,
+        lambda_: float = 0.15,
         theta: float = 0.3,
-        zfactor: float = 0.5,
+        scale_step: float = 0.5,
         trainable: Sequence[str] = ("filters", "u0"),
         per_iter_filters: bool = True,
-        eps: float = 1e-12,
+        dual_eps: float = 1e-12,
         grad_eps: float = 1e-12,
         size: tuple[int, int] | None = None,
         preprocess: str = "tvl1",
         fused: bool = True,
+        **deprecated,
     ):
         super().__init__()
+        if deprecated:
+            explicit = {k for k, v in (("nscales", nscales), ("iterations", iterations),
+                                       ("lambda_", lambda_), ("scale_step", scale_step),
+                                       ("dual_eps", dual_eps))
+                        if v != _DEFAULTS[k]}  # fmt: skip
+            new = renamed_kwargs("TVNet", deprecated, RENAMED, dict.fromkeys(explicit))
+            nscales = new.get("nscales", nscales)
+            iterations = new.get("iterations", iterations)
+            lambda_ = new.get("lambda_", lambda_)
+            scale_step = new.get("scale_step", scale_step)
+            dual_eps = new.get("dual_eps", dual_eps)
         bad = set(trainable) - {"filters", "u0"}
         if bad:
             raise ValueError(f"TVNet: trainable may hold 'filters' and 'u0', got {sorted(bad)}")
-        for name, v in (("scales", scales), ("warps", warps), ("iters", iters)):
+        for name, v in (("nscales", nscales), ("warps", warps), ("iterations", iterations)):
             if int(v) < 1:
                 raise ValueError(f"TVNet: {name} must be >= 1, got {v}")
-        if not (tau > 0 and lbda > 0 and theta > 0 and 0 < zfactor < 1):
+        if not (tau > 0 and lambda_ > 0 and theta > 0 and 0 < scale_step < 1):
             raise ValueError(
-                f"TVNet: need tau, lbda, theta > 0 and 0 < zfactor < 1, got tau={tau}, "
-                f"lbda={lbda}, theta={theta}, zfactor={zfactor}"
+                f"TVNet: need tau, lambda_, theta > 0 and 0 < scale_step < 1, got tau={tau}, "
+                f"lambda_={lambda_}, theta={theta}, scale_step={scale_step}"
             )
         if preprocess not in ("tvl1", "authors"):
             raise ValueError(f"TVNet: preprocess must be 'tvl1' or 'authors', got {preprocess!r}")
-        self.scales, self.warps, self.iters = int(scales), int(warps), int(iters)
-        self.tau, self.lbda, self.theta, self.zfactor = tau, lbda, theta, zfactor
-        self.eps, self.grad_eps = eps, grad_eps
+        self.nscales, self.warps, self.iterations = int(nscales), int(warps), int(iterations)
+        self.tau, self.lambda_, self.theta, self.scale_step = tau, lambda_, theta, scale_step
+        self.dual_eps, self.grad_eps = dual_eps, grad_eps
         self.size = tuple(size) if size is not None else None
         self.preprocess = preprocess
         self.fused = fused
         self.per_iter_filters = per_iter_filters
-        layers = self.scales * self.warps * self.iters if per_iter_filters else 1
+        layers = self.nscales * self.warps * self.iterations if per_iter_filters else 1
         taps = torch.tensor(TVL1_TAPS).repeat(layers, 1)
         if "filters" in trainable:
             self.wf = nn.Parameter(taps.clone())
@@ -168,7 +248,7 @@ class TVNet(nn.Module):
             self.register_buffer("wf", taps.clone())
             self.register_buffer("wb", taps.clone())
         if self.size is not None:
-            hc, wc = self._level_size(self.size, self.scales - 1)
+            hc, wc = self._level_size(self.size, self.nscales - 1)
         else:
             hc = wc = 1
         u0 = torch.zeros(1, 2, hc, wc)
@@ -178,19 +258,30 @@ class TVNet(nn.Module):
             self.register_buffer("u0", u0)
         self.register_buffer("gauss", torch.tensor(_GAUSS5).view(1, 1, 5, 5), persistent=False)
 
+    def __getattr__(self, name: str):
+        # the old attribute spellings (nn.Module's __getattr__ serves parameters and buffers)
+        if name in RENAMED:
+            warnings.warn(
+                f"TVNet.{name} is deprecated, use TVNet.{RENAMED[name]}",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return getattr(self, RENAMED[name])
+        return super().__getattr__(name)
+
     @classmethod
     def from_tvl1_params(cls, params, **kwargs) -> TVNet:
         """An untrained TVNet that computes the TV-L1 solver's parameter set ``params``.
 
         ``params`` is any object with these fields (``mvaccel.flow.TVL1Params`` has them):
-        ``tau``; ``lambda_`` (or ``lbda`` / ``lambda``); ``theta``; ``nscales`` (or ``scales``);
-        ``warps``; ``iterations`` (or ``inner_iterations`` x ``outer_iterations``, or
-        ``iters``); optionally ``scale_step`` (or ``zfactor``), ``dual_eps`` (or ``eps``),
-        ``grad_eps``. Settings TVNet cannot express raise ``ValueError``: a median filter
-        (``median > 1``), a stopping threshold (``epsilon > 0``: TVNet always runs every
-        iteration) or a non-bilinear ``warp``. With one scale the result is the solver's
-        (the ``tvnet`` preset); with several, TVNet's pyramid (``ceil`` sizes, bilinear
-        ``F.interpolate``) may differ from the solver's in the resizing.
+        ``tau``; ``lambda_``; ``theta``; ``nscales``; ``warps``; ``iterations`` (or
+        ``inner_iterations`` x ``outer_iterations``); optionally ``scale_step``, ``dual_eps``,
+        ``grad_eps``. (The old spellings ``lbda`` / ``lambda``, ``scales``, ``iters``,
+        ``zfactor``, ``eps`` are read too.) Settings TVNet cannot express raise
+        ``ValueError``: a median filter (``median > 1``), a stopping threshold (``epsilon >
+        0``: TVNet always runs every iteration) or a non-bilinear ``warp``. With one scale the
+        result is the solver's (the ``tvnet`` preset); with several, TVNet's pyramid (``ceil``
+        sizes, bilinear ``F.interpolate``) may differ from the solver's in the resizing.
 
         Args:
             params: the parameter object.
@@ -215,27 +306,27 @@ class TVNet(nn.Module):
         if get("warp", default="bilinear") != "bilinear":
             raise ValueError("TVNet.from_tvl1_params: TVNet warps bilinearly (warp='bilinear')")
         if hasattr(params, "iterations"):
-            iters = params.iterations
+            iterations = params.iterations
         elif hasattr(params, "inner_iterations"):
-            iters = params.inner_iterations * get("outer_iterations", default=1)
+            iterations = params.inner_iterations * get("outer_iterations", default=1)
         else:
-            iters = get("iters")
+            iterations = get("iters")
         kw = {
-            "scales": get("nscales", "scales"),
+            "nscales": get("nscales", "scales"),
             "warps": get("warps"),
-            "iters": iters,
+            "iterations": iterations,
             "tau": get("tau"),
-            "lbda": get("lambda_", "lbda", "lambda"),
+            "lambda_": get("lambda_", "lbda", "lambda"),
             "theta": get("theta"),
-            "zfactor": get("scale_step", "zfactor", default=0.5),
-            "eps": get("dual_eps", "eps", default=1e-12),
+            "scale_step": get("scale_step", "zfactor", default=0.5),
+            "dual_eps": get("dual_eps", "eps", default=1e-12),
             "grad_eps": get("grad_eps", default=1e-12),
         }
         kw.update(kwargs)
         return cls(**kw)
 
     def _level_size(self, size: tuple[int, int], s: int) -> tuple[int, int]:
-        z = self.zfactor**s
+        z = self.scale_step**s
         return max(1, math.ceil(size[0] * z)), max(1, math.ceil(size[1] * z))
 
     def _filters(self, layer: int, count: int) -> tuple[Tensor, Tensor]:
@@ -243,8 +334,8 @@ class TVNet(nn.Module):
             return self.wf[layer : layer + count], self.wb[layer : layer + count]
         return self.wf.expand(count, -1), self.wb.expand(count, -1)
 
-    def _prepare(self, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
-        g0, g1 = _grey255(x0, "I0"), _grey255(x1, "I1")
+    def _prepare(self, I0: Tensor, I1: Tensor) -> tuple[Tensor, Tensor]:
+        g0, g1 = _grey255(I0, "I0"), _grey255(I1, "I1")
         if self.preprocess == "authors":
             both = torch.cat([g0, g1], 1).flatten(1)
             lo = both.min(1).values.view(-1, 1, 1, 1)
@@ -258,29 +349,33 @@ class TVNet(nn.Module):
         return g0, g1
 
     def _iterate(self, u, p, warped, layer):
-        wf, wb = self._filters(layer, self.iters)
+        wf, wb = self._filters(layer, self.iterations)
         wf, wb = wf.to(u.dtype), wb.to(u.dtype)
-        args = (self.lbda * self.theta, self.theta, self.tau / self.theta, self.eps, self.grad_eps)
+        l_t, taut = self.lambda_ * self.theta, self.tau / self.theta
+        args = (l_t, self.theta, taut, self.dual_eps, self.grad_eps)
         fn = tvnet_iterations if self.fused else tvnet_iterations_reference
         return fn(u, p, warped.contiguous(), wf, wb, *args)
 
-    def flow(self, x0: Tensor, x1: Tensor) -> Tensor:
+    def flow(self, I0: Tensor | None = None, I1: Tensor | None = None, **deprecated) -> Tensor:
         """Flow of frame pairs: ``(N, C, H, W)`` x 2 -> ``(N, 2, H, W)`` (see the class doc)."""
-        if x0.shape != x1.shape:
+        I0, I1 = _frames("TVNet.flow", I0, I1, deprecated)
+        if I1 is None:
+            raise TypeError("TVNet.flow: needs two frames I0, I1")
+        if I0.shape != I1.shape:
             raise ValueError(
-                f"TVNet: I0 and I1 must have one shape, got {tuple(x0.shape)} and {tuple(x1.shape)}"
+                f"TVNet: I0 and I1 must have one shape, got {tuple(I0.shape)} and {tuple(I1.shape)}"
             )
-        i0, i1 = self._prepare(x0, x1)
+        i0, i1 = self._prepare(I0, I1)
         n, _, h, w = i0.shape
         dtype = i0.dtype if i0.dtype == torch.float64 else torch.float32
         i0, i1 = i0.to(dtype), i1.to(dtype)
-        sizes = [self._level_size((h, w), s) for s in range(self.scales)]
+        sizes = [self._level_size((h, w), s) for s in range(self.nscales)]
         u0 = self.u0.to(dtype)
         # A per-pixel u0 follows the input size (values rescaled); a global one is broadcast.
         u0 = _resize_flow(u0, sizes[-1]) if self.size is not None else u0
         u = u0.expand(n, 2, *sizes[-1])
         layer = 0
-        for s in range(self.scales - 1, -1, -1):
+        for s in range(self.nscales - 1, -1, -1):
             hs, ws = sizes[s]
             if s:
                 a = F.interpolate(i0, size=(hs, ws), mode="bilinear", align_corners=False)
@@ -295,22 +390,23 @@ class TVNet(nn.Module):
                 rho_c = w1 - wx * u[:, 0] - wy * u[:, 1] - a[:, 0]
                 warped = torch.stack([rho_c, wx, wy], 1)
                 u, p = self._iterate(u.contiguous(), p, warped, layer)
-                layer += self.iters if self.per_iter_filters else 0
+                layer += self.iterations if self.per_iter_filters else 0
             if s:
                 u = _resize_flow(u, sizes[s - 1])
         return u
 
-    def forward(self, x0: Tensor, x1: Tensor | None = None) -> Tensor:
-        """Flow of a pair (two arguments) or flow stack of a clip (one ``(N, T, C, H, W)``)."""
-        if x1 is not None:
-            return self.flow(x0, x1)
-        if x0.dim() != 5 or x0.shape[1] < 2:
+    def forward(self, I0: Tensor | None = None, I1: Tensor | None = None, **deprecated) -> Tensor:
+        """Flow of a pair (``I0, I1``) or flow stack of a clip (one ``(N, T, C, H, W)``)."""
+        I0, I1 = _frames("TVNet", I0, I1, deprecated)
+        if I1 is not None:
+            return self.flow(I0, I1)
+        if I0.dim() != 5 or I0.shape[1] < 2:
             raise ValueError(
                 f"TVNet: expected frames of shape (N, T >= 2, C, H, W) or two (N, C, H, W) "
-                f"frames, got {tuple(x0.shape)}"
+                f"frames, got {tuple(I0.shape)}"
             )
-        n, t = x0.shape[:2]
-        a = x0[:, :-1].reshape(n * (t - 1), *x0.shape[2:])
-        b = x0[:, 1:].reshape(n * (t - 1), *x0.shape[2:])
+        n, t = I0.shape[:2]
+        a = I0[:, :-1].reshape(n * (t - 1), *I0.shape[2:])
+        b = I0[:, 1:].reshape(n * (t - 1), *I0.shape[2:])
         u = self.flow(a, b)
         return u.reshape(n, 2 * (t - 1), *u.shape[2:])

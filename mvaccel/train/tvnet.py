@@ -36,10 +36,17 @@ from torch import Tensor, nn
 from .. import distill
 from ..data.datasets import IMAGENET_MEAN, IMAGENET_STD
 from ..data.transforms import normalize_motion
-from ..nn.tvnet import TVNet
+from ..nn.tvnet import TVNet, renamed_kwargs
 from .modules import ActionClassifier, _fold
 
 DIRECTIONS = ("backward", "forward")
+#: TVNetClassifier's old argument spellings -> the :class:`mvaccel.flow.TVL1Params` names.
+RENAMED_ARGS = {
+    "tvnet_scales": "nscales",
+    "iters": "iterations",
+    "lbda": "lambda_",
+    "zfactor": "scale_step",
+}
 #: where the classifier starts: ImageNet weights (cross-modality), a flow-trained net, nothing.
 CLASSIFIER_INITS = ("imagenet", "flow", "scratch")
 
@@ -138,9 +145,13 @@ class TVNetClassifier(ActionClassifier):
     Args:
         in_channels: the RGB stack's channels, ``3 * (K + 1)`` (linked from the data:
             ``modalities: [rgb]``, ``new_length: K + 1``); the classifier gets ``2K``.
-        tvnet_scales / warps / iters: TVNet-``scales``-``warps``-``iters`` (the paper's
+        nscales / warps / iterations: TVNet-``nscales``-``warps``-``iterations`` (the paper's
             TVNet-50: 1, 1, 50).
-        tau / lbda / theta / zfactor: TV-L1's parameters (0.25, 0.15, 0.3; pyramid ratio 0.5).
+        tau / lambda_ / theta / scale_step: TV-L1's parameters (0.25, 0.15, 0.3; pyramid ratio
+            0.5), named as :class:`mvaccel.flow.TVL1Params`' fields.
+        tvnet_scales / iters / lbda / zfactor: deprecated spellings of ``nscales``,
+            ``iterations``, ``lambda_``, ``scale_step`` (still read, from Python, recipes and
+            old checkpoints, with a ``DeprecationWarning``).
         tvnet_trainable: ``"filters"`` and/or ``"u0"`` (the paper trains both); ``[]`` freezes
             TVNet ("TVNet-50 (no training)" of Table 3).
         tvnet_size: ``(H, W)`` of a per-pixel trainable ``u0`` (the crop size), ``None`` for
@@ -184,13 +195,13 @@ class TVNetClassifier(ActionClassifier):
     def __init__(
         self,
         in_channels: int = 18,
-        tvnet_scales: int = 1,
+        nscales: int = 1,
         warps: int = 1,
-        iters: int = 50,
+        iterations: int = 50,
         tau: float = 0.25,
-        lbda: float = 0.15,
+        lambda_: float = 0.15,
         theta: float = 0.3,
-        zfactor: float = 0.5,
+        scale_step: float = 0.5,
         tvnet_trainable: Sequence[str] = ("filters", "u0"),
         tvnet_size: Sequence[int] | None = None,
         preprocess: str = "tvl1",
@@ -204,8 +215,26 @@ class TVNetClassifier(ActionClassifier):
         classifier_init: str | None = None,
         classifier_checkpoint: str | None = None,
         channels_last: bool = False,
+        tvnet_scales: int | None = None,
+        iters: int | None = None,
+        lbda: float | None = None,
+        zfactor: float | None = None,
         **kw,
     ):
+        old = dict(tvnet_scales=tvnet_scales, iters=iters, lbda=lbda, zfactor=zfactor)
+        old = {k: v for k, v in old.items() if v is not None}
+        if old:
+            defaults = {"nscales": 1, "iterations": 50, "lambda_": 0.15, "scale_step": 0.5}
+            here = {"nscales": nscales, "iterations": iterations, "lambda_": lambda_,
+                    "scale_step": scale_step}  # fmt: skip
+            given = {k: v for k, v in here.items() if v != defaults[k]}
+            new = renamed_kwargs("TVNetClassifier", old, RENAMED_ARGS, given)
+            nscales = new.get("nscales", nscales)
+            iterations = new.get("iterations", iterations)
+            lambda_ = new.get("lambda_", lambda_)
+            scale_step = new.get("scale_step", scale_step)
+            # save_hyperparameters reads this frame: record the new names only
+            tvnet_scales = iters = lbda = zfactor = None
         _check_classifier_init(classifier_init, classifier_checkpoint, kw.get("pretrained"))
         if in_channels % 3 or in_channels < 6:
             raise ValueError(
@@ -227,10 +256,14 @@ class TVNetClassifier(ActionClassifier):
         if self.image_dims != 3:
             raise ValueError("TVNetClassifier: the classifier must be a 2D backbone, got "
                              f"{self.hparams.backbone!r}")  # fmt: skip
+        if old:  # the hyper-parameters (checkpoints, logs) hold the new names only
+            self.hparams.update({k: None for k in old if k in self.hparams})
+            self.hparams.update(nscales=nscales, iterations=iterations, lambda_=lambda_,
+                                scale_step=scale_step)  # fmt: skip
         self.flow_channels = flow_channels
         self.tvnet = TVNet(
-            scales=tvnet_scales, warps=warps, iters=iters, tau=tau, lbda=lbda, theta=theta,
-            zfactor=zfactor, trainable=tuple(tvnet_trainable),
+            nscales=nscales, warps=warps, iterations=iterations, tau=tau, lambda_=lambda_,
+            theta=theta, scale_step=scale_step, trainable=tuple(tvnet_trainable),
             size=tuple(tvnet_size) if tvnet_size else None, preprocess=preprocess, fused=fused,
         )  # fmt: skip
         if classifier_checkpoint:
@@ -296,7 +329,7 @@ class TVNetClassifier(ActionClassifier):
         ce = F.cross_entropy(logits, y)
         out = {"logits": logits, "ce": ce}
         if hp.flow_weight > 0:
-            out["flow"] = distill.tvl1_energy(i0 * 255.0, i1 * 255.0, u, lbda=hp.lbda)
+            out["flow"] = distill.tvl1_energy(i0 * 255.0, i1 * 255.0, u, lbda=self.tvnet.lambda_)
             out["loss"] = ce + hp.flow_weight * out["flow"]
         else:
             out["loss"] = ce

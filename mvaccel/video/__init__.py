@@ -10,7 +10,15 @@ Conventions: motion vectors ``(T, 2, Hb, Wb)`` float32 in pixels, the codec's di
 """
 
 from .compressed import CompressedVideo
-from .core import FRAME_TYPES, MotionClip, VideoInfo, native_available, probe, read_motion
+from .core import (
+    FRAME_TYPES,
+    MotionClip,
+    VideoError,
+    VideoInfo,
+    native_available,
+    probe,
+    read_motion,
+)
 from .encode import reencode
 from .extract import extract_motion, load_motion, motion_tree
 
@@ -49,6 +57,7 @@ __all__ = [
     "FRAME_TYPES",
     "CompressedVideo",
     "MotionClip",
+    "VideoError",
     "VideoInfo",
     "draw_arrows",
     "extract_motion",

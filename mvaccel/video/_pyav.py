@@ -13,6 +13,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from .core import VideoError
+
 _I, _P, _B = 0, 1, 2
 # PyAV names the decoder; the reader reports FFmpeg's codec name, as the native one does.
 _DECODER_TO_CODEC = {"flv": "flv1", "msmpeg4": "msmpeg4v3"}
@@ -85,18 +87,18 @@ def _open(path: str):
     try:
         container = av.open(path, metadata_errors="replace")
     except (av.FFmpegError, *_DAMAGE) as e:
-        raise RuntimeError(f"{path}: cannot open as a video: {type(e).__name__}: {e}") from e
+        raise VideoError(f"{path}: cannot open as a video: {type(e).__name__}: {e}") from e
     try:
         streams = [s for s in container.streams.video if not s.disposition & 1024]
         if not streams:
             n = len(container.streams)
-            raise RuntimeError(f"{path}: no video stream ({n} streams, none of them video)")
+            raise VideoError(f"{path}: no video stream ({n} streams, none of them video)")
         stream = streams[0]
         cc = stream.codec_context
         if cc is None or cc.codec is None:
-            raise RuntimeError(f"{path}: this FFmpeg (PyAV's) has no decoder for the video stream")
+            raise VideoError(f"{path}: this FFmpeg (PyAV's) has no decoder for the video stream")
         if not cc.width or not cc.height:
-            raise RuntimeError(f"{path}: video stream has no frame size ({cc.width}x{cc.height})")
+            raise VideoError(f"{path}: video stream has no frame size ({cc.width}x{cc.height})")
     except BaseException:
         container.close()
         raise
@@ -134,7 +136,7 @@ def _check_complete(path: str, stream, seen: int) -> None:
     # One frame of slack: muxers count a leading timestamp gap as a frame (the native
     # reader checks the container's index instead where it has one).
     if declared and seen + 1 < declared:
-        raise RuntimeError(
+        raise VideoError(
             f"{path}: the file is truncated: the container declares {declared} video frames, "
             f"the file holds {seen}"
         )
@@ -192,14 +194,14 @@ def _decoded_frames(path: str, *, mvs: bool, fast: bool, pixels: bool):
         try:
             for frame in container.decode(stream):
                 if (frame.width, frame.height) != (w, h):
-                    raise RuntimeError(
+                    raise VideoError(
                         f"{path}: frame {n} is {frame.width}x{frame.height}, the stream "
                         f"{w}x{h}: size changes are not supported"
                     )
                 yield _type_code(frame.pict_type), guess(frame.pts, frame.dts), frame
                 n += 1
         except (av.FFmpegError, *_DAMAGE) as e:
-            raise RuntimeError(
+            raise VideoError(
                 f"{path}: decoding failed after frame {n}: {type(e).__name__}: {e}"
             ) from e
     finally:
@@ -247,14 +249,12 @@ def probe(path: str, decode: bool = True) -> dict:
                 pts_ok &= pkt.pts is not None and pkt.dts is not None
                 n += 1
         except (_av().FFmpegError, *_DAMAGE) as e:
-            raise RuntimeError(
-                f"{path}: read error after packet {n}: {type(e).__name__}: {e}"
-            ) from e
+            raise VideoError(f"{path}: read error after packet {n}: {type(e).__name__}: {e}") from e
         _check_complete(path, stream, seen)
     finally:
         container.close()
     if n == 0:
-        raise RuntimeError(f"{path}: the video stream has no packets")
+        raise VideoError(f"{path}: the video stream has no packets")
     info.update(
         num_packets=n,
         key_packets=keys,
@@ -268,7 +268,7 @@ def probe(path: str, decode: bool = True) -> dict:
             types.append(t)
             pts.append(p)
         if not types:
-            raise RuntimeError(f"{path}: no video frame could be decoded")
+            raise VideoError(f"{path}: no video frame could be decoded")
     info["frame_types"] = np.asarray(types, np.uint8)
     info["pts"] = np.asarray(pts, np.int64)
     return info
@@ -404,7 +404,7 @@ def read(
             break
     total = len(types)
     if total == 0:
-        raise RuntimeError(f"{path}: no video frame could be decoded")
+        raise VideoError(f"{path}: no video frame could be decoded")
     for f in frames:
         if f >= total:
             raise ValueError(f"{path}: frame {f} is out of range: the video has {total} frames")

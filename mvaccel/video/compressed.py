@@ -8,7 +8,16 @@ import threading
 import numpy as np
 from torch import Tensor
 
-from .core import MotionClip, _backend, _backend_name, _clip_from, _ffmpeg_of, _options, _path
+from .core import (
+    MotionClip,
+    VideoError,
+    _backend,
+    _backend_name,
+    _clip_from,
+    _ffmpeg_of,
+    _options,
+    _path,
+)
 
 _REPRESENTATIONS = ("iframe", "mv", "residual")
 
@@ -64,7 +73,7 @@ class CompressedVideo:
             d = be.probe(self.path, False)
             keys, n, info = list(d["key_frames"]), int(d["num_packets"]), d
         if n == 0:
-            raise RuntimeError(f"{self.path}: the video stream has no packets")
+            raise VideoError(f"{self.path}: the video stream has no packets")
         self._keys = keys
         self._num_frames = n
         self.width = int(info["width"])

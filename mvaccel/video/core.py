@@ -35,6 +35,25 @@ def _native():
     return load_video()
 
 
+def _video_error_class() -> type[RuntimeError]:
+    try:
+        return _native().VideoError
+    except (ImportError, AttributeError):
+
+        class VideoError(RuntimeError):
+            """A video file that cannot be read: damaged, truncated, not a video (names it)."""
+
+        VideoError.__module__ = __name__
+        return VideoError
+
+
+#: The one exception of bad video input on both backends: a file FFmpeg cannot open, without a
+#: video stream or frame size, truncated or damaged, failing to decode, or a GOP that cannot be
+#: read on its own. A ``RuntimeError``; the native reader's own ``mvaccel._video.VideoError``
+#: when it is built (so both backends raise the same class), else a Python class of that name.
+#: Missing files raise ``FileNotFoundError``, bad arguments ``ValueError``.
+VideoError = _video_error_class()
+
 _FALLBACK_WARNED = False
 
 
@@ -282,11 +301,12 @@ class MotionClip:
         return out
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the clip as an ``.npz`` atomically (temp file + rename)."""
+        """Write the clip as an ``.npz`` atomically (``mvaccel._io.atomic_path``)."""
+        from .._io import atomic_path
+
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez_compressed(tmp, **self.numpy())
-        tmp.replace(path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **self.numpy())
         return path
 
 
