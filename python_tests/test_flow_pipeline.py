@@ -92,6 +92,21 @@ def test_pipeline_files_equal_sequential_bytes(tree, sequential, tmp_path, fmt, 
     assert n in (None, 6)
 
 
+def test_previews_equal_sequential(tree, tmp_path):
+    """``--preview``: the pipeline picks the same pair as the one-video path (pairs arrive in
+    any order there) and writes the same figure."""
+    outs = []
+    for pipeline in (False, True):
+        out = tmp_path / f"p{int(pipeline)}"
+        r = flow_tree(tree, out, PARAMS, batch=3, pipeline=pipeline, preview=True, quiet=True)
+        assert r.ok
+        outs.append(out)
+    previews = sorted(p.relative_to(outs[0]) for p in outs[0].rglob("preview.png"))
+    assert len(previews) == len(VIDEOS)
+    for rel in previews:
+        assert (outs[1] / rel).read_bytes() == (outs[0] / rel).read_bytes(), rel
+
+
 def test_batches_mix_videos_and_split_them(tree, tmp_path, monkeypatch):
     """Batch 3 over 4+5+6 (24x32) and 7+5 (32x40) frame videos: each solver call holds at most
     3 pairs of one frame size, calls mix videos, videos span calls, every pair is solved once."""
