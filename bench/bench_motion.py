@@ -90,7 +90,7 @@ def test_tvnet50_fwd_bwd(benchmark, impl, device):
     n, h, w = TVNET_SIZE
     i0 = torch.rand(n, 1, h, w, generator=gen).to(device)
     i1 = torch.rand(n, 1, h, w, generator=gen).to(device)
-    net = TVNet(iters=50, size=(h, w), fused=impl == "mvaccel").to(device)
+    net = TVNet(iterations=50, size=(h, w), fused=impl == "mvaccel").to(device)
     benchmark.group = f"TVNet-50 fwd+bwd {device} {n}x{h}x{w}"
 
     def step():

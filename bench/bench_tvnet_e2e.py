@@ -129,7 +129,7 @@ def _opencv_flow(p: TVL1Params):
 def _flow_fn(impl: str, device: str = "cpu"):
     """``fn(I0, I1) -> (N, 2, H, W)`` of each flow implementation."""
     if impl.startswith("mvaccel-tvnet50"):
-        net = TVNet(iters=50, fused=impl == "mvaccel-tvnet50").eval().to(device)
+        net = TVNet(iterations=50, fused=impl == "mvaccel-tvnet50").eval().to(device)
 
         def run(a, b):
             with torch.inference_mode():
@@ -209,7 +209,7 @@ def test_e2e(benchmark, clip, impl):
     path, _ = clip
     net = _classifier("cpu")
     if impl == "mvaccel-tvnet50":
-        pipe = TVNetPipeline(TVNet(iters=50), net, BOUND, STD).eval()
+        pipe = TVNetPipeline(TVNet(iterations=50), net, BOUND, STD).eval()
 
         def run():
             x = _stack_input(_decode_mvaccel(path))
@@ -220,7 +220,7 @@ def test_e2e(benchmark, clip, impl):
         x = _stack_input(clip[1])
         with torch.inference_mode():
             _, _, u = pipe.flow(x)
-            ref = TVNet(iters=50)(*_pairs(rgb_stack_frames(x)[0]))
+            ref = TVNet(iterations=50)(*_pairs(rgb_stack_frames(x)[0]))
         assert (u - ref).abs().max() < 1e-4
     else:
         flow = _flow_fn(impl)

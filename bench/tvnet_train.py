@@ -34,7 +34,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(6)
-    net = TVNet(iters=a.iters, size=(a.size, a.size))
+    net = TVNet(iterations=a.iters, size=(a.size, a.size))
     test = _pair(16, a.size, a.size, torch.Generator().manual_seed(7), dtype=torch.float32)
 
     def test_epe() -> float:

@@ -283,3 +283,15 @@ def test_old_spellings_warn_and_give_the_same_network():
         TVNet(iters=3, iterations=5)
     with pytest.raises(TypeError, match="unexpected keyword argument 'iter'"):
         TVNet(iter=3)
+
+
+def test_tvl1_energy_old_lbda_spelling_warns_and_agrees():
+    g = torch.Generator().manual_seed(3)
+    I0, I1 = torch.rand(2, 1, 1, 12, 14, generator=g).unbind(0)
+    u = torch.randn(1, 2, 12, 14, generator=g)
+    want = tvl1_energy(I0 * 255, I1 * 255, u, lambda_=0.3)
+    with pytest.warns(DeprecationWarning, match="lbda"):
+        got = tvl1_energy(I0 * 255, I1 * 255, u, lbda=0.3)
+    torch.testing.assert_close(got, want)
+    with pytest.raises(TypeError, match="both"):
+        tvl1_energy(I0, I1, u, lambda_=0.3, lbda=0.3)

@@ -201,3 +201,22 @@ def test_supervision_transfer_weighting_reaches_the_objective(weighting):
     with pytest.raises(ValueError, match="st_weighting"):
         MotionVectorTransfer(teacher=teacher, backbone="resnet18", num_classes=3,
                              in_channels=4, st_weighting="both")  # fmt: skip
+
+
+def test_datamodule_reads_motion_vectors_from_mv_files(tmp_path_factory):
+    """``data.mv_root`` (what recipes set) reaches the datasets: the samples are those of
+    decoding the videos."""
+    from trainkit import tiny_dataset
+
+    from mvaccel.train.data import VideoDataModule
+    from mvaccel.video import motion_tree
+
+    root = tiny_dataset(tmp_path_factory)
+    mv_root = root.parent / f"{root.name}_mv"
+    assert not motion_tree(root / "videos", mv_root, quiet=True).failed
+    kw = dict(root=str(root), modalities=["mv"], new_length=2, num_segments=2, num_workers=0)
+    from_files = VideoDataModule(mv_root=str(mv_root), **kw).dataset("test", train=False)
+    decoded = VideoDataModule(**kw).dataset("test", train=False)
+    assert from_files.mv_root == mv_root and decoded.mv_root is None
+    for i in range(2):
+        torch.testing.assert_close(from_files[i][0], decoded[i][0], rtol=0, atol=0)

@@ -18,11 +18,11 @@ def _grey(x: Tensor, name: str) -> Tensor:
 
 
 def tvl1_energy(
-    I0: Tensor, I1: Tensor, u: Tensor, lbda: float = 0.15, eps: float = 1e-12
+    I0: Tensor, I1: Tensor, u: Tensor, lambda_: float = 0.15, eps: float = 1e-12, **deprecated
 ) -> Tensor:
     """TV-L1 energy of a flow, with the exact data term: TVNet's unsupervised flow loss.
 
-    ``E(u) = mean_x( |grad u_x| + |grad u_y| + lbda * |I1(x + u(x)) - I0(x)| )`` (eq. 1 with
+    ``E(u) = mean_x( |grad u_x| + |grad u_y| + lambda_ * |I1(x + u(x)) - I0(x)| )`` (eq. 1 with
     ``rho`` computed by warping instead of its Taylor expansion, as eq. 13's ``L_f`` asks),
     averaged over pixels and the batch so it does not grow with the image size.
     ``|grad u_d| = sqrt(ux^2 + uy^2 + eps)`` with forward differences (0 on the last column /
@@ -34,14 +34,19 @@ def tvl1_energy(
             energy is in the images' units: the flow solver works in 0..255).
         I1: ``(N, C, H, W)`` second frames.
         u: ``(N, 2, H, W)`` flow in pixels with ``I1(x + u(x)) ~ I0(x)``.
-        lbda: weight of the data term.
+        lambda_: weight of the data term (:class:`mvaccel.flow.TVL1Params`'s name; ``lbda`` is
+            accepted with a ``DeprecationWarning``).
         eps: under the square roots (defined gradient at 0).
+        **deprecated: old spellings (``lbda``).
 
     Returns:
         Scalar tensor; differentiable in ``u`` (and the images).
     """
-    from ..nn.tvnet import warp_bilinear
+    from ..nn.tvnet import renamed_kwargs, warp_bilinear
 
+    if deprecated:
+        given = {} if lambda_ == 0.15 else {"lambda_": lambda_}
+        lambda_ = renamed_kwargs("tvl1_energy", deprecated, {"lbda": "lambda_"}, given)["lambda_"]
     if u.dim() != 4 or u.shape[1] != 2:
         raise ValueError(f"tvl1_energy: u must be (N, 2, H, W), got {tuple(u.shape)}")
     g0, g1 = _grey(I0, "I0"), _grey(I1, "I1")
@@ -54,4 +59,4 @@ def tvl1_energy(
     ux = torch.nn.functional.pad(u[..., 1:] - u[..., :-1], (0, 1))
     uy = torch.nn.functional.pad(u[..., 1:, :] - u[..., :-1, :], (0, 0, 0, 1))
     tv = torch.sqrt(ux * ux + uy * uy + eps).sum(1)
-    return (tv + lbda * rho.abs()[:, 0]).mean()
+    return (tv + lambda_ * rho.abs()[:, 0]).mean()

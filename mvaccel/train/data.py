@@ -110,6 +110,8 @@ class VideoDataModule(L.LightningDataModule):
             ``split`` is ignored).
         split: 1, 2 or 3.
         list_dir / video_root / flow_root / frame_root: override the folders under ``root``.
+        mv_root: read the motion vectors from the ``.npz`` files of ``mvaccel mv VIDEOS --out
+            MV_ROOT`` instead of decoding them (:class:`mvaccel.data.VideoDataset`'s ``mv_root``).
         video_ext: replaces the list's extension when reading videos (None: keep).
         modalities: training inputs, of ``mv``, ``residual``, ``flow``, ``rgb``.
         val_modalities: validation inputs (default: ``modalities[:1]``).
@@ -147,6 +149,7 @@ class VideoDataModule(L.LightningDataModule):
         video_root: str | None = None,
         flow_root: str | None = None,
         frame_root: str | None = None,
+        mv_root: str | None = None,
         video_ext: str | None = None,
         modalities: Sequence[str] = ("mv",),
         val_modalities: Sequence[str] | None = None,
@@ -194,11 +197,12 @@ class VideoDataModule(L.LightningDataModule):
             r / "videos" if (r / "videos").is_dir() else r)  # fmt: skip
         self.flow_root = Path(flow_root) if flow_root else r / "flow"
         self.frame_root = Path(frame_root) if frame_root else None
+        self.mv_root = Path(mv_root) if mv_root else None
         self.aux_module = None
         if aux:
             own = {k: v for k, v in self.hparams.items() if not k.startswith("_")}
             for k in ("aux", "synthetic", "list_dir", "video_root", "flow_root", "frame_root",
-                      "list_format", "video_ext", "val_modalities"):  # fmt: skip
+                      "mv_root", "list_format", "video_ext", "val_modalities"):  # fmt: skip
                 own.pop(k, None)
             own["modalities"] = list(mods[:1])
             if "root" not in aux:
@@ -267,7 +271,8 @@ class VideoDataModule(L.LightningDataModule):
         hp = self.hparams
         train = subset == "train" if train is None else train
         kw = dict(
-            flow_root=self.flow_root, frame_root=self.frame_root, video_ext=hp.video_ext,
+            flow_root=self.flow_root, frame_root=self.frame_root, mv_root=self.mv_root,
+            video_ext=hp.video_ext,
             num_segments=hp.num_segments if train else hp.val_segments,
             new_length=hp.new_length, train=train, sampling=hp.sampling,
             # At test the count sampled is beta itself; in training beta is configured.

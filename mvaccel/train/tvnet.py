@@ -329,7 +329,7 @@ class TVNetClassifier(ActionClassifier):
         ce = F.cross_entropy(logits, y)
         out = {"logits": logits, "ce": ce}
         if hp.flow_weight > 0:
-            out["flow"] = distill.tvl1_energy(i0 * 255.0, i1 * 255.0, u, lbda=self.tvnet.lambda_)
+            out["flow"] = distill.tvl1_energy(i0 * 255.0, i1 * 255.0, u, lambda_=self.tvnet.lambda_)
             out["loss"] = ce + hp.flow_weight * out["flow"]
         else:
             out["loss"] = ce
