@@ -11,6 +11,7 @@ thread at a time; their packing is checked by test_nvrtc.py and their results on
 from __future__ import annotations
 
 import ctypes
+import math
 import shutil
 import subprocess
 from pathlib import Path
@@ -231,6 +232,36 @@ def test_off(on_cpu, dtype):
     _same(
         "_off_gradients_stack_backward", (_r(2, 3, 9, 5, 9, dtype=dtype),), on_cpu, "off::backward"
     )
+
+
+def _cl(*shape, dtype, seed=0, offset=0):
+    """(..., C, H, W) with channels_last frames, ``offset`` elements into its storage."""
+    *lead, c, h, w = shape
+    n = len(lead)
+    flat = _r(math.prod(shape) + offset, dtype=dtype, seed=seed)[offset:]
+    return flat.view(*lead, h, w, c).permute(*range(n), n + 2, n, n + 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_off_channels_last(on_cpu, dtype):
+    """The channels_last kernels (channel fastest) and their launch arguments."""
+    f_t, f_prev = _cl(2, 3, 5, 9, dtype=dtype, offset=1), _cl(2, 3, 5, 9, dtype=dtype, seed=1)
+    _same("off_gradients", (f_t, f_prev), on_cpu, "off::forward_cl_kernel")
+    _same("off_gradients", (f_t, f_prev.contiguous()), on_cpu, "off::forward_cl_kernel")
+    _same("off_gradients", (_cl(1, 5, 1, 3, dtype=dtype),) * 2, on_cpu, "forward_cl")
+    f = _cl(2, 4, 3, 5, 9, dtype=dtype, offset=3)
+    _same("off_gradients_stack", (f,), on_cpu, "off::forward_cl_kernel")
+    g = _cl(2, 9, 5, 9, dtype=dtype, offset=1)
+    _same("_off_gradients_backward", (g,), on_cpu, "off::backward_cl_kernel")
+    g5 = _cl(2, 3, 9, 5, 9, dtype=dtype, offset=2)
+    _same("_off_gradients_stack_backward", (g5,), on_cpu, "off::backward_cl_kernel")
+
+
+def test_off_channels_last_grid_rows_beyond_one_launch_row(on_cpu, monkeypatch):
+    monkeypatch.setattr(_nvrtc, "_MAX_GRID_Y", 3)
+    _same("off_gradients_stack", (_cl(2, 3, 2, 4, 5, dtype=torch.float64),), on_cpu, "forward_cl")
+    g5 = _cl(2, 2, 6, 4, 5, dtype=torch.float64)
+    _same("_off_gradients_stack_backward", (g5,), on_cpu, "backward_cl")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

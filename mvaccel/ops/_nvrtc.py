@@ -40,6 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .off import _channels_last, _empty_frames
+
 ENV_BACKEND = "MVACCEL_GPU_BACKEND"
 ENV_CACHE = "MVACCEL_NVRTC_CACHE"
 BACKENDS = ("auto", "nvcc", "nvrtc")
@@ -103,6 +105,7 @@ TVNET_KERNELS = (
     "pass_g_kernel",
     "pass_u_backward_kernel",
 )
+OFF_KERNELS = ("forward_kernel", "backward_kernel", "forward_cl_kernel", "backward_cl_kernel")
 TVL1_KERNELS = (
     "resize_kernel",
     "centred_grad_kernel",
@@ -121,7 +124,7 @@ UNITS = {
     "off": Unit(
         "off",
         "ops/off/off_kernels.cuh",
-        _templated("mvaccel::off", ("forward_kernel", "backward_kernel"), SCALAR_TYPES.values()),
+        _templated("mvaccel::off", OFF_KERNELS, SCALAR_TYPES.values()),
     ),
     "tvnet": Unit(
         "tvnet",
@@ -191,6 +194,8 @@ SIGNATURES: dict[str, tuple] = {
     "mvaccel::resample::backward_kernel": (PTR, PTR, RESAMPLE_ARGS),
     "mvaccel::off::forward_kernel": (PTR, PTR, PTR, OFF_PLAN, I64),
     "mvaccel::off::backward_kernel": (PTR, OFF_VIEW, OFF_PLAN, OFF_FRAME_OUT, I64),
+    "mvaccel::off::forward_cl_kernel": (PTR, PTR, PTR, OFF_PLAN, I64, I64, I64),
+    "mvaccel::off::backward_cl_kernel": (PTR, OFF_VIEW, I64, OFF_PLAN, OFF_FRAME_OUT, I64),
     "mvaccel::tvnet::pass_u_kernel": (PTR, PTR, PTR, PTR, TVNET_DIMS, T, T, T),
     "mvaccel::tvnet::pass_p_kernel": (PTR, PTR, PTR, TVNET_DIMS, T, T),
     "mvaccel::tvnet::pass_p_backward_kernel": (
@@ -734,22 +739,22 @@ def _off_grid(width: int, rows: int) -> tuple[int, int]:
     return (_ceil(width, _OFF_THREADS), min(rows, _MAX_GRID_Y))
 
 
-def _off_forward(cur: torch.Tensor, prev: torch.Tensor, plan: tuple, cur_offset: int, shape):
+def _off_forward(cur, prev, plan: tuple, cur_offset: int, shape, sw=None):
+    """Forward launch; ``sw`` = (cur_sw, prev_sw) runs the channels_last kernel."""
     B, S, C, H, W = plan[:5]
     t = _scalar(cur, "mvaccel.off_gradients")
-    out = torch.empty(shape, dtype=cur.dtype, device=cur.device)
+    out = _empty_frames(cur, shape, sw is not None)
     if out.numel() == 0:
         return out
-    rows = B * S * C * H
     cur_ptr = cur.data_ptr() + cur_offset * cur.element_size()
-    launch(
-        "off",
-        f"mvaccel::off::forward_kernel<{t}>",
-        _off_grid(W, rows),
-        (_OFF_THREADS,),
-        (cur_ptr, prev, out, plan, rows),
-        cur,
-    )
+    if sw is None:
+        rows = B * S * C * H
+        kernel, grid, args = "forward_kernel", _off_grid(W, rows), (cur_ptr, prev, out, plan, rows)
+    else:
+        rows = B * S * H
+        kernel, grid = "forward_cl_kernel", _off_grid(W * C, rows)
+        args = (cur_ptr, prev, out, plan, *sw, rows)
+    launch("off", f"mvaccel::off::{kernel}<{t}>", grid, (_OFF_THREADS,), args, cur)
     return out
 
 
@@ -773,14 +778,24 @@ def off_gradients(f_t_in, f_prev_in):
         f"{op}: f_t and f_prev must be on the same device, got {f_t_in.device} and "
         f"{f_prev_in.device}",
     )
-    f_t, f_prev = _rows_contiguous(f_t_in), _rows_contiguous(f_prev_in)
+    cl = _channels_last(f_t_in, 1)
+    if cl:
+        f_t = f_t_in
+        f_prev = (
+            f_prev_in
+            if f_prev_in.stride(1) == 1
+            else f_prev_in.contiguous(memory_format=torch.channels_last)
+        )
+    else:
+        f_t, f_prev = _rows_contiguous(f_t_in), _rows_contiguous(f_prev_in)
     B, C, H, W = f_t.shape
     plan = (
         B, 1, C, H, W,
         (f_t.stride(0), 0, f_t.stride(1), f_t.stride(2)),
         (f_prev.stride(0), 0, f_prev.stride(1), f_prev.stride(2)),
     )  # fmt: skip
-    return _off_forward(f_t, f_prev, plan, 0, (B, 3 * C, H, W))
+    sw = (f_t.stride(3), f_prev.stride(3)) if cl else None
+    return _off_forward(f_t, f_prev, plan, 0, (B, 3 * C, H, W), sw)
 
 
 def off_gradients_stack(f_in):
@@ -791,24 +806,27 @@ def off_gradients_stack(f_in):
         f_in.shape[1] >= 2,
         f"{op}: the stack needs at least 2 frames (T >= 2), got shape {_shape(f_in)}",
     )
-    f = _rows_contiguous(f_in)
+    cl = _channels_last(f_in, 2)
+    f = f_in if cl else _rows_contiguous(f_in)
     B, T1, C, H, W = f.shape
     view = (f.stride(0), f.stride(1), f.stride(2), f.stride(3))
     plan = (B, T1 - 1, C, H, W, view, view)
-    return _off_forward(f, f, plan, f.stride(1), (B, T1 - 1, 3 * C, H, W))
+    sw = (f.stride(4), f.stride(4)) if cl else None
+    return _off_forward(f, f, plan, f.stride(1), (B, T1 - 1, 3 * C, H, W), sw)
 
 
-def _off_backward(grad, gv, plan, frame_out, t):
+def _off_backward(grad, gv, plan, frame_out, t, g_sw=None):
+    """Backward launch; ``g_sw`` (grad's column stride) runs the channels_last kernel."""
     B, S, C, H, W = plan[:5]
-    rows = B * (S + 1) * C * H
-    launch(
-        "off",
-        f"mvaccel::off::backward_kernel<{t}>",
-        _off_grid(W, rows),
-        (_OFF_THREADS,),
-        (grad, gv, plan, frame_out, rows),
-        grad,
-    )
+    if g_sw is None:
+        rows = B * (S + 1) * C * H
+        kernel, grid = "backward_kernel", _off_grid(W, rows)
+        args = (grad, gv, plan, frame_out, rows)
+    else:
+        rows = B * (S + 1) * H
+        kernel, grid = "backward_cl_kernel", _off_grid(W * C, rows)
+        args = (grad, gv, g_sw, plan, frame_out, rows)
+    launch("off", f"mvaccel::off::{kernel}<{t}>", grid, (_OFF_THREADS,), args, grad)
 
 
 def off_gradients_backward(grad_in):
@@ -819,11 +837,12 @@ def off_gradients_backward(grad_in):
         grad_in.shape[1] % 3 == 0,
         f"{op}: grad must have 3C channels (Fx, Fy, Ft), got shape {_shape(grad_in)}",
     )
-    grad = _rows_contiguous(grad_in)
+    cl = _channels_last(grad_in, 1)
+    grad = grad_in if cl else _rows_contiguous(grad_in)
     B, C3, H, W = grad.shape
     C = C3 // 3
-    g_t = torch.empty((B, C, H, W), dtype=grad.dtype, device=grad.device)
-    g_prev = torch.empty_like(g_t)
+    g_t = _empty_frames(grad, (B, C, H, W), cl)
+    g_prev = _empty_frames(grad, (B, C, H, W), cl)
     if g_t.numel() == 0:
         return g_t, g_prev
     zero = (0, 0, 0, 0)
@@ -831,7 +850,7 @@ def off_gradients_backward(grad_in):
     gv = (grad.stride(0), 0, grad.stride(1), grad.stride(2))
     chw = C * H * W
     fo = (g_prev.data_ptr(), g_t.data_ptr(), chw, chw, 0)
-    _off_backward(grad, gv, plan, fo, _scalar(grad, op))
+    _off_backward(grad, gv, plan, fo, _scalar(grad, op), grad.stride(3) if cl else None)
     return g_t, g_prev
 
 
@@ -843,10 +862,11 @@ def off_gradients_stack_backward(grad_in):
         grad_in.shape[2] % 3 == 0,
         f"{op}: grad must have 3C channels (Fx, Fy, Ft), got shape {_shape(grad_in)}",
     )
-    grad = _rows_contiguous(grad_in)
+    cl = _channels_last(grad_in, 2)
+    grad = grad_in if cl else _rows_contiguous(grad_in)
     B, S, C3, H, W = grad.shape
     C = C3 // 3
-    gf = torch.empty((B, S + 1, C, H, W), dtype=grad.dtype, device=grad.device)
+    gf = _empty_frames(grad, (B, S + 1, C, H, W), cl)
     if gf.numel() == 0 or S == 0:
         return gf.zero_()
     zero = (0, 0, 0, 0)
@@ -855,7 +875,8 @@ def off_gradients_stack_backward(grad_in):
     tchw = (S + 1) * chw
     base = gf.data_ptr()
     fo = (base, base + chw * gf.element_size(), tchw, tchw, chw)
-    _off_backward(grad, tuple(grad.stride()[:4]), plan, fo, _scalar(grad, op))
+    g_sw = grad.stride(4) if cl else None
+    _off_backward(grad, tuple(grad.stride()[:4]), plan, fo, _scalar(grad, op), g_sw)
     return gf
 
 
