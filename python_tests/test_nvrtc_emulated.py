@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch._prims_common import suggest_memory_format
 
 import mvaccel.ops  # noqa: F401
 from mvaccel.ops import _nvrtc
@@ -28,7 +29,7 @@ EMULATED = [  # every kernel the launchers use, but the NVRTC-only 16-bit types
     e
     for u in _nvrtc.UNITS.values()
     for e in u.kernels
-    if "<" not in e or e.split("<")[1].rstrip(">") in SCALARS
+    if "<" not in e or e.split("<")[1].rstrip(">").split(",")[0] in SCALARS
 ]
 
 SHIM = r"""
@@ -209,10 +210,73 @@ def test_mv_resize(on_cpu, dtype, mode):
 
 
 def test_resample_grid_rows_beyond_one_launch_row(on_cpu, monkeypatch):
-    """More image rows than the grid holds: the kernels' row loop covers the rest."""
-    monkeypatch.setattr(_nvrtc, "_MAX_GRID_Y", 5)
+    """More image rows (and images) than the grid holds: the kernels' loops cover the rest."""
+    monkeypatch.setattr(_nvrtc, "_MAX_GRID_Y", 2)
+    monkeypatch.setattr(_nvrtc, "_RESAMPLE_TARGET_THREADS", 1 << 30)  # split images over z
     _same("block_upsample", (_r(3, 2, 2, 2), 4, 4, 7, 6, "bilinear"), on_cpu, "forward")
+    _same("block_upsample", (_r(3, 2, 2, 2), 4, 4, 7, 6, "nearest"), on_cpu, "forward_block")
     _same("_mv_resize_backward", (_r(3, 2, 7, 6), 3, 2, "bilinear"), on_cpu, "backward")
+
+
+# Output widths around the 16-byte vector (4 float32 / 2 float64 elements) and block widths
+# that do and do not hold one: runs that start off a 16-byte boundary (scalar head), end
+# inside one (scalar tail) and are cut by the image edge.
+BLOCK_CASES = [
+    (4, 4, 4, 8), (3, 5, 7, 16), (2, 6, 9, 6), (4, 8, 5, 7), (1, 16, 3, 33), (2, 2, 3, 3),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bh, bw, out_h, out_w", BLOCK_CASES)
+def test_block_upsample_nearest_runs(on_cpu, dtype, bh, bw, out_h, out_w):
+    """forward_block_kernel (runs of one source value, 16-byte stores) against the CPU op."""
+    hb, wb = -(-out_h // bh), -(-out_w // bw)
+    x = _r(2, 3, hb, wb, dtype=dtype)
+    for src in (x, x.contiguous(memory_format=torch.channels_last), x.mT.contiguous().mT):
+        on_cpu.clear()
+        _same("block_upsample", (src, bh, bw, out_h, out_w, "nearest"), on_cpu, "forward_block")
+        fmt = suggest_memory_format(src)  # the launcher's output, as it allocates it
+        out = torch.empty(2, 3, out_h, out_w, dtype=dtype, memory_format=fmt)
+        vec = _nvrtc._vector_stores(out, {"block_w": bw})
+        assert on_cpu[-1].endswith(", true>" if vec else ", false>"), on_cpu
+    # An input one element into its storage, and a strided one.
+    base = _r(2 * 3 * hb * wb + 1, dtype=dtype)[1:].view(2, 3, hb, wb)
+    _same("block_upsample", (base, bh, bw, out_h, out_w, "nearest"), on_cpu, "forward_block")
+    wide = _r(2, 6, hb, 2 * wb, dtype=dtype)[:, ::2, :, 1::2]
+    _same("block_upsample", (wide, bh, bw, out_h, out_w, "nearest"), on_cpu, "forward_block")
+    _same("block_upsample", (wide, bh, bw, out_h, out_w, "bilinear"), on_cpu, "forward_kernel")
+
+
+def test_block_upsample_vector_stores_cover_every_run(on_cpu):
+    """The 16-byte path writes all of every run: a NaN-filled output has no hole left."""
+    x = torch.arange(2 * 2 * 3 * 5, dtype=torch.float32).view(2, 2, 3, 5)
+    out = _nvrtc.block_upsample(x, 4, 8, 12, 36, "nearest")
+    assert on_cpu[-1] == "mvaccel::resample::forward_block_kernel<float, int32_t, true>"
+    want = x.repeat_interleave(4, 2).repeat_interleave(8, 3)[..., :12, :36]
+    assert torch.equal(out, want)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_resample_64bit_index_fallback(on_cpu, monkeypatch, mode):
+    """The int64_t kernels (chosen when an offset does not fit in 31 bits) compute the same."""
+    monkeypatch.setattr(_nvrtc, "_INT32_MAX", 50)
+    x = _r(2, 3, 3, 4, dtype=torch.float64)
+    _same("block_upsample", (x, 4, 3, 11, 10, mode), on_cpu, "int64_t")
+    _same("mv_resize", (x[:, :2], 7, 9, mode), on_cpu, "int64_t")
+    _same("_block_upsample_backward", (_r(2, 3, 11, 10), 3, 4, 4, 3, mode), on_cpu, "int64_t")
+    assert all("int64_t" in e for e in on_cpu)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_resample_backward_layouts(on_cpu, dtype, mode):
+    g = _r(2, 3, 11, 10, dtype=dtype)
+    for grad in (g.contiguous(memory_format=torch.channels_last), _r(663, dtype=dtype)[3:]):
+        grad = grad.view(2, 3, 11, 10)
+        _same("_block_upsample_backward", (grad, 3, 4, 4, 3, mode), on_cpu, "backward")
+    mv = _r(2, 2, 9, 13, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    _same("_mv_resize_backward", (mv, 5, 7, mode), on_cpu, "backward")
+    _same("mv_resize", (mv, 4, 6, mode), on_cpu, "forward_kernel")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

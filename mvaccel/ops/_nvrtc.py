@@ -105,6 +105,7 @@ TVNET_KERNELS = (
     "pass_g_kernel",
     "pass_u_backward_kernel",
 )
+RESAMPLE_INDEX_TYPES = ("int32_t", "int64_t")  # resample_cuda.cu fits_int32 picks one
 OFF_KERNELS = ("forward_kernel", "backward_kernel", "forward_cl_kernel", "backward_cl_kernel")
 TVL1_KERNELS = (
     "resize_kernel",
@@ -117,8 +118,16 @@ UNITS = {
     "resample": Unit(
         "resample",
         "ops/resample/resample_kernels.cuh",
-        _templated(
-            "mvaccel::resample", ("forward_kernel", "backward_kernel"), SCALAR_TYPES.values()
+        tuple(
+            f"mvaccel::resample::{k}<{t}, {i}{v}>"
+            for k, variants in (
+                ("forward_kernel", ("",)),
+                ("backward_kernel", ("",)),
+                ("forward_block_kernel", (", false", ", true")),
+            )
+            for t in SCALAR_TYPES.values()
+            for i in RESAMPLE_INDEX_TYPES
+            for v in variants
         ),
     ),
     "off": Unit(
@@ -164,7 +173,7 @@ RESAMPLE_ARGS = _struct(
         ("src", RESAMPLE_STRIDES),
         ("dst", RESAMPLE_STRIDES),
         ("C", I64),
-        ("rows", I64),
+        ("N", I64),
     ]
 )
 OFF_VIEW = _struct([(n, I64) for n in ("sb", "ss", "sc", "sh")])
@@ -192,6 +201,7 @@ STRUCTS = {
 SIGNATURES: dict[str, tuple] = {
     "mvaccel::resample::forward_kernel": (PTR, PTR, RESAMPLE_ARGS),
     "mvaccel::resample::backward_kernel": (PTR, PTR, RESAMPLE_ARGS),
+    "mvaccel::resample::forward_block_kernel": (PTR, PTR, RESAMPLE_ARGS),
     "mvaccel::off::forward_kernel": (PTR, PTR, PTR, OFF_PLAN, I64),
     "mvaccel::off::backward_kernel": (PTR, OFF_VIEW, OFF_PLAN, OFF_FRAME_OUT, I64),
     "mvaccel::off::forward_cl_kernel": (PTR, PTR, PTR, OFF_PLAN, I64, I64, I64),
@@ -638,8 +648,37 @@ def _plan_tuple(plan: dict) -> tuple:
     return tuple(plan[n] for n in RESAMPLE_PLAN.names)
 
 
-def _resample_grid(width: int, rows: int) -> tuple[int, int]:
-    return (_ceil(width, _RESAMPLE_THREADS), min(rows, _MAX_GRID_Y))
+_RESAMPLE_TARGET_THREADS = 1 << 21
+_INT32_MAX = 2**31 - 1
+
+
+def _resample_grid(width: int, height: int, images: int) -> tuple[int, int, int]:
+    """resample_cuda.cu grid_for: (x, y, image), images split to reach the target threads."""
+    gx = _ceil(width, _RESAMPLE_THREADS)
+    per_image = max(1, gx * _RESAMPLE_THREADS * height)
+    gz = min(max(_ceil(_RESAMPLE_TARGET_THREADS, per_image), 1), min(max(images, 1), _MAX_GRID_Y))
+    return (gx, min(height, _MAX_GRID_Y), gz)
+
+
+def _offset_span(t: torch.Tensor) -> int:
+    return 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride(), strict=True))
+
+
+def _index_type(a: torch.Tensor, b: torch.Tensor) -> str:
+    """resample_cuda.cu fits_int32: 32-bit offsets when every offset of the call fits."""
+    fits = all(t.numel() <= _INT32_MAX and _offset_span(t) <= _INT32_MAX for t in (a, b))
+    return "int32_t" if fits else "int64_t"
+
+
+def _vector_stores(out: torch.Tensor, plan: dict) -> bool:
+    """resample_cuda.cu vector_stores: rows unit stride, 16-byte aligned, a run holds a vector."""
+    e = out.element_size()
+    return (
+        out.stride(3) == 1
+        and out.data_ptr() % 16 == 0
+        and all(out.stride(d) * e % 16 == 0 for d in (0, 1, 2))
+        and plan["block_w"] * e >= 16
+    )
 
 
 def _resample_forward(x: torch.Tensor, plan: dict, op: str) -> torch.Tensor:
@@ -655,16 +694,15 @@ def _resample_forward(x: torch.Tensor, plan: dict, op: str) -> torch.Tensor:
     )
     if out.numel() == 0:
         return out
-    rows = n * c * plan["out_h"]
-    args = (_plan_tuple(plan), tuple(x.stride()), tuple(out.stride()), c, rows)
-    launch(
-        "resample",
-        f"mvaccel::resample::forward_kernel<{t}>",
-        _resample_grid(plan["out_w"], rows),
-        (_RESAMPLE_THREADS,),
-        (x, out, args),
-        x,
-    )
+    args = (_plan_tuple(plan), tuple(x.stride()), tuple(out.stride()), c, n)
+    i = _index_type(x, out)
+    if plan["mode"] == _NEAREST_BLOCK:
+        vec = "true" if _vector_stores(out, plan) else "false"
+        name = f"forward_block_kernel<{t}, {i}, {vec}>"
+        grid = _resample_grid(plan["in_w"], plan["out_h"], n)
+    else:
+        name, grid = f"forward_kernel<{t}, {i}>", _resample_grid(plan["out_w"], plan["out_h"], n)
+    launch("resample", f"mvaccel::resample::{name}", grid, (_RESAMPLE_THREADS,), (x, out, args), x)
     return out
 
 
@@ -674,12 +712,11 @@ def _resample_backward(grad: torch.Tensor, plan: dict, op: str) -> torch.Tensor:
     gin = torch.empty((n, c, plan["in_h"], plan["in_w"]), dtype=grad.dtype, device=grad.device)
     if gin.numel() == 0:
         return gin
-    rows = n * c * plan["in_h"]
-    args = (_plan_tuple(plan), tuple(grad.stride()), (0, 0, 0, 0), c, rows)
+    args = (_plan_tuple(plan), tuple(grad.stride()), tuple(gin.stride()), c, n)
     launch(
         "resample",
-        f"mvaccel::resample::backward_kernel<{t}>",
-        _resample_grid(plan["in_w"], rows),
+        f"mvaccel::resample::backward_kernel<{t}, {_index_type(grad, gin)}>",
+        _resample_grid(plan["in_w"], plan["in_h"], n),
         (_RESAMPLE_THREADS,),
         (grad, gin, args),
         grad,
