@@ -572,3 +572,21 @@ def test_resample_block_kernel_emits_16_byte_stores():
         vec = "Lb1EEEv" in name  # mangled template argument `true`
         wide = re.search(r"st\.global\.(v4\.[bfsu]32|v2\.[bfsu]64)", body) is not None
         assert wide == vec, name
+
+
+def test_off_forward_tiles_use_16_byte_loads_and_stores():
+    """off forward_kernel<T, true> loads and stores 16-byte vectors; <T, false> does not."""
+    import re
+
+    try:
+        c = _nvrtc.compile_unit(_nvrtc.UNITS["off"], "compute_90")
+    except ImportError as e:
+        pytest.skip(f"no NVRTC: {e}")
+    bodies = [m for m in re.split(r"\.entry\s+", c.code.decode())[1:]]
+    fwd = {b.split("(")[0].strip(): b for b in bodies if "14forward_kernel" in b.split("(")[0]}
+    assert len(fwd) == 8  # 4 dtypes x (scalar, vector)
+    for name, body in fwd.items():
+        vec = "Lb1EEEv" in name
+        for op in ("ld", "st"):
+            wide = re.search(op + r"\.global(\.nc)?\.(v4\.[bfsu]32|v2\.[bfsu]64)", body)
+            assert (wide is not None) == vec, (name, op)

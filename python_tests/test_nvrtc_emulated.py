@@ -329,6 +329,36 @@ def test_off(on_cpu, dtype):
     )
 
 
+# (H, W): rows around the 8-row tile, widths that are and are not multiples of the 16-byte
+# vector (4 float32, 2 float64, 8 float16/bfloat16 elements).
+OFF_TILES = [(5, 16), (9, 8), (17, 24), (8, 12), (3, 1), (1, 16), (10, 7)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("h, w", OFF_TILES)
+def test_off_forward_tiles(on_cpu, dtype, h, w):
+    """forward_kernel's register-window tiles, 16-byte (true) or scalar (false) columns."""
+    vec = w * torch.empty(0, dtype=dtype).element_size() % 16 == 0
+    kind = f"forward_kernel<{_nvrtc.SCALAR_TYPES[dtype]}, {'true' if vec else 'false'}>"
+    f_t, f_prev = _r(2, 3, h, w, dtype=dtype), _r(2, 3, h, w, dtype=dtype, seed=1)
+    _same("off_gradients", (f_t, f_prev), on_cpu, kind)
+    f = _r(2, 3, 2, h, w, dtype=dtype, seed=2)
+    _same("off_gradients_stack", (f,), on_cpu, kind)
+    # One element into the storage: not 16-byte aligned, the scalar tiles.
+    on_cpu.clear()
+    shifted = _r(2 * 3 * h * w + 1, dtype=dtype, seed=3)[1:].view(2, 3, h, w)
+    _same("off_gradients", (shifted, f_prev), on_cpu, "off::forward_kernel")
+    assert on_cpu[-1].endswith("false>") or w == 1
+
+
+def test_off_forward_tiles_grid_stride(on_cpu, monkeypatch):
+    """Fewer blocks than tiles: each thread's loop covers the rest."""
+    monkeypatch.setattr(_nvrtc, "_OFF_MAX_BLOCKS", 1)
+    f_t, f_prev = _r(3, 5, 11, 16), _r(3, 5, 11, 16, seed=1)
+    _same("off_gradients", (f_t, f_prev), on_cpu, "forward_kernel<float, true>")
+    _same("off_gradients", (f_t[..., 1:], f_prev[..., 1:]), on_cpu, "forward_kernel<float, false>")
+
+
 def _cl(*shape, dtype, seed=0, offset=0):
     """(..., C, H, W) with channels_last frames, ``offset`` elements into its storage."""
     *lead, c, h, w = shape

@@ -106,7 +106,7 @@ TVNET_KERNELS = (
     "pass_u_backward_kernel",
 )
 RESAMPLE_INDEX_TYPES = ("int32_t", "int64_t")  # resample_cuda.cu fits_int32 picks one
-OFF_KERNELS = ("forward_kernel", "backward_kernel", "forward_cl_kernel", "backward_cl_kernel")
+OFF_KERNELS = ("backward_kernel", "forward_cl_kernel", "backward_cl_kernel")  # + forward_kernel
 TVL1_KERNELS = (
     "resize_kernel",
     "centred_grad_kernel",
@@ -133,7 +133,12 @@ UNITS = {
     "off": Unit(
         "off",
         "ops/off/off_kernels.cuh",
-        _templated("mvaccel::off", OFF_KERNELS, SCALAR_TYPES.values()),
+        tuple(
+            f"mvaccel::off::forward_kernel<{t}, {v}>"
+            for t in SCALAR_TYPES.values()
+            for v in ("false", "true")
+        )
+        + _templated("mvaccel::off", OFF_KERNELS, SCALAR_TYPES.values()),
     ),
     "tvnet": Unit(
         "tvnet",
@@ -776,6 +781,21 @@ def _off_grid(width: int, rows: int) -> tuple[int, int]:
     return (_ceil(width, _OFF_THREADS), min(rows, _MAX_GRID_Y))
 
 
+_OFF_ROWS, _OFF_MAX_BLOCKS = 8, 2**31 - 1  # off_kernels.cuh kRows, kMaxBlocks
+
+
+def _vector_tiles(cur_ptr: int, prev: torch.Tensor, plan: tuple) -> bool:
+    """off_cuda.cu vector_tiles: W a multiple of V, pointers and strides 16-byte aligned."""
+    e = prev.element_size()
+    strides = (*plan[5], *plan[6])
+    return (
+        plan[4] * e % 16 == 0
+        and cur_ptr % 16 == 0
+        and prev.data_ptr() % 16 == 0
+        and all(s * e % 16 == 0 for s in strides)
+    )
+
+
 def _off_forward(cur, prev, plan: tuple, cur_offset: int, shape, sw=None):
     """Forward launch; ``sw`` = (cur_sw, prev_sw) runs the channels_last kernel."""
     B, S, C, H, W = plan[:5]
@@ -785,13 +805,17 @@ def _off_forward(cur, prev, plan: tuple, cur_offset: int, shape, sw=None):
         return out
     cur_ptr = cur.data_ptr() + cur_offset * cur.element_size()
     if sw is None:
-        rows = B * S * C * H
-        kernel, grid, args = "forward_kernel", _off_grid(W, rows), (cur_ptr, prev, out, plan, rows)
+        vec = _vector_tiles(cur_ptr, prev, plan)
+        v = 16 // cur.element_size() if vec else 1
+        total = B * S * C * _ceil(H, _OFF_ROWS) * _ceil(W, v)
+        kernel = f"forward_kernel<{t}, {'true' if vec else 'false'}>"
+        grid = (min(_ceil(total, _OFF_THREADS), _OFF_MAX_BLOCKS),)
+        args = (cur_ptr, prev, out, plan, total)
     else:
         rows = B * S * H
-        kernel, grid = "forward_cl_kernel", _off_grid(W * C, rows)
+        kernel, grid = f"forward_cl_kernel<{t}>", _off_grid(W * C, rows)
         args = (cur_ptr, prev, out, plan, *sw, rows)
-    launch("off", f"mvaccel::off::{kernel}<{t}>", grid, (_OFF_THREADS,), args, cur)
+    launch("off", f"mvaccel::off::{kernel}", grid, (_OFF_THREADS,), args, cur)
     return out
 
 

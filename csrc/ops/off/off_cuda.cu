@@ -6,6 +6,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <tuple>
 
 #include "off.h"
@@ -22,19 +23,41 @@ dim3 grid_for(int64_t width, int64_t rows) {
               static_cast<unsigned>(std::min(rows, kMaxGridY)));
 }
 
+// forward_kernel's 16-byte tiles: W a multiple of V, both planes' pointers
+// and every stride 16-byte aligned (mvaccel/ops/_nvrtc.py mirrors it).
+bool vector_tiles(const void* cur, const void* prev, const Plan& p,
+                  int64_t elem) {
+  const auto al = [&](int64_t elems) { return (elems * elem) % 16 == 0; };
+  return al(p.W) && reinterpret_cast<uintptr_t>(cur) % 16 == 0 &&
+         reinterpret_cast<uintptr_t>(prev) % 16 == 0 && al(p.cur.sb) &&
+         al(p.cur.ss) && al(p.cur.sc) && al(p.cur.sh) && al(p.prev.sb) &&
+         al(p.prev.ss) && al(p.prev.sc) && al(p.prev.sh);
+}
+
 at::Tensor run_forward(const at::Tensor& cur_src, const at::Tensor& prev_src,
                        const Plan& p, int64_t cur_offset,
                        at::IntArrayRef shape) {
   const c10::cuda::CUDAGuard guard(cur_src.device());
   at::Tensor out = at::empty(shape, cur_src.options());
   if (out.numel() == 0) return out;
-  const int64_t rows = p.B * p.S * p.C * p.H;
   const auto stream = c10::cuda::getCurrentCUDAStream();
   MVACCEL_DISPATCH_FLOATING(cur_src.scalar_type(), "mvaccel_off_cuda", [&] {
-    forward_kernel<scalar_t><<<grid_for(p.W, rows), kThreads, 0, stream>>>(
-        cur_src.const_data_ptr<scalar_t>() + cur_offset,
-        prev_src.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
-        p, rows);
+    const scalar_t* cur = cur_src.const_data_ptr<scalar_t>() + cur_offset;
+    const scalar_t* prev = prev_src.const_data_ptr<scalar_t>();
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    const bool vec = vector_tiles(cur, prev, p, sizeof(scalar_t));
+    const int64_t V = vec ? 16 / static_cast<int64_t>(sizeof(scalar_t)) : 1;
+    const int64_t total =
+        p.B * p.S * p.C * ((p.H + kRows - 1) / kRows) * ((p.W + V - 1) / V);
+    const dim3 grid(static_cast<unsigned>(
+        std::min<int64_t>((total + kThreads - 1) / kThreads, kMaxBlocks)));
+    if (vec) {
+      forward_kernel<scalar_t, true>
+          <<<grid, kThreads, 0, stream>>>(cur, prev, o, p, total);
+    } else {
+      forward_kernel<scalar_t, false>
+          <<<grid, kThreads, 0, stream>>>(cur, prev, o, p, total);
+    }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;

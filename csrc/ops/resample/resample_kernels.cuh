@@ -41,13 +41,6 @@ constexpr int64_t kMaxGridYZ = 65535;
 // Threads a launch aims at before it splits the images over blockIdx.z.
 constexpr int64_t kTargetThreads = int64_t(1) << 21;
 
-// 16 bytes of scalar_t: one vector store.
-template <typename scalar_t>
-struct alignas(16) Vec16 {
-  static constexpr int kN = 16 / sizeof(scalar_t);
-  scalar_t v[kN];
-};
-
 // Stores value v at dst[0, len) (unit stride). kVec: scalar stores up to
 // the first 16-byte boundary, 16-byte stores, scalar tail.
 template <bool kVec, typename scalar_t, typename index_t>
@@ -63,7 +56,7 @@ MVACCEL_HD void fill_run(scalar_t* dst, index_t len, scalar_t v) {
     Vec16<scalar_t> pk;
     for (int k = 0; k < kN; ++k) pk.v[k] = v;
     for (; i + kN <= len; i += kN) {
-      *reinterpret_cast<Vec16<scalar_t>*>(dst + i) = pk;
+      store16(dst + i, pk);
     }
   }
   for (; i < len; ++i) dst[i] = v;
