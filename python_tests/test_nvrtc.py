@@ -575,7 +575,7 @@ def test_resample_block_kernel_emits_16_byte_stores():
 
 
 def test_off_forward_tiles_use_16_byte_loads_and_stores():
-    """off forward_kernel<T, true> loads and stores 16-byte vectors; <T, false> does not."""
+    """off forward/backward_kernel<T, true> load and store 16-byte vectors; <T, false> not."""
     import re
 
     try:
@@ -583,8 +583,9 @@ def test_off_forward_tiles_use_16_byte_loads_and_stores():
     except ImportError as e:
         pytest.skip(f"no NVRTC: {e}")
     bodies = [m for m in re.split(r"\.entry\s+", c.code.decode())[1:]]
-    fwd = {b.split("(")[0].strip(): b for b in bodies if "14forward_kernel" in b.split("(")[0]}
-    assert len(fwd) == 8  # 4 dtypes x (scalar, vector)
+    tiles = ("14forward_kernel", "15backward_kernel")
+    fwd = {b.split("(")[0].strip(): b for b in bodies if any(k in b.split("(")[0] for k in tiles)}
+    assert len(fwd) == 16  # (forward, backward) x 4 dtypes x (scalar, vector)
     for name, body in fwd.items():
         vec = "Lb1EEEv" in name
         for op in ("ld", "st"):

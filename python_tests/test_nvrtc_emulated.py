@@ -351,12 +351,28 @@ def test_off_forward_tiles(on_cpu, dtype, h, w):
     assert on_cpu[-1].endswith("false>") or w == 1
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("h, w", OFF_TILES)
+def test_off_backward_tiles(on_cpu, dtype, h, w):
+    """backward_kernel's tiles (two register windows), pair and stack, both variants."""
+    vec = w * torch.empty(0, dtype=dtype).element_size() % 16 == 0
+    kind = f"backward_kernel<{_nvrtc.SCALAR_TYPES[dtype]}, {'true' if vec else 'false'}>"
+    _same("_off_gradients_backward", (_r(2, 9, h, w, dtype=dtype),), on_cpu, kind)
+    _same("_off_gradients_stack_backward", (_r(2, 3, 6, h, w, dtype=dtype),), on_cpu, kind)
+    on_cpu.clear()
+    shifted = _r(2 * 9 * h * w + 1, dtype=dtype, seed=3)[1:].view(2, 9, h, w)
+    _same("_off_gradients_backward", (shifted,), on_cpu, "off::backward_kernel")
+    assert on_cpu[-1].endswith("false>") or w == 1
+
+
 def test_off_forward_tiles_grid_stride(on_cpu, monkeypatch):
     """Fewer blocks than tiles: each thread's loop covers the rest."""
     monkeypatch.setattr(_nvrtc, "_OFF_MAX_BLOCKS", 1)
     f_t, f_prev = _r(3, 5, 11, 16), _r(3, 5, 11, 16, seed=1)
     _same("off_gradients", (f_t, f_prev), on_cpu, "forward_kernel<float, true>")
     _same("off_gradients", (f_t[..., 1:], f_prev[..., 1:]), on_cpu, "forward_kernel<float, false>")
+    g = _r(2, 4, 6, 11, 16)
+    _same("_off_gradients_stack_backward", (g,), on_cpu, "backward_kernel<float, true>")
 
 
 def _cl(*shape, dtype, seed=0, offset=0):

@@ -106,7 +106,7 @@ TVNET_KERNELS = (
     "pass_u_backward_kernel",
 )
 RESAMPLE_INDEX_TYPES = ("int32_t", "int64_t")  # resample_cuda.cu fits_int32 picks one
-OFF_KERNELS = ("backward_kernel", "forward_cl_kernel", "backward_cl_kernel")  # + forward_kernel
+OFF_KERNELS = ("forward_cl_kernel", "backward_cl_kernel")  # + the tiles' <T, kVec> kernels
 TVL1_KERNELS = (
     "resize_kernel",
     "centred_grad_kernel",
@@ -134,7 +134,8 @@ UNITS = {
         "off",
         "ops/off/off_kernels.cuh",
         tuple(
-            f"mvaccel::off::forward_kernel<{t}, {v}>"
+            f"mvaccel::off::{k}<{t}, {v}>"
+            for k in ("forward_kernel", "backward_kernel")
             for t in SCALAR_TYPES.values()
             for v in ("false", "true")
         )
@@ -880,14 +881,24 @@ def _off_backward(grad, gv, plan, frame_out, t, g_sw=None):
     """Backward launch; ``g_sw`` (grad's column stride) runs the channels_last kernel."""
     B, S, C, H, W = plan[:5]
     if g_sw is None:
-        rows = B * (S + 1) * C * H
-        kernel, grid = "backward_kernel", _off_grid(W, rows)
-        args = (grad, gv, plan, frame_out, rows)
+        e = grad.element_size()
+        vec = (
+            W * e % 16 == 0
+            and grad.data_ptr() % 16 == 0
+            and all(s * e % 16 == 0 for s in gv)
+            and all(q % 16 == 0 for q in frame_out[:2])
+            and all(s * e % 16 == 0 for s in frame_out[2:])
+        )  # off_cuda.cu launch_backward's check
+        v = 16 // e if vec else 1
+        total = B * (S + 1) * C * _ceil(H, _OFF_ROWS) * _ceil(W, v)
+        kernel = f"backward_kernel<{t}, {'true' if vec else 'false'}>"
+        grid = (min(_ceil(total, _OFF_THREADS), _OFF_MAX_BLOCKS),)
+        args = (grad, gv, plan, frame_out, total)
     else:
         rows = B * (S + 1) * H
-        kernel, grid = "backward_cl_kernel", _off_grid(W * C, rows)
+        kernel, grid = f"backward_cl_kernel<{t}>", _off_grid(W * C, rows)
         args = (grad, gv, g_sw, plan, frame_out, rows)
-    launch("off", f"mvaccel::off::{kernel}<{t}>", grid, (_OFF_THREADS,), args, grad)
+    launch("off", f"mvaccel::off::{kernel}", grid, (_OFF_THREADS,), args, grad)
 
 
 def off_gradients_backward(grad_in):

@@ -95,10 +95,31 @@ void launch_backward_cl(const at::Tensor& grad, const View& gv, int64_t g_sw,
 template <typename scalar_t>
 void launch_backward(const at::Tensor& grad, const View& gv, const Plan& p,
                      const FrameOut<scalar_t>& fo) {
-  const int64_t rows = p.B * (p.S + 1) * p.C * p.H;
   const auto stream = c10::cuda::getCurrentCUDAStream();
-  backward_kernel<scalar_t><<<grid_for(p.W, rows), kThreads, 0, stream>>>(
-      grad.const_data_ptr<scalar_t>(), gv, p, fo, rows);
+  const scalar_t* g = grad.const_data_ptr<scalar_t>();
+  const auto al = [](int64_t elems) {
+    return (elems * static_cast<int64_t>(sizeof(scalar_t))) % 16 == 0;
+  };
+  const auto al_ptr = [](const void* q) {
+    return reinterpret_cast<uintptr_t>(q) % 16 == 0;
+  };
+  // backward_kernel's 16-byte tiles (mvaccel/ops/_nvrtc.py mirrors it).
+  const bool vec = al(p.W) && al_ptr(g) && al(gv.sb) && al(gv.ss) &&
+                   al(gv.sc) && al(gv.sh) && al_ptr(fo.first) &&
+                   al_ptr(fo.rest) && al(fo.sb_first) && al(fo.sb_rest) &&
+                   al(fo.st_rest);
+  const int64_t V = vec ? 16 / static_cast<int64_t>(sizeof(scalar_t)) : 1;
+  const int64_t total =
+      p.B * (p.S + 1) * p.C * ((p.H + kRows - 1) / kRows) * ((p.W + V - 1) / V);
+  const dim3 grid(static_cast<unsigned>(
+      std::min<int64_t>((total + kThreads - 1) / kThreads, kMaxBlocks)));
+  if (vec) {
+    backward_kernel<scalar_t, true>
+        <<<grid, kThreads, 0, stream>>>(g, gv, p, fo, total);
+  } else {
+    backward_kernel<scalar_t, false>
+        <<<grid, kThreads, 0, stream>>>(g, gv, p, fo, total);
+  }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

@@ -2,11 +2,9 @@
 // compiled by nvcc (off_cuda.cu launches them) and by NVRTC at run time
 // (mvaccel/ops/_nvrtc.py). Device code only: no ATen, no standard library.
 //
-// forward_kernel: tiles of kRows x V pixels per thread (below). backward:
-// one thread per pixel of a row (blockIdx.x, threadIdx.x), one grid row per
-// image row (blockIdx.y, strided when there are more rows than the grid
-// holds). Neighbouring threads read neighbouring columns, so the 3x3 stencil
-// loads coalesce and hit L1 for the shared rows.
+// forward_kernel and backward_kernel: tiles of kRows x V pixels per thread
+// (below); neighbouring threads take neighbouring column groups, so the
+// stencil loads coalesce and the halo columns hit L1.
 //
 // channels_last (forward_cl_kernel, backward_cl_kernel: the channel is the
 // fastest dimension of the inputs, unit stride, and of the outputs): one
@@ -127,21 +125,69 @@ __global__ void forward_kernel(const scalar_t* __restrict__ cur0,
   }
 }
 
-template <typename scalar_t>
+// Backward, rows unit stride: the tiles of forward_kernel over the (B, S + 1)
+// frames. Frame t's gradient at (y, x) (frame_grad in off_math.cuh) is
+// Gt - Kx (x) Gx - Ky (x) Gy of pair t - 1 (t >= 1) minus Gt of pair t
+// (t <= S - 1): two 3-row register windows (Gx, Gy) and two centre rows.
+// kVec: W a multiple of V, grad's pointer and strides 16-byte aligned.
+template <typename scalar_t, bool kVec>
 __global__ void backward_kernel(const scalar_t* __restrict__ g, View gv, Plan p,
-                                FrameOut<scalar_t> fo, int64_t rows) {
+                                FrameOut<scalar_t> fo, int64_t total) {
   using acc_t = opmath_t<scalar_t>;
-  const int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (x >= p.W) return;
+  constexpr int V = kVec ? Vec16<scalar_t>::kN : 1;
   const int64_t H = p.H, W = p.W, C = p.C, T = p.S + 1;
-  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
-    const int64_t y = r % H;
-    const int64_t plane = r / H;
-    const int64_t c = plane % C;
-    const int64_t bt = plane / C;
-    const int64_t t = bt % T, b = bt / T;
-    const acc_t v = frame_grad<acc_t>(g, gv, 1, p.S, C, H, W, b, t, c, y, x);
-    fo.frame(b, t)[c * H * W + y * W + x] = static_cast<scalar_t>(v);
+  const int64_t groups = (W + V - 1) / V;
+  const int64_t strips = (H + kRows - 1) / kRows;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+       i < total; i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t rest = i / groups;
+    const int64_t x0 = (i - rest * groups) * V;
+    const int64_t plane = rest / strips;
+    const int64_t y0 = (rest - plane * strips) * kRows;
+    const int64_t bt = plane / C, c = plane - bt * C;
+    const int64_t b = bt / T, t = bt - b * T;
+    const bool cur = t >= 1, prev = t <= p.S - 1;
+    // Gx, Gy, Gt of pair t - 1 and Gt of pair t (unused when absent).
+    const scalar_t* gx = g + b * gv.sb + (cur ? t - 1 : 0) * gv.ss + c * gv.sc;
+    const scalar_t* gy = gx + C * gv.sc;
+    const scalar_t* gt = gy + C * gv.sc;
+    const scalar_t* gn =
+        g + b * gv.sb + (prev ? t : 0) * gv.ss + (2 * C + c) * gv.sc;
+    scalar_t* o = fo.frame(b, t) + c * H * W + x0;
+    acc_t xm[V + 2], xc[V + 2], xp[V + 2], ym[V + 2], yc[V + 2], yp[V + 2];
+    const int64_t absent = cur ? 0 : H + 2;  // rows outside: zero windows
+    load_window_row<V, kVec>(gx, gv.sh, H, W, y0 - 1 - absent, x0, xm);
+    load_window_row<V, kVec>(gx, gv.sh, H, W, y0 - absent, x0, xc);
+    load_window_row<V, kVec>(gy, gv.sh, H, W, y0 - 1 - absent, x0, ym);
+    load_window_row<V, kVec>(gy, gv.sh, H, W, y0 - absent, x0, yc);
+    for (int r = 0; r < kRows && y0 + r < H; ++r) {
+      const int64_t y = y0 + r;
+      load_window_row<V, kVec>(gx, gv.sh, H, W, y + 1 - absent, x0, xp);
+      load_window_row<V, kVec>(gy, gv.sh, H, W, y + 1 - absent, x0, yp);
+      acc_t ct[V + 2], cn[V + 2];
+      load_window_row<V, kVec>(gt, gv.sh, H, W, y - absent, x0, ct);
+      load_window_row<V, kVec>(gn, gv.sh, H, W, prev ? y : -2, x0, cn);
+      scalar_t v[V];
+      for (int k = 0; k < V; ++k) {
+        acc_t a = acc_t(0);
+        if (cur) {
+          a = ct[k + 1] -
+              sobel_x_of<acc_t>(xm[k], xm[k + 2], xc[k], xc[k + 2], xp[k],
+                                xp[k + 2]) -
+              sobel_y_of<acc_t>(ym[k], ym[k + 1], ym[k + 2], yp[k], yp[k + 1],
+                                yp[k + 2]);
+        }
+        if (prev) a -= cn[k + 1];
+        v[k] = static_cast<scalar_t>(a);
+      }
+      store_tile_row<V, kVec>(o + y * W, v, x0, W);
+      for (int k = 0; k < V + 2; ++k) {
+        xm[k] = xc[k];
+        xc[k] = xp[k];
+        ym[k] = yc[k];
+        yc[k] = yp[k];
+      }
+    }
   }
 }
 
