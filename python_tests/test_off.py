@@ -367,3 +367,43 @@ def test_channels_last_opcheck_and_meta(device):
     metas = torch.ops.mvaccel._off_gradients_backward(g_m)
     reals = torch.ops.mvaccel._off_gradients_backward(grad)
     assert [m.stride() for m in metas] == [r.stride() for r in reals]
+
+
+# ---- issue 16: the CUDA tile kernels (16-byte / scalar columns, 8-row strips) against CPU ------
+
+
+def _tile_cases_match_cpu(dev):
+    for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        tol = {} if dtype in (torch.float32, torch.float64) else {"atol": 0.05, "rtol": 0.02}
+        for h, w in ((5, 16), (9, 8), (17, 24), (8, 12), (3, 1), (1, 16), (10, 7), (28, 28)):
+            g = torch.Generator().manual_seed(h * 100 + w)
+            base = torch.randn(2 * 3 * 3 * h * w + 1, generator=g).to(dtype)
+            f = base[:-1].view(2, 3, 3, h, w)
+            fd = f.to(dev)
+            for a, b in (
+                (fd[:, 0], fd[:, 1]),  # aligned when w * element size is a multiple of 16
+                (base.to(dev)[1:].view(2, 3, 3, h, w)[:, 0], fd[:, 1]),  # one element in
+                (fd[:, 0].contiguous(memory_format=torch.channels_last), fd[:, 1]),
+            ):
+                got = off.off_gradients(a, b)
+                want = off.off_gradients(a.cpu(), b.cpu())
+                assert got.stride() == want.stride()
+                torch.testing.assert_close(got.cpu(), want, **tol)
+            got = off.off_gradients_stack(f.to(dev))
+            torch.testing.assert_close(got.cpu(), off.off_gradients_stack(f), **tol)
+            grad = torch.randn(2, 9, h, w, generator=g).to(dtype)
+            for u, v in zip(
+                torch.ops.mvaccel._off_gradients_backward(grad.to(dev)),
+                torch.ops.mvaccel._off_gradients_backward(grad),
+                strict=True,
+            ):
+                torch.testing.assert_close(u.cpu(), v, **tol)
+            g5 = torch.randn(2, 2, 9, h, w, generator=g).to(dtype)
+            got = torch.ops.mvaccel._off_gradients_stack_backward(g5.to(dev))
+            want = torch.ops.mvaccel._off_gradients_stack_backward(g5)
+            torch.testing.assert_close(got.cpu(), want, **tol)
+
+
+@pytest.mark.cuda
+def test_cuda_tiles_match_cpu():
+    _tile_cases_match_cpu("cuda")
