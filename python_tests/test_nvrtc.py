@@ -87,7 +87,8 @@ def test_pack_args_bytes_and_count():
     plan = _nvrtc.mv_resize_plan("op", 3, 5, 7, 11, "bilinear")
     x = torch.zeros(2, 2, 3, 5)
     args = (_nvrtc._plan_tuple(plan), (30, 15, 5, 1), (154, 77, 11, 1), 2, 28)
-    bufs = _nvrtc.pack_args("mvaccel::resample::forward_kernel<float, int32_t>", (x, 1234, args))
+    name = "mvaccel::resample::forward_kernel<float, int32_t, false>"
+    bufs = _nvrtc.pack_args(name, (x, 1234, args))
     assert [b.dtype for b in bufs] == [_nvrtc.PTR, _nvrtc.PTR, _nvrtc.RESAMPLE_ARGS]
     assert int(bufs[0]) == x.data_ptr() and int(bufs[1]) == 1234
     a = bufs[2]
@@ -99,7 +100,7 @@ def test_pack_args_bytes_and_count():
     assert len(raw) == 168
     assert np.frombuffer(raw[152:168], "<i8").tolist() == [2, 28]
     with pytest.raises(TypeError, match="takes 3 arguments, got 2"):
-        _nvrtc.pack_args("mvaccel::resample::forward_kernel<float, int32_t>", (x, x))
+        _nvrtc.pack_args("mvaccel::resample::forward_kernel<float, int32_t, false>", (x, x))
 
 
 def test_scalar_parameters_follow_the_template_type():
@@ -566,8 +567,10 @@ def test_resample_block_kernel_emits_16_byte_stores():
     entries = dict(
         (m.split("(")[0].strip(), m) for m in re.split(r"\.entry\s+", c.code.decode())[1:]
     )
-    block = {k: v for k, v in entries.items() if "forward_block_kernel" in k}
-    assert len(block) == 16  # 4 dtypes x 2 index types x 2 store variants
+    block = {
+        k: v for k, v in entries.items() if "forward_block_kernel" in k or "14forward_kernel" in k
+    }
+    assert len(block) == 32  # 2 kernels x 4 dtypes x 2 index types x 2 store variants
     for name, body in block.items():
         vec = "Lb1EEEv" in name  # mangled template argument `true`
         wide = re.search(r"st\.global\.(v4\.[bfsu]32|v2\.[bfsu]64)", body) is not None

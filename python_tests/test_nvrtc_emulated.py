@@ -278,6 +278,22 @@ def test_block_upsample_nearest_runs(on_cpu, dtype, bh, bw, out_h, out_w):
     _same("block_upsample", (wide, bh, bw, out_h, out_w, "bilinear"), on_cpu, "forward_kernel")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("out_w", [16, 24, 40, 13])
+def test_resample_forward_vector_rows(on_cpu, dtype, out_w):
+    """forward_kernel<T, I, true>: V columns per thread, one 16-byte store (bilinear and
+    nearest-exact), scalar when out_w is not a multiple of the vector."""
+    vec = out_w * torch.empty(0, dtype=dtype).element_size() % 16 == 0
+    kind = f"forward_kernel<{_nvrtc.SCALAR_TYPES[dtype]}, int32_t, {'true' if vec else 'false'}>"
+    x = _r(2, 3, 3, -(-out_w // 8), dtype=dtype)
+    _same("block_upsample", (x, 3, 8, 7, out_w, "bilinear"), on_cpu, kind)
+    _same("block_upsample", (x.mT.contiguous().mT, 3, 8, 7, out_w, "bilinear"), on_cpu, kind)
+    mv = _r(2, 2, 9, 11, dtype=dtype, seed=1)
+    for mode in ("bilinear", "nearest"):
+        _same("mv_resize", (mv, 5, out_w, mode), on_cpu, kind)
+        _same("mv_resize", (mv[..., 1:], 5, out_w, mode), on_cpu, kind)
+
+
 def test_block_upsample_vector_stores_cover_every_run(on_cpu):
     """The 16-byte path writes all of every run: a NaN-filled output has no hole left."""
     x = torch.arange(2 * 2 * 3 * 5, dtype=torch.float32).view(2, 2, 3, 5)

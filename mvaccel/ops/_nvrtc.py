@@ -121,7 +121,7 @@ UNITS = {
         tuple(
             f"mvaccel::resample::{k}<{t}, {i}{v}>"
             for k, variants in (
-                ("forward_kernel", ("",)),
+                ("forward_kernel", (", false", ", true")),
                 ("backward_kernel", ("",)),
                 ("forward_block_kernel", (", false", ", true")),
             )
@@ -687,6 +687,17 @@ def _vector_stores(out: torch.Tensor, plan: dict) -> bool:
     )
 
 
+def _vector_rows(out: torch.Tensor, plan: dict) -> bool:
+    """resample_cuda.cu vector_rows: rows unit stride, out_w and pitches 16-byte multiples."""
+    e = out.element_size()
+    return (
+        out.stride(3) == 1
+        and out.data_ptr() % 16 == 0
+        and plan["out_w"] * e % 16 == 0
+        and all(out.stride(d) * e % 16 == 0 for d in (0, 1, 2))
+    )
+
+
 def _resample_forward(x: torch.Tensor, plan: dict, op: str) -> torch.Tensor:
     from torch._prims_common import suggest_memory_format
 
@@ -707,7 +718,10 @@ def _resample_forward(x: torch.Tensor, plan: dict, op: str) -> torch.Tensor:
         name = f"forward_block_kernel<{t}, {i}, {vec}>"
         grid = _resample_grid(plan["in_w"], plan["out_h"], n)
     else:
-        name, grid = f"forward_kernel<{t}, {i}>", _resample_grid(plan["out_w"], plan["out_h"], n)
+        vec = _vector_rows(out, plan)
+        v = 16 // out.element_size() if vec else 1
+        name = f"forward_kernel<{t}, {i}, {'true' if vec else 'false'}>"
+        grid = _resample_grid(plan["out_w"] // v, plan["out_h"], n)
     launch("resample", f"mvaccel::resample::{name}", grid, (_RESAMPLE_THREADS,), (x, out, args), x)
     return out
 

@@ -62,6 +62,17 @@ bool vector_stores(const at::Tensor& out, const Plan& p) {
          aligned(out.stride(0)) && p.block_w * e >= 16;
 }
 
+// forward_kernel's 16-byte rows: unit stride, out_w a multiple of the
+// vector, the output and its pitches 16-byte aligned.
+bool vector_rows(const at::Tensor& out, const Plan& p) {
+  const int64_t e = out.element_size();
+  const auto aligned = [&](int64_t elems) { return (elems * e) % 16 == 0; };
+  return out.stride(3) == 1 &&
+         reinterpret_cast<uintptr_t>(out.const_data_ptr()) % 16 == 0 &&
+         aligned(p.out_w) && aligned(out.stride(2)) && aligned(out.stride(1)) &&
+         aligned(out.stride(0));
+}
+
 template <typename scalar_t, typename index_t>
 void launch_forward(const at::Tensor& x, at::Tensor& out, const Plan& p,
                     const Args& args, cudaStream_t stream) {
@@ -76,8 +87,13 @@ void launch_forward(const at::Tensor& x, at::Tensor& out, const Plan& p,
       forward_block_kernel<scalar_t, index_t, false>
           <<<grid, kThreads, 0, stream>>>(src, dst, args);
     }
+  } else if (vector_rows(out, p)) {
+    const int64_t V = 16 / static_cast<int64_t>(sizeof(scalar_t));
+    forward_kernel<scalar_t, index_t, true>
+        <<<grid_for(p.out_w / V, p.out_h, args.N), kThreads, 0, stream>>>(
+            src, dst, args);
   } else {
-    forward_kernel<scalar_t, index_t>
+    forward_kernel<scalar_t, index_t, false>
         <<<grid_for(p.out_w, p.out_h, args.N), kThreads, 0, stream>>>(src, dst,
                                                                       args);
   }

@@ -62,27 +62,40 @@ MVACCEL_HD void fill_run(scalar_t* dst, index_t len, scalar_t v) {
   for (; i < len; ++i) dst[i] = v;
 }
 
-// Any mode, any input and output strides: one thread per output column.
-template <typename scalar_t, typename index_t>
+// Any mode, any input and output strides: one thread per V output columns
+// (V = 1, or kVec: V = 16 / sizeof(T) columns written as one 16-byte store;
+// host check: output rows unit stride, out_w a multiple of V, the output
+// and its pitches 16-byte aligned). The x axis maps of the V columns are
+// computed once per thread.
+template <typename scalar_t, typename index_t, bool kVec>
 __global__ void forward_kernel(const scalar_t* __restrict__ x,
                                scalar_t* __restrict__ out, const Args a) {
   using acc_t = opmath_t<scalar_t>;
+  constexpr int V = kVec ? Vec16<scalar_t>::kN : 1;
   const Plan& p = a.p;
-  const index_t ox =
-      static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (ox >= p.out_w) return;
+  const index_t ox0 =
+      (static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x) * V;
+  if (ox0 >= p.out_w) return;
   const index_t N = a.N, C = a.C, out_h = p.out_h;
   const index_t xs0 = a.src.s0, xs1 = a.src.s1, xs2 = a.src.s2;
   const index_t os0 = a.dst.s0, os1 = a.dst.s1, os2 = a.dst.s2;
+  const index_t os3 = a.dst.s3;
   const auto ay = p.axis_y<acc_t>();
   const auto ax = p.axis_x<acc_t>();
-  int64_t ix0, ix1;
-  acc_t wx1;
-  ax.src(ox, ix0, ix1, wx1);
-  const acc_t wx0 = acc_t(1) - wx1;
-  const index_t cx0 = static_cast<index_t>(ix0 * a.src.s3);
-  const index_t cx1 = static_cast<index_t>(ix1 * a.src.s3);
-  const index_t cox = ox * static_cast<index_t>(a.dst.s3);
+  // Columns past out_w (scalar variant only) repeat the last one and are
+  // not stored.
+  index_t cx0[V], cx1[V];
+  acc_t wx0[V], wx1[V];
+  for (int k = 0; k < V; ++k) {
+    const int64_t ox = ox0 + k < p.out_w ? ox0 + k : p.out_w - 1;
+    int64_t i0, i1;
+    acc_t w1;
+    ax.src(ox, i0, i1, w1);
+    cx0[k] = static_cast<index_t>(i0 * a.src.s3);
+    cx1[k] = static_cast<index_t>(i1 * a.src.s3);
+    wx0[k] = acc_t(1) - w1;
+    wx1[k] = w1;
+  }
   const acc_t f0 = channel_factor<acc_t>(p, 0);
   const acc_t f1 = channel_factor<acc_t>(p, 1);
   for (index_t oy = blockIdx.y; oy < out_h; oy += gridDim.y) {
@@ -94,19 +107,29 @@ __global__ void forward_kernel(const scalar_t* __restrict__ x,
     const index_t r1 = static_cast<index_t>(iy1) * xs2;
     for (index_t n = blockIdx.z; n < N; n += gridDim.z) {
       const scalar_t* xp = x + n * xs0;
-      scalar_t* op = out + n * os0 + oy * os2 + cox;
+      scalar_t* op = out + n * os0 + oy * os2 + ox0 * os3;
       for (index_t c = 0; c < C; ++c, xp += xs1, op += os1) {
-        acc_t v;
-        if (p.mode == kLinear) {
-          const acc_t top = wx0 * static_cast<acc_t>(xp[r0 + cx0]) +
-                            wx1 * static_cast<acc_t>(xp[r0 + cx1]);
-          const acc_t bot = wx0 * static_cast<acc_t>(xp[r1 + cx0]) +
-                            wx1 * static_cast<acc_t>(xp[r1 + cx1]);
-          v = wy0 * top + wy1 * bot;
-        } else {
-          v = static_cast<acc_t>(xp[r0 + cx0]);
+        const acc_t f = c == 0 ? f0 : f1;
+        Vec16<scalar_t> pk;
+        scalar_t* vals = kVec ? pk.v : op;  // scalar: straight to the output
+        for (int k = 0; k < V; ++k) {
+          acc_t v;
+          if (p.mode == kLinear) {
+            const acc_t top = wx0[k] * static_cast<acc_t>(xp[r0 + cx0[k]]) +
+                              wx1[k] * static_cast<acc_t>(xp[r0 + cx1[k]]);
+            const acc_t bot = wx0[k] * static_cast<acc_t>(xp[r1 + cx0[k]]) +
+                              wx1[k] * static_cast<acc_t>(xp[r1 + cx1[k]]);
+            v = wy0 * top + wy1 * bot;
+          } else {
+            v = static_cast<acc_t>(xp[r0 + cx0[k]]);
+          }
+          if (kVec) {
+            vals[k] = static_cast<scalar_t>(v * f);
+          } else if (ox0 + k < p.out_w) {
+            vals[k * os3] = static_cast<scalar_t>(v * f);
+          }
         }
-        *op = static_cast<scalar_t>(v * (c == 0 ? f0 : f1));
+        if (kVec) store16(op, pk);
       }
     }
   }
