@@ -89,4 +89,43 @@ struct OpMath<bfloat16_t> {
 };
 #endif
 
+// 16 bytes of T: one vector load or store (ld/st.global.v4.b32 or .v2.b64)
+// where the address is 16-byte aligned.
+template <typename T>
+struct alignas(16) Vec16 {
+  static constexpr int kN = 16 / sizeof(T);
+  T v[kN];
+};
+
+// 16-byte load / store at a 16-byte aligned global address: one vector
+// instruction on the device (a uint4 load; an explicit st.global.v4, since a
+// struct or uint4 copy of values computed separately may be split into
+// scalar stores), a struct copy on the host.
+template <typename T>
+MVACCEL_HD Vec16<T> load16(const T* src) {
+  Vec16<T> v;
+#ifdef __CUDA_ARCH__
+  *reinterpret_cast<uint4*>(&v) = *reinterpret_cast<const uint4*>(src);
+#else
+  v = *reinterpret_cast<const Vec16<T>*>(src);
+#endif
+  return v;
+}
+
+template <typename T>
+MVACCEL_HD void store16(T* dst, const Vec16<T>& v) {
+#ifdef __CUDA_ARCH__
+  union {
+    Vec16<T> v;
+    uint32_t w[4];
+  } u;
+  u.v = v;
+  asm volatile("st.global.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(dst),
+               "r"(u.w[0]), "r"(u.w[1]), "r"(u.w[2]), "r"(u.w[3])
+               : "memory");
+#else
+  *reinterpret_cast<Vec16<T>*>(dst) = v;
+#endif
+}
+
 }  // namespace mvaccel

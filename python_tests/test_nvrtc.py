@@ -87,19 +87,20 @@ def test_pack_args_bytes_and_count():
     plan = _nvrtc.mv_resize_plan("op", 3, 5, 7, 11, "bilinear")
     x = torch.zeros(2, 2, 3, 5)
     args = (_nvrtc._plan_tuple(plan), (30, 15, 5, 1), (154, 77, 11, 1), 2, 28)
-    bufs = _nvrtc.pack_args("mvaccel::resample::forward_kernel<float>", (x, 1234, args))
+    name = "mvaccel::resample::forward_kernel<float, int32_t, false>"
+    bufs = _nvrtc.pack_args(name, (x, 1234, args))
     assert [b.dtype for b in bufs] == [_nvrtc.PTR, _nvrtc.PTR, _nvrtc.RESAMPLE_ARGS]
     assert int(bufs[0]) == x.data_ptr() and int(bufs[1]) == 1234
     a = bufs[2]
     assert a["p"]["scale_h"] == 3 / 7 and a["p"]["factor_x"] == 11 / 5
     assert a["p"]["mode"] == 2 and a["p"]["scale_values"] == 1
-    assert a["src"]["s1"] == 15 and a["dst"]["s0"] == 154 and a["rows"] == 28
+    assert a["src"]["s1"] == 15 and a["dst"]["s0"] == 154 and a["N"] == 28
     # the bytes a launch hands over: little-endian fields at the C offsets
     raw = a.tobytes()
     assert len(raw) == 168
     assert np.frombuffer(raw[152:168], "<i8").tolist() == [2, 28]
     with pytest.raises(TypeError, match="takes 3 arguments, got 2"):
-        _nvrtc.pack_args("mvaccel::resample::forward_kernel<float>", (x, x))
+        _nvrtc.pack_args("mvaccel::resample::forward_kernel<float, int32_t, false>", (x, x))
 
 
 def test_scalar_parameters_follow_the_template_type():
@@ -552,3 +553,44 @@ def test_off_stack_reads_frame_one_on():
         m.setattr(_nvrtc, "launch", fake_launch)
         _nvrtc.off_gradients_stack(f)
     assert seen["cur"] == f.data_ptr() + f.stride(1) * 2 and seen["prev"] is f
+
+
+def test_resample_block_kernel_emits_16_byte_stores():
+    """forward_block_kernel<..., true> stores 16-byte vectors (v4 x 32 / v2 x 64 bit), every dtype;
+    the scalar variant none (issue 16: the nearest-block kernel's vector stores)."""
+    import re
+
+    try:
+        c = _nvrtc.compile_unit(_nvrtc.UNITS["resample"], "compute_90")
+    except ImportError as e:
+        pytest.skip(f"no NVRTC: {e}")
+    entries = dict(
+        (m.split("(")[0].strip(), m) for m in re.split(r"\.entry\s+", c.code.decode())[1:]
+    )
+    block = {
+        k: v for k, v in entries.items() if "forward_block_kernel" in k or "14forward_kernel" in k
+    }
+    assert len(block) == 32  # 2 kernels x 4 dtypes x 2 index types x 2 store variants
+    for name, body in block.items():
+        vec = "Lb1EEEv" in name  # mangled template argument `true`
+        wide = re.search(r"st\.global\.(v4\.[bfsu]32|v2\.[bfsu]64)", body) is not None
+        assert wide == vec, name
+
+
+def test_off_forward_tiles_use_16_byte_loads_and_stores():
+    """off forward/backward_kernel<T, true> load and store 16-byte vectors; <T, false> not."""
+    import re
+
+    try:
+        c = _nvrtc.compile_unit(_nvrtc.UNITS["off"], "compute_90")
+    except ImportError as e:
+        pytest.skip(f"no NVRTC: {e}")
+    bodies = [m for m in re.split(r"\.entry\s+", c.code.decode())[1:]]
+    tiles = ("14forward_kernel", "15backward_kernel")
+    fwd = {b.split("(")[0].strip(): b for b in bodies if any(k in b.split("(")[0] for k in tiles)}
+    assert len(fwd) == 16  # (forward, backward) x 4 dtypes x (scalar, vector)
+    for name, body in fwd.items():
+        vec = "Lb1EEEv" in name
+        for op in ("ld", "st"):
+            wide = re.search(op + r"\.global(\.nc)?\.(v4\.[bfsu]32|v2\.[bfsu]64)", body)
+            assert (wide is not None) == vec, (name, op)

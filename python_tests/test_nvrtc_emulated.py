@@ -11,23 +11,27 @@ thread at a time; their packing is checked by test_nvrtc.py and their results on
 from __future__ import annotations
 
 import ctypes
+import math
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import torch
+from torch._prims_common import suggest_memory_format
 
 import mvaccel.ops  # noqa: F401
 from mvaccel.ops import _nvrtc
 
 REPO = Path(__file__).resolve().parents[1]
-SCALARS = ("float", "double")  # half_t / bfloat16_t are NVRTC-only types
+# half_t / bfloat16_t are NVRTC-only types: the shim gives them a host definition (GCC's
+# _Float16, and device.cuh's bfloat16 rounding) with float arithmetic, as on the device.
+SCALARS = ("float", "double", "mvaccel::half_t", "mvaccel::bfloat16_t")
 EMULATED = [  # every kernel the launchers use, but the NVRTC-only 16-bit types
     e
     for u in _nvrtc.UNITS.values()
     for e in u.kernels
-    if "<" not in e or e.split("<")[1].rstrip(">") in SCALARS
+    if "<" not in e or e.split("<")[1].rstrip(">").split(",")[0] in SCALARS
 ]
 
 SHIM = r"""
@@ -69,6 +73,32 @@ template <typename T> T __shfl_down_sync(unsigned, T v, int o) {
 }
 using std::max;
 using std::min;
+#include "device.cuh"
+namespace mvaccel {
+struct half_t {
+  _Float16 x;
+  half_t() = default;
+  half_t(float f) : x(static_cast<_Float16>(f)) {}
+  operator float() const { return static_cast<float>(x); }
+};
+struct bfloat16_t {
+  uint16_t x;
+  bfloat16_t() = default;
+  bfloat16_t(float f) {  // device.cuh's rule: round to nearest even, NaN kept quiet
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    x = f != f ? uint16_t(0x7FC0) : uint16_t((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+  }
+  operator float() const {
+    const uint32_t u = uint32_t(x) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
+};
+template <> struct OpMath<half_t> { using type = float; };
+template <> struct OpMath<bfloat16_t> { using type = float; };
+}  // namespace mvaccel
 #include "ops/resample/resample_kernels.cuh"
 #include "ops/off/off_kernels.cuh"
 #include "ops/tvnet/tvnet_kernels.cuh"
@@ -173,7 +203,9 @@ def _same(op, args, launched, expect):
     )
     for g, w in zip(got, want, strict=True):
         assert g.shape == w.shape and g.dtype == w.dtype and g.stride() == w.stride()
-        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+        # 16-bit results: fp32 math in another order may round one step apart.
+        tol = 1e-5 if g.dtype in (torch.float32, torch.float64) else 1e-2
+        torch.testing.assert_close(g, w, rtol=tol, atol=tol)
     assert any(expect in e for e in launched), launched
 
 
@@ -208,10 +240,90 @@ def test_mv_resize(on_cpu, dtype, mode):
 
 
 def test_resample_grid_rows_beyond_one_launch_row(on_cpu, monkeypatch):
-    """More image rows than the grid holds: the kernels' row loop covers the rest."""
-    monkeypatch.setattr(_nvrtc, "_MAX_GRID_Y", 5)
+    """More image rows (and images) than the grid holds: the kernels' loops cover the rest."""
+    monkeypatch.setattr(_nvrtc, "_MAX_GRID_Y", 2)
+    monkeypatch.setattr(_nvrtc, "_RESAMPLE_TARGET_THREADS", 1 << 30)  # split images over z
     _same("block_upsample", (_r(3, 2, 2, 2), 4, 4, 7, 6, "bilinear"), on_cpu, "forward")
+    _same("block_upsample", (_r(3, 2, 2, 2), 4, 4, 7, 6, "nearest"), on_cpu, "forward_block")
     _same("_mv_resize_backward", (_r(3, 2, 7, 6), 3, 2, "bilinear"), on_cpu, "backward")
+
+
+# Output widths around the 16-byte vector (4 float32 / 2 float64 elements) and block widths
+# that do and do not hold one: runs that start off a 16-byte boundary (scalar head), end
+# inside one (scalar tail) and are cut by the image edge.
+BLOCK_CASES = [
+    (4, 4, 4, 8), (3, 5, 7, 16), (2, 6, 9, 6), (4, 8, 5, 7), (1, 16, 3, 33), (2, 2, 3, 3),
+    (2, 12, 5, 40),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("bh, bw, out_h, out_w", BLOCK_CASES)
+def test_block_upsample_nearest_runs(on_cpu, dtype, bh, bw, out_h, out_w):
+    """forward_block_kernel (runs of one source value, 16-byte stores) against the CPU op."""
+    hb, wb = -(-out_h // bh), -(-out_w // bw)
+    x = _r(2, 3, hb, wb, dtype=dtype)
+    for src in (x, x.contiguous(memory_format=torch.channels_last), x.mT.contiguous().mT):
+        on_cpu.clear()
+        _same("block_upsample", (src, bh, bw, out_h, out_w, "nearest"), on_cpu, "forward_block")
+        fmt = suggest_memory_format(src)  # the launcher's output, as it allocates it
+        out = torch.empty(2, 3, out_h, out_w, dtype=dtype, memory_format=fmt)
+        vec = _nvrtc._vector_stores(out, {"block_w": bw})
+        assert on_cpu[-1].endswith(", true>" if vec else ", false>"), on_cpu
+    # An input one element into its storage, and a strided one.
+    base = _r(2 * 3 * hb * wb + 1, dtype=dtype)[1:].view(2, 3, hb, wb)
+    _same("block_upsample", (base, bh, bw, out_h, out_w, "nearest"), on_cpu, "forward_block")
+    wide = _r(2, 6, hb, 2 * wb, dtype=dtype)[:, ::2, :, 1::2]
+    _same("block_upsample", (wide, bh, bw, out_h, out_w, "nearest"), on_cpu, "forward_block")
+    _same("block_upsample", (wide, bh, bw, out_h, out_w, "bilinear"), on_cpu, "forward_kernel")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("out_w", [16, 24, 40, 13])
+def test_resample_forward_vector_rows(on_cpu, dtype, out_w):
+    """forward_kernel<T, I, true>: V columns per thread, one 16-byte store (bilinear and
+    nearest-exact), scalar when out_w is not a multiple of the vector."""
+    vec = out_w * torch.empty(0, dtype=dtype).element_size() % 16 == 0
+    kind = f"forward_kernel<{_nvrtc.SCALAR_TYPES[dtype]}, int32_t, {'true' if vec else 'false'}>"
+    x = _r(2, 3, 3, -(-out_w // 8), dtype=dtype)
+    _same("block_upsample", (x, 3, 8, 7, out_w, "bilinear"), on_cpu, kind)
+    _same("block_upsample", (x.mT.contiguous().mT, 3, 8, 7, out_w, "bilinear"), on_cpu, kind)
+    mv = _r(2, 2, 9, 11, dtype=dtype, seed=1)
+    for mode in ("bilinear", "nearest"):
+        _same("mv_resize", (mv, 5, out_w, mode), on_cpu, kind)
+        _same("mv_resize", (mv[..., 1:], 5, out_w, mode), on_cpu, kind)
+
+
+def test_block_upsample_vector_stores_cover_every_run(on_cpu):
+    """The 16-byte path writes all of every run: a NaN-filled output has no hole left."""
+    x = torch.arange(2 * 2 * 3 * 5, dtype=torch.float32).view(2, 2, 3, 5)
+    out = _nvrtc.block_upsample(x, 4, 8, 12, 36, "nearest")
+    assert on_cpu[-1] == "mvaccel::resample::forward_block_kernel<float, int32_t, true>"
+    want = x.repeat_interleave(4, 2).repeat_interleave(8, 3)[..., :12, :36]
+    assert torch.equal(out, want)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_resample_64bit_index_fallback(on_cpu, monkeypatch, mode):
+    """The int64_t kernels (chosen when an offset does not fit in 31 bits) compute the same."""
+    monkeypatch.setattr(_nvrtc, "_INT32_MAX", 50)
+    x = _r(2, 3, 3, 4, dtype=torch.float64)
+    _same("block_upsample", (x, 4, 3, 11, 10, mode), on_cpu, "int64_t")
+    _same("mv_resize", (x[:, :2], 7, 9, mode), on_cpu, "int64_t")
+    _same("_block_upsample_backward", (_r(2, 3, 11, 10), 3, 4, 4, 3, mode), on_cpu, "int64_t")
+    assert all("int64_t" in e for e in on_cpu)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_resample_backward_layouts(on_cpu, dtype, mode):
+    g = _r(2, 3, 11, 10, dtype=dtype)
+    for grad in (g.contiguous(memory_format=torch.channels_last), _r(663, dtype=dtype)[3:]):
+        grad = grad.view(2, 3, 11, 10)
+        _same("_block_upsample_backward", (grad, 3, 4, 4, 3, mode), on_cpu, "backward")
+    mv = _r(2, 2, 9, 13, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    _same("_mv_resize_backward", (mv, 5, 7, mode), on_cpu, "backward")
+    _same("mv_resize", (mv, 4, 6, mode), on_cpu, "forward_kernel")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -231,6 +343,82 @@ def test_off(on_cpu, dtype):
     _same(
         "_off_gradients_stack_backward", (_r(2, 3, 9, 5, 9, dtype=dtype),), on_cpu, "off::backward"
     )
+
+
+# (H, W): rows around the 8-row tile, widths that are and are not multiples of the 16-byte
+# vector (4 float32, 2 float64, 8 float16/bfloat16 elements).
+OFF_TILES = [(5, 16), (9, 8), (17, 24), (8, 12), (3, 1), (1, 16), (10, 7)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("h, w", OFF_TILES)
+def test_off_forward_tiles(on_cpu, dtype, h, w):
+    """forward_kernel's register-window tiles, 16-byte (true) or scalar (false) columns."""
+    vec = w * torch.empty(0, dtype=dtype).element_size() % 16 == 0
+    kind = f"forward_kernel<{_nvrtc.SCALAR_TYPES[dtype]}, {'true' if vec else 'false'}>"
+    f_t, f_prev = _r(2, 3, h, w, dtype=dtype), _r(2, 3, h, w, dtype=dtype, seed=1)
+    _same("off_gradients", (f_t, f_prev), on_cpu, kind)
+    f = _r(2, 3, 2, h, w, dtype=dtype, seed=2)
+    _same("off_gradients_stack", (f,), on_cpu, kind)
+    # One element into the storage: not 16-byte aligned, the scalar tiles.
+    on_cpu.clear()
+    shifted = _r(2 * 3 * h * w + 1, dtype=dtype, seed=3)[1:].view(2, 3, h, w)
+    _same("off_gradients", (shifted, f_prev), on_cpu, "off::forward_kernel")
+    assert on_cpu[-1].endswith("false>") or w == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("h, w", OFF_TILES)
+def test_off_backward_tiles(on_cpu, dtype, h, w):
+    """backward_kernel's tiles (two register windows), pair and stack, both variants."""
+    vec = w * torch.empty(0, dtype=dtype).element_size() % 16 == 0
+    kind = f"backward_kernel<{_nvrtc.SCALAR_TYPES[dtype]}, {'true' if vec else 'false'}>"
+    _same("_off_gradients_backward", (_r(2, 9, h, w, dtype=dtype),), on_cpu, kind)
+    _same("_off_gradients_stack_backward", (_r(2, 3, 6, h, w, dtype=dtype),), on_cpu, kind)
+    on_cpu.clear()
+    shifted = _r(2 * 9 * h * w + 1, dtype=dtype, seed=3)[1:].view(2, 9, h, w)
+    _same("_off_gradients_backward", (shifted,), on_cpu, "off::backward_kernel")
+    assert on_cpu[-1].endswith("false>") or w == 1
+
+
+def test_off_forward_tiles_grid_stride(on_cpu, monkeypatch):
+    """Fewer blocks than tiles: each thread's loop covers the rest."""
+    monkeypatch.setattr(_nvrtc, "_OFF_MAX_BLOCKS", 1)
+    f_t, f_prev = _r(3, 5, 11, 16), _r(3, 5, 11, 16, seed=1)
+    _same("off_gradients", (f_t, f_prev), on_cpu, "forward_kernel<float, true>")
+    _same("off_gradients", (f_t[..., 1:], f_prev[..., 1:]), on_cpu, "forward_kernel<float, false>")
+    g = _r(2, 4, 6, 11, 16)
+    _same("_off_gradients_stack_backward", (g,), on_cpu, "backward_kernel<float, true>")
+
+
+def _cl(*shape, dtype, seed=0, offset=0):
+    """(..., C, H, W) with channels_last frames, ``offset`` elements into its storage."""
+    *lead, c, h, w = shape
+    n = len(lead)
+    flat = _r(math.prod(shape) + offset, dtype=dtype, seed=seed)[offset:]
+    return flat.view(*lead, h, w, c).permute(*range(n), n + 2, n, n + 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_off_channels_last(on_cpu, dtype):
+    """The channels_last kernels (channel fastest) and their launch arguments."""
+    f_t, f_prev = _cl(2, 3, 5, 9, dtype=dtype, offset=1), _cl(2, 3, 5, 9, dtype=dtype, seed=1)
+    _same("off_gradients", (f_t, f_prev), on_cpu, "off::forward_cl_kernel")
+    _same("off_gradients", (f_t, f_prev.contiguous()), on_cpu, "off::forward_cl_kernel")
+    _same("off_gradients", (_cl(1, 5, 1, 3, dtype=dtype),) * 2, on_cpu, "forward_cl")
+    f = _cl(2, 4, 3, 5, 9, dtype=dtype, offset=3)
+    _same("off_gradients_stack", (f,), on_cpu, "off::forward_cl_kernel")
+    g = _cl(2, 9, 5, 9, dtype=dtype, offset=1)
+    _same("_off_gradients_backward", (g,), on_cpu, "off::backward_cl_kernel")
+    g5 = _cl(2, 3, 9, 5, 9, dtype=dtype, offset=2)
+    _same("_off_gradients_stack_backward", (g5,), on_cpu, "off::backward_cl_kernel")
+
+
+def test_off_channels_last_grid_rows_beyond_one_launch_row(on_cpu, monkeypatch):
+    monkeypatch.setattr(_nvrtc, "_MAX_GRID_Y", 3)
+    _same("off_gradients_stack", (_cl(2, 3, 2, 4, 5, dtype=torch.float64),), on_cpu, "forward_cl")
+    g5 = _cl(2, 2, 6, 4, 5, dtype=torch.float64)
+    _same("_off_gradients_stack_backward", (g5,), on_cpu, "backward_cl")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -236,3 +236,174 @@ def test_too_large_raises_before_allocating(device):
         off.off_gradients_stack(_huge(device, 1, 4, 300, 6000, 6000))
     with pytest.raises(torch.OutOfMemoryError, match=r"_off_gradients_backward: .* GiB"):
         torch.ops.mvaccel._off_gradients_backward(_huge(device, 1, 900, 6000, 6000))
+
+
+# ---- channels_last in -> channels_last out (issue 16) ------------------------------------------
+
+
+def _cl_frames(*shape, dtype=torch.float64, seed=0, offset=False):
+    """(..., C, H, W) with each frame channels_last; offset: a view one element into its storage."""
+    *lead, c, h, w = shape
+    n = len(lead)
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(int(torch.tensor(shape).prod()) + 1, generator=g, dtype=dtype)
+    flat = base[1:] if offset else base[:-1]
+    return flat.view(*lead, h, w, c).permute(*range(n), n + 2, n, n + 1)
+
+
+def _is_cl(t: torch.Tensor, cdim: int) -> bool:
+    # Each frame channels_last: the channel is unit stride, then columns, then rows.
+    c, h, w = t.shape[cdim:]
+    return t.stride()[cdim:] == (1, w * c, c)
+
+
+CL_SHAPES = [(2, 3, 5, 7), (1, 5, 1, 6), (1, 2, 4, 1), (3, 4, 2, 2), (2, 6, 9, 11)]
+
+
+@pytest.mark.parametrize("shape", CL_SHAPES)
+@pytest.mark.parametrize("offset", [False, True])
+def test_channels_last_pair_keeps_layout(device, shape, offset):
+    a = _cl_frames(*shape, offset=offset).to(device)
+    b = _cl_frames(*shape, seed=1).to(device)
+    out = off.off_gradients(a, b)
+    assert _is_cl(out, 1)
+    want = off.off_gradients(a.contiguous(), b.contiguous())
+    assert want.is_contiguous()
+    torch.testing.assert_close(out, want, atol=1e-12, rtol=0)
+    torch.testing.assert_close(out, off.off_gradients_reference(a, b), atol=1e-12, rtol=0)
+    # f_prev in another layout (contiguous, or columns not unit stride): copied, same values.
+    for prev in (b.contiguous(), b.contiguous()[..., :].transpose(2, 3).contiguous().mT):
+        got = off.off_gradients(a, prev)
+        assert _is_cl(got, 1)
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5, 7), (1, 2, 3, 1, 6), (2, 4, 2, 3, 3)])
+@pytest.mark.parametrize("offset", [False, True])
+def test_channels_last_stack_keeps_layout(device, shape, offset):
+    f = _cl_frames(*shape, offset=offset).to(device)
+    out = off.off_gradients_stack(f)
+    assert _is_cl(out, 2)
+    assert out.flatten(0, 1).is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, off.off_gradients_stack(f.contiguous()), atol=1e-12, rtol=0)
+    torch.testing.assert_close(out, off.off_gradients_stack_reference(f), atol=1e-12, rtol=0)
+
+
+def test_contiguous_f_t_with_channels_last_prev_stays_contiguous(device):
+    a = _cl_frames(2, 3, 5, 7).to(device).contiguous()
+    b = _cl_frames(2, 3, 5, 7, seed=1).to(device)
+    out = off.off_gradients(a, b)
+    assert out.is_contiguous()
+    torch.testing.assert_close(out, off.off_gradients_reference(a, b), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("shape", CL_SHAPES)
+def test_channels_last_pair_backward(device, shape):
+    n, c, h, w = shape
+    grad = _cl_frames(n, 3 * c, h, w, seed=2, offset=True).to(device)
+    g_t, g_prev = torch.ops.mvaccel._off_gradients_backward(grad)
+    assert _is_cl(g_t, 1) and _is_cl(g_prev, 1)
+    w_t, w_prev = torch.ops.mvaccel._off_gradients_backward(grad.contiguous())
+    torch.testing.assert_close(g_t, w_t, atol=1e-12, rtol=0)
+    torch.testing.assert_close(g_prev, w_prev, atol=1e-12, rtol=0)
+    # Against autograd of the reference, through the public op on channels_last inputs.
+    a = _cl_frames(*shape).to(device).requires_grad_()
+    b = _cl_frames(*shape, seed=1).to(device).requires_grad_()
+    off.off_gradients(a, b).backward(grad)
+    a2, b2 = (t.detach().clone().requires_grad_() for t in (a, b))
+    off.off_gradients_reference(a2, b2).backward(grad)
+    torch.testing.assert_close(a.grad, a2.grad, atol=1e-12, rtol=0)
+    torch.testing.assert_close(b.grad, b2.grad, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5, 7), (1, 2, 3, 1, 6), (2, 4, 2, 3, 3)])
+def test_channels_last_stack_backward(device, shape):
+    n, t, c, h, w = shape
+    grad = _cl_frames(n, t - 1, 3 * c, h, w, seed=3, offset=True).to(device)
+    gf = torch.ops.mvaccel._off_gradients_stack_backward(grad)
+    assert _is_cl(gf, 2)
+    want = torch.ops.mvaccel._off_gradients_stack_backward(grad.contiguous())
+    torch.testing.assert_close(gf, want, atol=1e-12, rtol=0)
+    f = _cl_frames(*shape).to(device).requires_grad_()
+    f2 = f.detach().clone().requires_grad_()
+    off.off_gradients_stack(f).backward(grad)
+    off.off_gradients_stack_reference(f2).backward(grad)
+    torch.testing.assert_close(f.grad, f2.grad, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_channels_last_low_precision_equals_contiguous(device, dtype):
+    a = _cl_frames(2, 5, 6, 7, dtype=torch.float32).to(device, dtype)
+    b = _cl_frames(2, 5, 6, 7, dtype=torch.float32, seed=1).to(device, dtype)
+    out = off.off_gradients(a, b)
+    assert _is_cl(out, 1) and out.dtype == dtype
+    # The same fp32 accumulation in both layouts: the same rounded values.
+    want = off.off_gradients(a.contiguous(), b.contiguous())
+    torch.testing.assert_close(out, want, atol=0, rtol=0)
+    grad = _cl_frames(2, 15, 6, 7, dtype=torch.float32, seed=2).to(device, dtype)
+    for u, v in zip(
+        torch.ops.mvaccel._off_gradients_backward(grad),
+        torch.ops.mvaccel._off_gradients_backward(grad.contiguous()),
+        strict=True,
+    ):
+        torch.testing.assert_close(u, v, atol=0, rtol=0)
+
+
+def test_channels_last_opcheck_and_meta(device):
+    # The fake kernels give the kernels' strides (opcheck compares them).
+    a = _cl_frames(2, 3, 5, 4, dtype=torch.float32).to(device).requires_grad_()
+    b = _cl_frames(2, 3, 5, 4, dtype=torch.float32, seed=1).to(device).requires_grad_()
+    torch.library.opcheck(torch.ops.mvaccel.off_gradients.default, (a, b))
+    f = _cl_frames(2, 3, 2, 5, 4, dtype=torch.float32).to(device).requires_grad_()
+    torch.library.opcheck(torch.ops.mvaccel.off_gradients_stack.default, (f,))
+    grad = _cl_frames(2, 9, 5, 4, dtype=torch.float32).to(device)
+    torch.library.opcheck(torch.ops.mvaccel._off_gradients_backward.default, (grad,))
+    grad5 = _cl_frames(2, 2, 6, 5, 4, dtype=torch.float32).to(device)
+    torch.library.opcheck(torch.ops.mvaccel._off_gradients_stack_backward.default, (grad5,))
+    # meta tensors (torch.compile's view of the op) get the layout of the real call.
+    a_m, b_m, f_m, g_m = (t.detach().to("meta") for t in (a, b, f, grad))
+    assert off.off_gradients(a_m, b_m).stride() == off.off_gradients(a, b).stride()
+    assert off.off_gradients_stack(f_m).stride() == off.off_gradients_stack(f).stride()
+    metas = torch.ops.mvaccel._off_gradients_backward(g_m)
+    reals = torch.ops.mvaccel._off_gradients_backward(grad)
+    assert [m.stride() for m in metas] == [r.stride() for r in reals]
+
+
+# ---- issue 16: the CUDA tile kernels (16-byte / scalar columns, 8-row strips) against CPU ------
+
+
+def _tile_cases_match_cpu(dev):
+    for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        tol = {} if dtype in (torch.float32, torch.float64) else {"atol": 0.05, "rtol": 0.02}
+        for h, w in ((5, 16), (9, 8), (17, 24), (8, 12), (3, 1), (1, 16), (10, 7), (28, 28)):
+            g = torch.Generator().manual_seed(h * 100 + w)
+            base = torch.randn(2 * 3 * 3 * h * w + 1, generator=g).to(dtype)
+            f = base[:-1].view(2, 3, 3, h, w)
+            fd = f.to(dev)
+            for a, b in (
+                (fd[:, 0], fd[:, 1]),  # aligned when w * element size is a multiple of 16
+                (base.to(dev)[1:].view(2, 3, 3, h, w)[:, 0], fd[:, 1]),  # one element in
+                (fd[:, 0].contiguous(memory_format=torch.channels_last), fd[:, 1]),
+            ):
+                got = off.off_gradients(a, b)
+                want = off.off_gradients(a.cpu(), b.cpu())
+                assert got.stride() == want.stride()
+                torch.testing.assert_close(got.cpu(), want, **tol)
+            got = off.off_gradients_stack(f.to(dev))
+            torch.testing.assert_close(got.cpu(), off.off_gradients_stack(f), **tol)
+            grad = torch.randn(2, 9, h, w, generator=g).to(dtype)
+            for u, v in zip(
+                torch.ops.mvaccel._off_gradients_backward(grad.to(dev)),
+                torch.ops.mvaccel._off_gradients_backward(grad),
+                strict=True,
+            ):
+                torch.testing.assert_close(u.cpu(), v, **tol)
+            g5 = torch.randn(2, 2, 9, h, w, generator=g).to(dtype)
+            got = torch.ops.mvaccel._off_gradients_stack_backward(g5.to(dev))
+            want = torch.ops.mvaccel._off_gradients_stack_backward(g5)
+            torch.testing.assert_close(got.cpu(), want, **tol)
+
+
+@pytest.mark.cuda
+def test_cuda_tiles_match_cpu():
+    _tile_cases_match_cpu("cuda")

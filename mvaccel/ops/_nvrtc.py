@@ -40,6 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .off import _channels_last, _empty_frames
+
 ENV_BACKEND = "MVACCEL_GPU_BACKEND"
 ENV_CACHE = "MVACCEL_NVRTC_CACHE"
 BACKENDS = ("auto", "nvcc", "nvrtc")
@@ -103,6 +105,8 @@ TVNET_KERNELS = (
     "pass_g_kernel",
     "pass_u_backward_kernel",
 )
+RESAMPLE_INDEX_TYPES = ("int32_t", "int64_t")  # resample_cuda.cu fits_int32 picks one
+OFF_KERNELS = ("forward_cl_kernel", "backward_cl_kernel")  # + the tiles' <T, kVec> kernels
 TVL1_KERNELS = (
     "resize_kernel",
     "centred_grad_kernel",
@@ -114,14 +118,28 @@ UNITS = {
     "resample": Unit(
         "resample",
         "ops/resample/resample_kernels.cuh",
-        _templated(
-            "mvaccel::resample", ("forward_kernel", "backward_kernel"), SCALAR_TYPES.values()
+        tuple(
+            f"mvaccel::resample::{k}<{t}, {i}{v}>"
+            for k, variants in (
+                ("forward_kernel", (", false", ", true")),
+                ("backward_kernel", ("",)),
+                ("forward_block_kernel", (", false", ", true")),
+            )
+            for t in SCALAR_TYPES.values()
+            for i in RESAMPLE_INDEX_TYPES
+            for v in variants
         ),
     ),
     "off": Unit(
         "off",
         "ops/off/off_kernels.cuh",
-        _templated("mvaccel::off", ("forward_kernel", "backward_kernel"), SCALAR_TYPES.values()),
+        tuple(
+            f"mvaccel::off::{k}<{t}, {v}>"
+            for k in ("forward_kernel", "backward_kernel")
+            for t in SCALAR_TYPES.values()
+            for v in ("false", "true")
+        )
+        + _templated("mvaccel::off", OFF_KERNELS, SCALAR_TYPES.values()),
     ),
     "tvnet": Unit(
         "tvnet",
@@ -161,7 +179,7 @@ RESAMPLE_ARGS = _struct(
         ("src", RESAMPLE_STRIDES),
         ("dst", RESAMPLE_STRIDES),
         ("C", I64),
-        ("rows", I64),
+        ("N", I64),
     ]
 )
 OFF_VIEW = _struct([(n, I64) for n in ("sb", "ss", "sc", "sh")])
@@ -189,8 +207,11 @@ STRUCTS = {
 SIGNATURES: dict[str, tuple] = {
     "mvaccel::resample::forward_kernel": (PTR, PTR, RESAMPLE_ARGS),
     "mvaccel::resample::backward_kernel": (PTR, PTR, RESAMPLE_ARGS),
+    "mvaccel::resample::forward_block_kernel": (PTR, PTR, RESAMPLE_ARGS),
     "mvaccel::off::forward_kernel": (PTR, PTR, PTR, OFF_PLAN, I64),
     "mvaccel::off::backward_kernel": (PTR, OFF_VIEW, OFF_PLAN, OFF_FRAME_OUT, I64),
+    "mvaccel::off::forward_cl_kernel": (PTR, PTR, PTR, OFF_PLAN, I64, I64, I64),
+    "mvaccel::off::backward_cl_kernel": (PTR, OFF_VIEW, I64, OFF_PLAN, OFF_FRAME_OUT, I64),
     "mvaccel::tvnet::pass_u_kernel": (PTR, PTR, PTR, PTR, TVNET_DIMS, T, T, T),
     "mvaccel::tvnet::pass_p_kernel": (PTR, PTR, PTR, TVNET_DIMS, T, T),
     "mvaccel::tvnet::pass_p_backward_kernel": (
@@ -633,8 +654,48 @@ def _plan_tuple(plan: dict) -> tuple:
     return tuple(plan[n] for n in RESAMPLE_PLAN.names)
 
 
-def _resample_grid(width: int, rows: int) -> tuple[int, int]:
-    return (_ceil(width, _RESAMPLE_THREADS), min(rows, _MAX_GRID_Y))
+_RESAMPLE_TARGET_THREADS = 1 << 21
+_INT32_MAX = 2**31 - 1
+
+
+def _resample_grid(width: int, height: int, images: int) -> tuple[int, int, int]:
+    """resample_cuda.cu grid_for: (x, y, image), images split to reach the target threads."""
+    gx = _ceil(width, _RESAMPLE_THREADS)
+    per_image = max(1, gx * _RESAMPLE_THREADS * height)
+    gz = min(max(_ceil(_RESAMPLE_TARGET_THREADS, per_image), 1), min(max(images, 1), _MAX_GRID_Y))
+    return (gx, min(height, _MAX_GRID_Y), gz)
+
+
+def _offset_span(t: torch.Tensor) -> int:
+    return 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride(), strict=True))
+
+
+def _index_type(a: torch.Tensor, b: torch.Tensor) -> str:
+    """resample_cuda.cu fits_int32: 32-bit offsets when every offset of the call fits."""
+    fits = all(t.numel() <= _INT32_MAX and _offset_span(t) <= _INT32_MAX for t in (a, b))
+    return "int32_t" if fits else "int64_t"
+
+
+def _vector_stores(out: torch.Tensor, plan: dict) -> bool:
+    """resample_cuda.cu vector_stores: rows unit stride, 16-byte aligned, a run holds a vector."""
+    e = out.element_size()
+    return (
+        out.stride(3) == 1
+        and out.data_ptr() % 16 == 0
+        and all(out.stride(d) * e % 16 == 0 for d in (0, 1, 2))
+        and plan["block_w"] * e >= 16
+    )
+
+
+def _vector_rows(out: torch.Tensor, plan: dict) -> bool:
+    """resample_cuda.cu vector_rows: rows unit stride, out_w and pitches 16-byte multiples."""
+    e = out.element_size()
+    return (
+        out.stride(3) == 1
+        and out.data_ptr() % 16 == 0
+        and plan["out_w"] * e % 16 == 0
+        and all(out.stride(d) * e % 16 == 0 for d in (0, 1, 2))
+    )
 
 
 def _resample_forward(x: torch.Tensor, plan: dict, op: str) -> torch.Tensor:
@@ -650,16 +711,18 @@ def _resample_forward(x: torch.Tensor, plan: dict, op: str) -> torch.Tensor:
     )
     if out.numel() == 0:
         return out
-    rows = n * c * plan["out_h"]
-    args = (_plan_tuple(plan), tuple(x.stride()), tuple(out.stride()), c, rows)
-    launch(
-        "resample",
-        f"mvaccel::resample::forward_kernel<{t}>",
-        _resample_grid(plan["out_w"], rows),
-        (_RESAMPLE_THREADS,),
-        (x, out, args),
-        x,
-    )
+    args = (_plan_tuple(plan), tuple(x.stride()), tuple(out.stride()), c, n)
+    i = _index_type(x, out)
+    if plan["mode"] == _NEAREST_BLOCK:
+        vec = "true" if _vector_stores(out, plan) else "false"
+        name = f"forward_block_kernel<{t}, {i}, {vec}>"
+        grid = _resample_grid(plan["in_w"], plan["out_h"], n)
+    else:
+        vec = _vector_rows(out, plan)
+        v = 16 // out.element_size() if vec else 1
+        name = f"forward_kernel<{t}, {i}, {'true' if vec else 'false'}>"
+        grid = _resample_grid(plan["out_w"] // v, plan["out_h"], n)
+    launch("resample", f"mvaccel::resample::{name}", grid, (_RESAMPLE_THREADS,), (x, out, args), x)
     return out
 
 
@@ -669,12 +732,11 @@ def _resample_backward(grad: torch.Tensor, plan: dict, op: str) -> torch.Tensor:
     gin = torch.empty((n, c, plan["in_h"], plan["in_w"]), dtype=grad.dtype, device=grad.device)
     if gin.numel() == 0:
         return gin
-    rows = n * c * plan["in_h"]
-    args = (_plan_tuple(plan), tuple(grad.stride()), (0, 0, 0, 0), c, rows)
+    args = (_plan_tuple(plan), tuple(grad.stride()), tuple(gin.stride()), c, n)
     launch(
         "resample",
-        f"mvaccel::resample::backward_kernel<{t}>",
-        _resample_grid(plan["in_w"], rows),
+        f"mvaccel::resample::backward_kernel<{t}, {_index_type(grad, gin)}>",
+        _resample_grid(plan["in_w"], plan["in_h"], n),
         (_RESAMPLE_THREADS,),
         (grad, gin, args),
         grad,
@@ -734,22 +796,41 @@ def _off_grid(width: int, rows: int) -> tuple[int, int]:
     return (_ceil(width, _OFF_THREADS), min(rows, _MAX_GRID_Y))
 
 
-def _off_forward(cur: torch.Tensor, prev: torch.Tensor, plan: tuple, cur_offset: int, shape):
+_OFF_ROWS, _OFF_MAX_BLOCKS = 8, 2**31 - 1  # off_kernels.cuh kRows, kMaxBlocks
+
+
+def _vector_tiles(cur_ptr: int, prev: torch.Tensor, plan: tuple) -> bool:
+    """off_cuda.cu vector_tiles: W a multiple of V, pointers and strides 16-byte aligned."""
+    e = prev.element_size()
+    strides = (*plan[5], *plan[6])
+    return (
+        plan[4] * e % 16 == 0
+        and cur_ptr % 16 == 0
+        and prev.data_ptr() % 16 == 0
+        and all(s * e % 16 == 0 for s in strides)
+    )
+
+
+def _off_forward(cur, prev, plan: tuple, cur_offset: int, shape, sw=None):
+    """Forward launch; ``sw`` = (cur_sw, prev_sw) runs the channels_last kernel."""
     B, S, C, H, W = plan[:5]
     t = _scalar(cur, "mvaccel.off_gradients")
-    out = torch.empty(shape, dtype=cur.dtype, device=cur.device)
+    out = _empty_frames(cur, shape, sw is not None)
     if out.numel() == 0:
         return out
-    rows = B * S * C * H
     cur_ptr = cur.data_ptr() + cur_offset * cur.element_size()
-    launch(
-        "off",
-        f"mvaccel::off::forward_kernel<{t}>",
-        _off_grid(W, rows),
-        (_OFF_THREADS,),
-        (cur_ptr, prev, out, plan, rows),
-        cur,
-    )
+    if sw is None:
+        vec = _vector_tiles(cur_ptr, prev, plan)
+        v = 16 // cur.element_size() if vec else 1
+        total = B * S * C * _ceil(H, _OFF_ROWS) * _ceil(W, v)
+        kernel = f"forward_kernel<{t}, {'true' if vec else 'false'}>"
+        grid = (min(_ceil(total, _OFF_THREADS), _OFF_MAX_BLOCKS),)
+        args = (cur_ptr, prev, out, plan, total)
+    else:
+        rows = B * S * H
+        kernel, grid = f"forward_cl_kernel<{t}>", _off_grid(W * C, rows)
+        args = (cur_ptr, prev, out, plan, *sw, rows)
+    launch("off", f"mvaccel::off::{kernel}", grid, (_OFF_THREADS,), args, cur)
     return out
 
 
@@ -773,14 +854,24 @@ def off_gradients(f_t_in, f_prev_in):
         f"{op}: f_t and f_prev must be on the same device, got {f_t_in.device} and "
         f"{f_prev_in.device}",
     )
-    f_t, f_prev = _rows_contiguous(f_t_in), _rows_contiguous(f_prev_in)
+    cl = _channels_last(f_t_in, 1)
+    if cl:
+        f_t = f_t_in
+        f_prev = (
+            f_prev_in
+            if f_prev_in.stride(1) == 1
+            else f_prev_in.contiguous(memory_format=torch.channels_last)
+        )
+    else:
+        f_t, f_prev = _rows_contiguous(f_t_in), _rows_contiguous(f_prev_in)
     B, C, H, W = f_t.shape
     plan = (
         B, 1, C, H, W,
         (f_t.stride(0), 0, f_t.stride(1), f_t.stride(2)),
         (f_prev.stride(0), 0, f_prev.stride(1), f_prev.stride(2)),
     )  # fmt: skip
-    return _off_forward(f_t, f_prev, plan, 0, (B, 3 * C, H, W))
+    sw = (f_t.stride(3), f_prev.stride(3)) if cl else None
+    return _off_forward(f_t, f_prev, plan, 0, (B, 3 * C, H, W), sw)
 
 
 def off_gradients_stack(f_in):
@@ -791,24 +882,37 @@ def off_gradients_stack(f_in):
         f_in.shape[1] >= 2,
         f"{op}: the stack needs at least 2 frames (T >= 2), got shape {_shape(f_in)}",
     )
-    f = _rows_contiguous(f_in)
+    cl = _channels_last(f_in, 2)
+    f = f_in if cl else _rows_contiguous(f_in)
     B, T1, C, H, W = f.shape
     view = (f.stride(0), f.stride(1), f.stride(2), f.stride(3))
     plan = (B, T1 - 1, C, H, W, view, view)
-    return _off_forward(f, f, plan, f.stride(1), (B, T1 - 1, 3 * C, H, W))
+    sw = (f.stride(4), f.stride(4)) if cl else None
+    return _off_forward(f, f, plan, f.stride(1), (B, T1 - 1, 3 * C, H, W), sw)
 
 
-def _off_backward(grad, gv, plan, frame_out, t):
+def _off_backward(grad, gv, plan, frame_out, t, g_sw=None):
+    """Backward launch; ``g_sw`` (grad's column stride) runs the channels_last kernel."""
     B, S, C, H, W = plan[:5]
-    rows = B * (S + 1) * C * H
-    launch(
-        "off",
-        f"mvaccel::off::backward_kernel<{t}>",
-        _off_grid(W, rows),
-        (_OFF_THREADS,),
-        (grad, gv, plan, frame_out, rows),
-        grad,
-    )
+    if g_sw is None:
+        e = grad.element_size()
+        vec = (
+            W * e % 16 == 0
+            and grad.data_ptr() % 16 == 0
+            and all(s * e % 16 == 0 for s in gv)
+            and all(q % 16 == 0 for q in frame_out[:2])
+            and all(s * e % 16 == 0 for s in frame_out[2:])
+        )  # off_cuda.cu launch_backward's check
+        v = 16 // e if vec else 1
+        total = B * (S + 1) * C * _ceil(H, _OFF_ROWS) * _ceil(W, v)
+        kernel = f"backward_kernel<{t}, {'true' if vec else 'false'}>"
+        grid = (min(_ceil(total, _OFF_THREADS), _OFF_MAX_BLOCKS),)
+        args = (grad, gv, plan, frame_out, total)
+    else:
+        rows = B * (S + 1) * H
+        kernel, grid = f"backward_cl_kernel<{t}>", _off_grid(W * C, rows)
+        args = (grad, gv, g_sw, plan, frame_out, rows)
+    launch("off", f"mvaccel::off::{kernel}", grid, (_OFF_THREADS,), args, grad)
 
 
 def off_gradients_backward(grad_in):
@@ -819,11 +923,12 @@ def off_gradients_backward(grad_in):
         grad_in.shape[1] % 3 == 0,
         f"{op}: grad must have 3C channels (Fx, Fy, Ft), got shape {_shape(grad_in)}",
     )
-    grad = _rows_contiguous(grad_in)
+    cl = _channels_last(grad_in, 1)
+    grad = grad_in if cl else _rows_contiguous(grad_in)
     B, C3, H, W = grad.shape
     C = C3 // 3
-    g_t = torch.empty((B, C, H, W), dtype=grad.dtype, device=grad.device)
-    g_prev = torch.empty_like(g_t)
+    g_t = _empty_frames(grad, (B, C, H, W), cl)
+    g_prev = _empty_frames(grad, (B, C, H, W), cl)
     if g_t.numel() == 0:
         return g_t, g_prev
     zero = (0, 0, 0, 0)
@@ -831,7 +936,7 @@ def off_gradients_backward(grad_in):
     gv = (grad.stride(0), 0, grad.stride(1), grad.stride(2))
     chw = C * H * W
     fo = (g_prev.data_ptr(), g_t.data_ptr(), chw, chw, 0)
-    _off_backward(grad, gv, plan, fo, _scalar(grad, op))
+    _off_backward(grad, gv, plan, fo, _scalar(grad, op), grad.stride(3) if cl else None)
     return g_t, g_prev
 
 
@@ -843,10 +948,11 @@ def off_gradients_stack_backward(grad_in):
         grad_in.shape[2] % 3 == 0,
         f"{op}: grad must have 3C channels (Fx, Fy, Ft), got shape {_shape(grad_in)}",
     )
-    grad = _rows_contiguous(grad_in)
+    cl = _channels_last(grad_in, 2)
+    grad = grad_in if cl else _rows_contiguous(grad_in)
     B, S, C3, H, W = grad.shape
     C = C3 // 3
-    gf = torch.empty((B, S + 1, C, H, W), dtype=grad.dtype, device=grad.device)
+    gf = _empty_frames(grad, (B, S + 1, C, H, W), cl)
     if gf.numel() == 0 or S == 0:
         return gf.zero_()
     zero = (0, 0, 0, 0)
@@ -855,7 +961,8 @@ def off_gradients_stack_backward(grad_in):
     tchw = (S + 1) * chw
     base = gf.data_ptr()
     fo = (base, base + chw * gf.element_size(), tchw, tchw, chw)
-    _off_backward(grad, tuple(grad.stride()[:4]), plan, fo, _scalar(grad, op))
+    g_sw = grad.stride(4) if cl else None
+    _off_backward(grad, tuple(grad.stride()[:4]), plan, fo, _scalar(grad, op), g_sw)
     return gf
 
 

@@ -32,7 +32,8 @@ def off_gradients(f_t: Tensor, f_prev: Tensor) -> Tensor:
         f_prev: ``(N, C, H, W)`` features of frame ``t - Δt``, same shape, dtype, device.
 
     Returns:
-        ``(N, 3C, H, W)`` contiguous: channels ``[0, C)`` are Sobel x of ``f_t``,
+        ``(N, 3C, H, W)``, channels_last when ``f_t`` is (its channel dimension unit stride,
+        its columns not), contiguous otherwise: channels ``[0, C)`` are Sobel x of ``f_t``,
         ``[C, 2C)`` Sobel y of ``f_t`` and ``[2C, 3C)`` are ``f_t - f_prev``. Differentiable
         in both inputs (hand-written backward, double backward too).
 
@@ -52,6 +53,8 @@ def off_gradients_stack(f: Tensor) -> Tensor:
 
     Returns:
         ``(N, T - 1, 3C, H, W)``: entry ``s`` is ``off_gradients(f[:, s + 1], f[:, s])``.
+        When the frames of ``f`` are channels_last (``f[:, 0]`` has unit channel stride),
+        so are the output's (``out[:, s]`` is channels_last), with no copy of ``f``.
 
     Example:
         >>> f = torch.randn(2, 3, 8, 7, 7)
@@ -89,6 +92,20 @@ def off_gradients_stack_reference(f: Tensor) -> Tensor:
 # ---- fake kernels -------------------------------------------------------------------------------
 
 
+def _channels_last(t: Tensor, cdim: int) -> bool:
+    """csrc/ops/off/off.h ``is_channels_last``: unit channel stride, columns not."""
+    return t.shape[cdim] > 1 and t.stride(cdim) == 1 and (t.shape[-1] <= 1 or t.stride(-1) != 1)
+
+
+def _empty_frames(ref: Tensor, shape, cl: bool) -> Tensor:
+    """Uninitialised ``shape`` = (..., K, H, W) tensor; each (K, H, W) frame channels_last if cl."""
+    if not cl:
+        return ref.new_empty(shape)
+    *lead, k, h, w = shape
+    n = len(lead)
+    return ref.new_empty((*lead, h, w, k)).permute(*range(n), n + 2, n, n + 1)
+
+
 # The same checks and messages as csrc/ops/off/off_checks.h (a meta or FakeTensor call fails
 # where the compiled kernel would, and never returns memory of a device it was not given).
 
@@ -119,7 +136,7 @@ def _off_gradients_fake(f_t, f_prev):
         ),
     )
     n, c, h, w = f_t.shape
-    return f_t.new_empty((n, 3 * c, h, w))
+    return _empty_frames(f_t, (n, 3 * c, h, w), _channels_last(f_t, 1))
 
 
 @torch.library.register_fake("mvaccel::_off_gradients_backward")
@@ -132,7 +149,11 @@ def _off_gradients_backward_fake(grad):
         lambda: f"{op}: grad must have 3C channels (Fx, Fy, Ft), got shape {tuple(grad.shape)}",
     )
     n, c3, h, w = grad.shape
-    return grad.new_empty((n, c3 // 3, h, w)), grad.new_empty((n, c3 // 3, h, w))
+    cl = _channels_last(grad, 1)
+    return (
+        _empty_frames(grad, (n, c3 // 3, h, w), cl),
+        _empty_frames(grad, (n, c3 // 3, h, w), cl),
+    )
 
 
 @torch.library.register_fake("mvaccel::off_gradients_stack")
@@ -145,7 +166,7 @@ def _off_gradients_stack_fake(f):
         lambda: f"{op}: the stack needs at least 2 frames (T >= 2), got shape {tuple(f.shape)}",
     )
     n, t, c, h, w = f.shape
-    return f.new_empty((n, t - 1, 3 * c, h, w))
+    return _empty_frames(f, (n, t - 1, 3 * c, h, w), _channels_last(f, 2))
 
 
 @torch.library.register_fake("mvaccel::_off_gradients_stack_backward")
@@ -158,7 +179,7 @@ def _off_gradients_stack_backward_fake(grad):
         lambda: f"{op}: grad must have 3C channels (Fx, Fy, Ft), got shape {tuple(grad.shape)}",
     )
     n, s, c3, h, w = grad.shape
-    return grad.new_empty((n, s + 1, c3 // 3, h, w))
+    return _empty_frames(grad, (n, s + 1, c3 // 3, h, w), _channels_last(grad, 2))
 
 
 # ---- autograd -----------------------------------------------------------------------------------

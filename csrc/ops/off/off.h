@@ -30,6 +30,12 @@
 //
 // For a stack, frame t receives the first term from pair t - 1 (t >= 1) and
 // the second from pair t (t <= T - 2).
+//
+// Layout: when f_t (the stack f; the backward's grad) is channels_last
+// (is_channels_last below), the output (the frame gradients) is too, and the
+// channels_last kernels run with the channel as the fastest dimension;
+// otherwise the output is contiguous. For 5-D tensors channels_last means
+// each (C, H, W) frame is: strides (S*H*W*3C, H*W*3C, 1, W*3C, 3C).
 #pragma once
 
 #include "../../common.h"
@@ -42,6 +48,25 @@ namespace off {
 // read rows); any other strides are used as they are.
 inline at::Tensor rows_contiguous(const at::Tensor& t) {
   return t.size(-1) <= 1 || t.stride(-1) == 1 ? t : t.contiguous();
+}
+
+// True when the channel dimension `cdim` of t is unit stride and its columns
+// are not: channels_last frames (mvaccel/ops/off.py mirrors this rule).
+inline bool is_channels_last(const at::Tensor& t, int64_t cdim) {
+  return t.size(cdim) > 1 && t.stride(cdim) == 1 &&
+         (t.size(-1) <= 1 || t.stride(-1) != 1);
+}
+
+// The input of a channels_last call: unit channel stride (copied to
+// channels_last when it is not).
+inline at::Tensor channels_unit_stride(const at::Tensor& t) {
+  return t.stride(1) == 1 ? t : t.contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+// An uninitialised (B, S, K, H, W) tensor whose frames are channels_last.
+inline at::Tensor empty_frames_cl(int64_t B, int64_t S, int64_t K, int64_t H,
+                                  int64_t W, const at::TensorOptions& opt) {
+  return at::empty({B, S, H, W, K}, opt).permute({0, 1, 4, 2, 3});
 }
 
 inline Plan plan_pair(const at::Tensor& f_t, const at::Tensor& f_prev) {

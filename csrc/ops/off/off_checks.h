@@ -34,10 +34,12 @@ inline void check_pair(const at::Tensor& f_t, const at::Tensor& f_prev) {
               ": f_t and f_prev must be on the same device, got ", f_t.device(),
               " and ", f_prev.device());
   const double n = static_cast<double>(f_t.numel());
-  check_fits_in_memory(
-      op, f_t.device(),
-      bytes_of(f_t, 3 * n) + row_copy_bytes(f_t) + row_copy_bytes(f_prev),
-      "the (N, 3C, H, W) output and row-contiguous copies");
+  const double copies =
+      is_channels_last(f_t, 1)
+          ? (f_prev.stride(1) == 1 ? 0.0 : bytes_of(f_prev, n))
+          : row_copy_bytes(f_t) + row_copy_bytes(f_prev);
+  check_fits_in_memory(op, f_t.device(), bytes_of(f_t, 3 * n) + copies,
+                       "the (N, 3C, H, W) output and input copies");
 }
 
 inline void check_stack(const at::Tensor& f) {
@@ -51,7 +53,8 @@ inline void check_stack(const at::Tensor& f) {
                        static_cast<double>(f.size(1)) *
                        static_cast<double>(f.size(1) - 1);
   check_fits_in_memory(op, f.device(),
-                       bytes_of(f, 3 * pairs) + row_copy_bytes(f),
+                       bytes_of(f, 3 * pairs) +
+                           (is_channels_last(f, 2) ? 0.0 : row_copy_bytes(f)),
                        "the (N, T - 1, 3C, H, W) output and a row-contiguous "
                        "copy");
 }
@@ -65,7 +68,8 @@ inline void check_grad_pair(const at::Tensor& grad) {
               grad.sizes());
   check_fits_in_memory(
       op, grad.device(),
-      bytes_of(grad, 2.0 / 3.0 * grad.numel()) + row_copy_bytes(grad),
+      bytes_of(grad, 2.0 / 3.0 * grad.numel()) +
+          (is_channels_last(grad, 1) ? 0.0 : row_copy_bytes(grad)),
       "the two (N, C, H, W) gradients");
 }
 
@@ -81,9 +85,11 @@ inline void check_grad_stack(const at::Tensor& grad) {
                                   static_cast<double>(grad.size(1)) *
                                   static_cast<double>(grad.size(1) + 1)
                             : 0.0;
-  check_fits_in_memory(op, grad.device(),
-                       bytes_of(grad, frames) + row_copy_bytes(grad),
-                       "the (N, T, C, H, W) gradient");
+  check_fits_in_memory(
+      op, grad.device(),
+      bytes_of(grad, frames) +
+          (is_channels_last(grad, 2) ? 0.0 : row_copy_bytes(grad)),
+      "the (N, T, C, H, W) gradient");
 }
 
 }  // namespace off

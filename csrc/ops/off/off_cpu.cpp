@@ -4,6 +4,9 @@
 // simd` loop over three input rows (the rows outside the image are a shared
 // zero row) with no bounds tests, so it vectorises; the two edge columns
 // read the missing neighbours as 0. Both use the Sobel formulas of off.h.
+// channels_last calls run over pixel rows; the inner `#pragma omp simd` loop
+// runs over the channels (unit stride) of a pixel and of its neighbours (a
+// zero vector outside the image).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -208,6 +211,142 @@ void backward_kernel(const scalar_t* g, const View& gv, const Plan& p,
   });
 }
 
+// A pixel's neighbourhood in a channels_last frame: pointers to channel 0 of
+// the 3x3 pixels around (y, x) (row-major, centre at [4]), the zero vector
+// for the pixels outside the image.
+template <typename scalar_t>
+struct Neighbours {
+  const scalar_t* px[9];
+  Neighbours(const scalar_t* frame, int64_t sh, int64_t sw, int64_t H,
+             int64_t W, int64_t y, int64_t x, const scalar_t* zero) {
+    for (int dy = -1; dy <= 1; ++dy) {
+      for (int dx = -1; dx <= 1; ++dx) {
+        const int64_t yy = y + dy, xx = x + dx;
+        px[(dy + 1) * 3 + dx + 1] = yy >= 0 && yy < H && xx >= 0 && xx < W
+                                        ? frame + yy * sh + xx * sw
+                                        : zero;
+      }
+    }
+  }
+};
+
+// One channels_last output pixel: Fx at o[c], Fy at o[C + c], Ft at
+// o[2C + c] for the C channels.
+template <typename scalar_t>
+void forward_pixel_cl(const Neighbours<scalar_t>& n, const scalar_t* pr,
+                      scalar_t* o, int64_t C) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t *m0 = n.px[0], *m1 = n.px[1], *m2 = n.px[2], *c0 = n.px[3],
+                 *c1 = n.px[4], *c2 = n.px[5], *p0 = n.px[6], *p1 = n.px[7],
+                 *p2 = n.px[8];
+  scalar_t *ox = o, *oy = o + C, *ot = o + 2 * C;
+#pragma omp simd
+  for (int64_t c = 0; c < C; ++c) {
+    ox[c] = static_cast<scalar_t>(
+        sobel_x_of<acc_t>(m0[c], m2[c], c0[c], c2[c], p0[c], p2[c]));
+    oy[c] = static_cast<scalar_t>(
+        sobel_y_of<acc_t>(m0[c], m1[c], m2[c], p0[c], p1[c], p2[c]));
+    ot[c] = static_cast<scalar_t>(static_cast<acc_t>(c1[c]) -
+                                  static_cast<acc_t>(pr[c]));
+  }
+}
+
+// channels_last forward (see off_kernels.cuh forward_cl_kernel: the same
+// arguments and output layout). Tasks are pixel rows of the (B, S) pairs.
+template <typename scalar_t>
+void forward_cl_kernel(const scalar_t* cur0, const scalar_t* prev0,
+                       scalar_t* out, const Plan& p, int64_t cur_sw,
+                       int64_t prev_sw) {
+  const int64_t S = p.S, C = p.C, H = p.H, W = p.W;
+  const std::vector<scalar_t> zero_vec(C, scalar_t(0));
+  const scalar_t* zero = zero_vec.data();
+  at::parallel_for(
+      0, p.B * S * H, row_grain(W * C), [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+          const int64_t y = r % H, bs = r / H;
+          const int64_t s = bs % S, b = bs / S;
+          const scalar_t* cur = cur0 + b * p.cur.sb + s * p.cur.ss;
+          const scalar_t* prev =
+              prev0 + b * p.prev.sb + s * p.prev.ss + y * p.prev.sh;
+          scalar_t* o = out + (bs * H + y) * W * 3 * C;
+          for (int64_t x = 0; x < W; ++x) {
+            const Neighbours<scalar_t> n(cur, p.cur.sh, cur_sw, H, W, y, x,
+                                         zero);
+            forward_pixel_cl<scalar_t>(n, prev + x * prev_sw, o + x * 3 * C, C);
+          }
+        }
+      });
+}
+
+// One channels_last pixel of a frame gradient (the C channels at o): kCur
+// with the neighbourhoods nx / ny of the pair t - 1 gradients of Fx / Fy and
+// its Ft gradient gt, kPrev with the pair t gradient of Ft gn.
+template <typename scalar_t, bool kCur, bool kPrev>
+void backward_pixel_cl(const Neighbours<scalar_t>& nx,
+                       const Neighbours<scalar_t>& ny, const scalar_t* gt,
+                       const scalar_t* gn, scalar_t* o, int64_t C) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t *xm0 = nx.px[0], *xm2 = nx.px[2], *xc0 = nx.px[3],
+                 *xc2 = nx.px[5], *xp0 = nx.px[6], *xp2 = nx.px[8];
+  const scalar_t *ym0 = ny.px[0], *ym1 = ny.px[1], *ym2 = ny.px[2],
+                 *yp0 = ny.px[6], *yp1 = ny.px[7], *yp2 = ny.px[8];
+#pragma omp simd
+  for (int64_t c = 0; c < C; ++c) {
+    acc_t a = acc_t(0);
+    if (kCur) {
+      a = static_cast<acc_t>(gt[c]) -
+          sobel_x_of<acc_t>(xm0[c], xm2[c], xc0[c], xc2[c], xp0[c], xp2[c]) -
+          sobel_y_of<acc_t>(ym0[c], ym1[c], ym2[c], yp0[c], yp1[c], yp2[c]);
+    }
+    if (kPrev) a -= static_cast<acc_t>(gn[c]);
+    o[c] = static_cast<scalar_t>(a);
+  }
+}
+
+// channels_last backward (see off_kernels.cuh backward_cl_kernel). Tasks
+// are pixel rows of the (B, S + 1) frames.
+template <typename scalar_t>
+void backward_cl_kernel(const scalar_t* g, const View& gv, int64_t g_sw,
+                        const Plan& p, const FrameOut<scalar_t>& fo) {
+  const int64_t S = p.S, C = p.C, H = p.H, W = p.W, T = S + 1;
+  const std::vector<scalar_t> zero_vec(C, scalar_t(0));
+  const scalar_t* zero = zero_vec.data();
+  at::parallel_for(
+      0, p.B * T * H, row_grain(W * C), [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+          const int64_t y = r % H, bt = r / H;
+          const int64_t t = bt % T, b = bt / T;
+          // Gradients of Fx (then Fy, Ft at + C, + 2C) of pair t - 1 and of Ft
+          // of pair t, at pixel (0, 0); null where the pair does not exist.
+          const scalar_t* gx =
+              t >= 1 ? g + b * gv.sb + (t - 1) * gv.ss : nullptr;
+          const scalar_t* gn =
+              t <= S - 1 ? g + b * gv.sb + t * gv.ss + 2 * C : nullptr;
+          scalar_t* o = fo.frame(b, t) + y * W * C;
+          for (int64_t x = 0; x < W; ++x) {
+            const int64_t at = y * gv.sh + x * g_sw;
+            scalar_t* ox = o + x * C;
+            if (gx == nullptr) {
+              const Neighbours<scalar_t> none(zero, 0, 0, 1, 1, 0, 0, zero);
+              backward_pixel_cl<scalar_t, false, true>(none, none, zero,
+                                                       gn + at, ox, C);
+              continue;
+            }
+            const Neighbours<scalar_t> nx(gx, gv.sh, g_sw, H, W, y, x, zero);
+            const Neighbours<scalar_t> ny(gx + C, gv.sh, g_sw, H, W, y, x,
+                                          zero);
+            if (gn == nullptr) {
+              backward_pixel_cl<scalar_t, true, false>(nx, ny, gx + 2 * C + at,
+                                                       zero, ox, C);
+            } else {
+              backward_pixel_cl<scalar_t, true, true>(nx, ny, gx + 2 * C + at,
+                                                      gn + at, ox, C);
+            }
+          }
+        }
+      });
+}
+
 at::Tensor run_forward(const at::Tensor& cur_src, const at::Tensor& prev_src,
                        const Plan& p, int64_t cur_offset,
                        at::IntArrayRef shape) {
@@ -221,9 +360,32 @@ at::Tensor run_forward(const at::Tensor& cur_src, const at::Tensor& prev_src,
   return out;
 }
 
+// channels_last forward into a channels_last output.
+at::Tensor run_forward_cl(const at::Tensor& cur_src, const at::Tensor& prev_src,
+                          const Plan& p, int64_t cur_offset, int64_t cur_sw,
+                          int64_t prev_sw, at::Tensor out) {
+  if (out.numel() == 0) return out;
+  MVACCEL_DISPATCH_FLOATING(cur_src.scalar_type(), "mvaccel_off_cl_cpu", [&] {
+    forward_cl_kernel<scalar_t>(cur_src.const_data_ptr<scalar_t>() + cur_offset,
+                                prev_src.const_data_ptr<scalar_t>(),
+                                out.mutable_data_ptr<scalar_t>(), p, cur_sw,
+                                prev_sw);
+  });
+  return out;
+}
+
 at::Tensor off_gradients_cpu(const at::Tensor& f_t_in,
                              const at::Tensor& f_prev_in) {
   check_pair(f_t_in, f_prev_in);
+  if (is_channels_last(f_t_in, 1)) {
+    const at::Tensor f_prev = channels_unit_stride(f_prev_in);
+    const Plan p = plan_pair(f_t_in, f_prev);
+    return run_forward_cl(
+        f_t_in, f_prev, p, 0, f_t_in.stride(3), f_prev.stride(3),
+        at::empty(
+            {p.B, 3 * p.C, p.H, p.W},
+            f_t_in.options().memory_format(at::MemoryFormat::ChannelsLast)));
+  }
   const at::Tensor f_t = rows_contiguous(f_t_in);
   const at::Tensor f_prev = rows_contiguous(f_prev_in);
   const Plan p = plan_pair(f_t, f_prev);
@@ -232,6 +394,12 @@ at::Tensor off_gradients_cpu(const at::Tensor& f_t_in,
 
 at::Tensor off_gradients_stack_cpu(const at::Tensor& f_in) {
   check_stack(f_in);
+  if (is_channels_last(f_in, 2)) {
+    const Plan p = plan_stack(f_in);
+    return run_forward_cl(
+        f_in, f_in, p, f_in.stride(1), f_in.stride(4), f_in.stride(4),
+        empty_frames_cl(p.B, p.S, 3 * p.C, p.H, p.W, f_in.options()));
+  }
   const at::Tensor f = rows_contiguous(f_in);
   const Plan p = plan_stack(f);
   return run_forward(f, f, p, f.stride(1), {p.B, p.S, 3 * p.C, p.H, p.W});
@@ -240,36 +408,47 @@ at::Tensor off_gradients_stack_cpu(const at::Tensor& f_in) {
 std::tuple<at::Tensor, at::Tensor> off_gradients_backward_cpu(
     const at::Tensor& grad_in) {
   check_grad_pair(grad_in);
-  const at::Tensor grad = rows_contiguous(grad_in);
+  const bool cl = is_channels_last(grad_in, 1);
+  const at::Tensor grad = cl ? grad_in : rows_contiguous(grad_in);
   Plan p;
   p.B = grad.size(0);
   p.S = 1;
   p.C = grad.size(1) / 3;
   p.H = grad.size(2);
   p.W = grad.size(3);
-  at::Tensor g_t = at::empty({p.B, p.C, p.H, p.W}, grad.options());
-  at::Tensor g_prev = at::empty({p.B, p.C, p.H, p.W}, grad.options());
+  const auto opt = grad.options().memory_format(
+      cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+  at::Tensor g_t = at::empty({p.B, p.C, p.H, p.W}, opt);
+  at::Tensor g_prev = at::empty({p.B, p.C, p.H, p.W}, opt);
   if (g_t.numel() == 0) return {g_t, g_prev};
   const View gv{grad.stride(0), 0, grad.stride(1), grad.stride(2)};
   const int64_t CHW = p.C * p.H * p.W;
   MVACCEL_DISPATCH_FLOATING(grad.scalar_type(), "mvaccel_off_bwd_cpu", [&] {
     const FrameOut<scalar_t> fo{g_prev.mutable_data_ptr<scalar_t>(),
                                 g_t.mutable_data_ptr<scalar_t>(), CHW, CHW, 0};
-    backward_kernel<scalar_t>(grad.const_data_ptr<scalar_t>(), gv, p, fo);
+    if (cl) {
+      backward_cl_kernel<scalar_t>(grad.const_data_ptr<scalar_t>(), gv,
+                                   grad.stride(3), p, fo);
+    } else {
+      backward_kernel<scalar_t>(grad.const_data_ptr<scalar_t>(), gv, p, fo);
+    }
   });
   return {g_t, g_prev};
 }
 
 at::Tensor off_gradients_stack_backward_cpu(const at::Tensor& grad_in) {
   check_grad_stack(grad_in);
-  const at::Tensor grad = rows_contiguous(grad_in);
+  const bool cl = is_channels_last(grad_in, 2);
+  const at::Tensor grad = cl ? grad_in : rows_contiguous(grad_in);
   Plan p;
   p.B = grad.size(0);
   p.S = grad.size(1);
   p.C = grad.size(2) / 3;
   p.H = grad.size(3);
   p.W = grad.size(4);
-  at::Tensor gf = at::empty({p.B, p.S + 1, p.C, p.H, p.W}, grad.options());
+  at::Tensor gf =
+      cl ? empty_frames_cl(p.B, p.S + 1, p.C, p.H, p.W, grad.options())
+         : at::empty({p.B, p.S + 1, p.C, p.H, p.W}, grad.options());
   if (gf.numel() == 0 || p.S == 0) return gf.zero_();
   const int64_t CHW = p.C * p.H * p.W;
   const int64_t TCHW = (p.S + 1) * CHW;
@@ -277,8 +456,13 @@ at::Tensor off_gradients_stack_backward_cpu(const at::Tensor& grad_in) {
       grad.scalar_type(), "mvaccel_off_stack_bwd_cpu", [&] {
         scalar_t* base = gf.mutable_data_ptr<scalar_t>();
         const FrameOut<scalar_t> fo{base, base + CHW, TCHW, TCHW, CHW};
-        backward_kernel<scalar_t>(grad.const_data_ptr<scalar_t>(),
-                                  grad_view(grad), p, fo);
+        if (cl) {
+          backward_cl_kernel<scalar_t>(grad.const_data_ptr<scalar_t>(),
+                                       grad_view(grad), grad.stride(4), p, fo);
+        } else {
+          backward_kernel<scalar_t>(grad.const_data_ptr<scalar_t>(),
+                                    grad_view(grad), p, fo);
+        }
       });
   return gf;
 }

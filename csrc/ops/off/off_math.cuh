@@ -8,12 +8,14 @@
 namespace mvaccel {
 namespace off {
 
-// Value of a plane at (y, x), zero outside (the zero padding).
+// Value of a plane at (y, x), zero outside (the zero padding). Rows are
+// `sh` elements apart, columns `sw` (1 in a contiguous plane, the channel
+// count in a channels_last one).
 template <typename acc_t, typename scalar_t>
-MVACCEL_HD acc_t at_or_zero(const scalar_t* plane, int64_t sh, int64_t H,
-                            int64_t W, int64_t y, int64_t x) {
+MVACCEL_HD acc_t at_or_zero(const scalar_t* plane, int64_t sh, int64_t sw,
+                            int64_t H, int64_t W, int64_t y, int64_t x) {
   return (y >= 0 && y < H && x >= 0 && x < W)
-             ? static_cast<acc_t>(plane[y * sh + x])
+             ? static_cast<acc_t>(plane[y * sh + x * sw])
              : acc_t(0);
 }
 
@@ -33,22 +35,22 @@ MVACCEL_HD acc_t sobel_y_of(acc_t m0, acc_t m1, acc_t m2, acc_t p0, acc_t p1,
 }
 
 // Sobel x and Sobel y of a plane at (y, x) with zero padding. Rows are `sh`
-// elements apart; columns are unit stride.
+// elements apart, columns `sw`.
 template <typename acc_t, typename scalar_t>
-MVACCEL_HD acc_t sobel_x(const scalar_t* plane, int64_t sh, int64_t H,
-                         int64_t W, int64_t y, int64_t x) {
+MVACCEL_HD acc_t sobel_x(const scalar_t* plane, int64_t sh, int64_t sw,
+                         int64_t H, int64_t W, int64_t y, int64_t x) {
   auto v = [&](int64_t dy, int64_t dx) {
-    return at_or_zero<acc_t>(plane, sh, H, W, y + dy, x + dx);
+    return at_or_zero<acc_t>(plane, sh, sw, H, W, y + dy, x + dx);
   };
   return sobel_x_of<acc_t>(v(-1, -1), v(-1, 1), v(0, -1), v(0, 1), v(1, -1),
                            v(1, 1));
 }
 
 template <typename acc_t, typename scalar_t>
-MVACCEL_HD acc_t sobel_y(const scalar_t* plane, int64_t sh, int64_t H,
-                         int64_t W, int64_t y, int64_t x) {
+MVACCEL_HD acc_t sobel_y(const scalar_t* plane, int64_t sh, int64_t sw,
+                         int64_t H, int64_t W, int64_t y, int64_t x) {
   auto v = [&](int64_t dy, int64_t dx) {
-    return at_or_zero<acc_t>(plane, sh, H, W, y + dy, x + dx);
+    return at_or_zero<acc_t>(plane, sh, sw, H, W, y + dy, x + dx);
   };
   return sobel_y_of<acc_t>(v(-1, -1), v(-1, 0), v(-1, 1), v(1, -1), v(1, 0),
                            v(1, 1));
@@ -85,21 +87,23 @@ struct FrameOut {
 static_assert(sizeof(FrameOut<float>) == 40, "see _nvrtc.py");
 
 // Gradient reaching frame t (0..S) at (y, x) of channel c, from the output
-// gradient g (view gv, channel stride gv.sc, row stride gv.sh).
+// gradient g (view gv, channel stride gv.sc, row stride gv.sh, column
+// stride sw).
 template <typename acc_t, typename scalar_t>
-MVACCEL_HD acc_t frame_grad(const scalar_t* g, const View& gv, int64_t S,
-                            int64_t C, int64_t H, int64_t W, int64_t b,
-                            int64_t t, int64_t c, int64_t y, int64_t x) {
+MVACCEL_HD acc_t frame_grad(const scalar_t* g, const View& gv, int64_t sw,
+                            int64_t S, int64_t C, int64_t H, int64_t W,
+                            int64_t b, int64_t t, int64_t c, int64_t y,
+                            int64_t x) {
   acc_t acc = acc_t(0);
   if (t >= 1) {  // frame t is the current frame of pair t - 1
     const scalar_t* base = g + b * gv.sb + (t - 1) * gv.ss + c * gv.sc;
-    acc += static_cast<acc_t>(base[2 * C * gv.sc + y * gv.sh + x]) -
-           sobel_x<acc_t>(base, gv.sh, H, W, y, x) -
-           sobel_y<acc_t>(base + C * gv.sc, gv.sh, H, W, y, x);
+    acc += static_cast<acc_t>(base[2 * C * gv.sc + y * gv.sh + x * sw]) -
+           sobel_x<acc_t>(base, gv.sh, sw, H, W, y, x) -
+           sobel_y<acc_t>(base + C * gv.sc, gv.sh, sw, H, W, y, x);
   }
   if (t <= S - 1) {  // frame t is the previous frame of pair t
     acc -= static_cast<acc_t>(
-        g[b * gv.sb + t * gv.ss + (2 * C + c) * gv.sc + y * gv.sh + x]);
+        g[b * gv.sb + t * gv.ss + (2 * C + c) * gv.sc + y * gv.sh + x * sw]);
   }
   return acc;
 }

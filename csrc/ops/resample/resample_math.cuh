@@ -107,7 +107,7 @@ struct Plan {
 };
 static_assert(sizeof(Plan) == 88, "mirrored by mvaccel/ops/_nvrtc.py");
 
-// Value factor of channel c.
+// Value factor of channel c (channels >= 1 take factor_y: mv_resize has 2).
 template <typename acc_t>
 MVACCEL_HD acc_t channel_factor(const Plan& p, int64_t c) {
   if (!p.scale_values) return acc_t(1);
@@ -121,11 +121,11 @@ struct Strides {
 
 // Everything a launch needs besides the two pointers. The forward reads x
 // with strides `src` and writes out with strides `dst`; the backward reads
-// grad with strides `src` and writes a contiguous gin (`dst` unused).
+// grad with strides `src` and writes gin with strides `dst`.
 struct Args {
   Plan p;
   Strides src, dst;
-  int64_t C, rows;
+  int64_t C, N;  // channels and images
 };
 static_assert(sizeof(Strides) == 32 && sizeof(Args) == 168,
               "mirrored by mvaccel/ops/_nvrtc.py");
