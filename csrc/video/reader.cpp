@@ -799,7 +799,11 @@ class FrameProcessor {
     bool keep_rgb = opt_.rgb == kRgbAll
                         ? want_(it.local)
                         : (opt_.rgb == kRgbIFrames && it.type == kI);
-    if (need_rgb_) to_rgb(f, it.rgb);
+    // B-frames are never references here: one that is neither kept nor given
+    // a residual needs no RGB (most decoded frames of a sparse sample).
+    if (need_rgb_ &&
+        (it.type != kB || keep_rgb || (opt_.residual && want_(it.local))))
+      to_rgb(f, it.rgb);
     it.keep_rgb = keep_rgb;
     if (!need_state_) {
       emit(std::move(it));
@@ -947,8 +951,9 @@ class FrameProcessor {
               pr = p1[i];
             else  // intra: the co-located reference pixel
               pr = colo ? colo[i] : 0.f;
-            res[k * hw + p] = static_cast<int16_t>(
-                cur[i] - static_cast<int>(std::floor(pr + 0.5f)));
+            // pr >= 0 (a blend of 0..255 values): truncation is floor.
+            res[k * hw + p] =
+                static_cast<int16_t>(cur[i] - static_cast<int>(pr + 0.5f));
           }
         }
       }
