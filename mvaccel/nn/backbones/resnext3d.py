@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from functools import partial
 
-from torch import Tensor, nn
+from torch import nn
 
-from .resnet3d import ResNet3d
+from .resnet3d import Bottleneck3d, ResNet3d
 
 
-class ResNeXtBottleneck3d(nn.Module):
+class ResNeXtBottleneck3d(Bottleneck3d):
     """1x1x1 - grouped 3x3x3 - 1x1x1 bottleneck with a shortcut; ``2 * planes`` outputs.
 
     Args:
@@ -31,7 +31,7 @@ class ResNeXtBottleneck3d(nn.Module):
     expansion = 2
 
     def __init__(self, inplanes, planes, stride=1, downsample=None, cardinality: int = 32):
-        super().__init__()
+        nn.Module.__init__(self)  # the layers differ from ResNet's; forward is Bottleneck3d's
         mid = cardinality * (planes // 32)
         if mid < 1:
             raise ValueError(
@@ -45,12 +45,6 @@ class ResNeXtBottleneck3d(nn.Module):
         self.bn3 = nn.BatchNorm3d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
-
-    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
-        idt = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        return self.relu(self.bn3(self.conv3(out)) + idt)
 
 
 def resnext3d(depth: int = 101, cardinality: int = 32, width: float = 1.0, **kw) -> ResNet3d:
