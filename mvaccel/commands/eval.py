@@ -143,8 +143,8 @@ def register(sub) -> None:
                    help="the CKPTs were trained on splits 1, 2, 3: each is evaluated on its "
                    "split, and the mean over the splits printed")  # fmt: skip
     p.add_argument("--out", help="write per-video scores (.npz) for mvaccel fuse; with several "
-                   "CKPTs OUT_<i>.npz (--splits: OUT_split<i>.npz) and OUT.json, the "
-                   "accuracies and their mean")  # fmt: skip
+                   "CKPTs OUT_<i>.npz (--splits: OUT_split<i>.npz; .npz inputs are not "
+                   "rewritten) and OUT.json, the accuracies and their mean")  # fmt: skip
     p.add_argument("--segments", type=int, default=25, help="segments per video (25)")
     p.add_argument("--clips", type=int,
                    help="clip models (3D CNNs) only: N clips covering the video, 0 = every "
