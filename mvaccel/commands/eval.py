@@ -78,7 +78,7 @@ def _run(args: argparse.Namespace) -> int:
             mean_class = mean_class_accuracy(r["scores"], r["labels"])
             print(f"{where}{path}: {len(r['labels'])} videos (saved scores): top-1 "
                   f"{100 * top1:.2f} %, mean class {100 * mean_class:.2f} %")  # fmt: skip
-            out = None  # already a score file
+            out = None  # already a score file: not rewritten
         else:
             kw = dict(overrides, split=i) if args.splits else overrides
             r = evaluate(
@@ -105,6 +105,8 @@ def _run(args: argparse.Namespace) -> int:
         if out is not None:
             row["scores"] = str(save_scores(out, r))
             print(f"wrote {row['scores']}")
+        elif Path(path).suffix == ".npz":
+            row["scores"] = str(path)
         results.append(r)
         rows.append(row)
     if len(results) > 1:
