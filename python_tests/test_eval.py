@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -263,3 +265,109 @@ def test_thumos14_map_matches_videos_by_name(tmp_path):
     lst.write_text("video_test_1 Biking\n")
     with pytest.raises(ValueError, match="different videos"):
         thumos14_map(r, lst)
+
+
+# ---- mvaccel eval: several checkpoints / --splits, --map, --clips ----
+
+
+def _split_lists(cli, tmp_path):
+    """A copy of the tiny lists with a split 2: the same training list, two test videos."""
+    import shutil
+
+    lists = tmp_path / "lists"
+    shutil.copytree(cli.datamodule.list_dir, lists)
+    shutil.copy(lists / "trainlist01.txt", lists / "trainlist02.txt")
+    test = (lists / "testlist01.txt").read_text().splitlines()
+    (lists / "testlist02.txt").write_text("\n".join(test[:2]) + "\n")
+    return lists
+
+
+def test_eval_cli_splits_prints_each_split_and_their_mean(trained, tmp_path, capsys):
+    import json
+
+    path, cli = trained
+    lists = _split_lists(cli, tmp_path)
+    out = tmp_path / "s.npz"
+    args = ["eval", "--splits", str(path), str(path), "--segments", "1", "--list-dir", str(lists)]
+    assert main([*args, "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    r1, r2 = load_scores(tmp_path / "s_split1.npz"), load_scores(tmp_path / "s_split2.npz")
+    assert len(r1["labels"]) == 3 and len(r2["labels"]) == 2  # each on its own split's videos
+    assert f"split 1: {path}: 3 videos" in text and f"split 2: {path}: 2 videos" in text
+    m = mean_over_splits([r1, r2])
+    assert (f"mean over the 2 splits: top-1 {100 * m['top1']:.2f} %, mean class "
+            f"{100 * m['mean_class']:.2f} %") in text  # fmt: skip
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["mean"]["top1"] == pytest.approx(m["top1"])
+    assert [row["split"] for row in summary["inputs"]] == [1, 2]
+    # Several inputs without --splits: the same settings for each; a saved score file is
+    # scored as saved (here split 2's), and the mean is over them.
+    assert main(["eval", str(path), str(tmp_path / "s_split2.npz"), "--segments", "1",
+                 "--quiet"]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    assert "2 videos (saved scores)" in text and "mean over 2 checkpoints" in text
+    assert main([*args, "--split", "2"]) == 1
+    assert "leave out --split" in capsys.readouterr().err
+    assert main(["eval", "--splits", *[str(path)] * 4]) == 1
+    assert "1 to 3 checkpoints" in capsys.readouterr().err
+
+
+def test_eval_cli_prints_thumos14_map(trained, tmp_path, capsys):
+    path, _ = trained
+    out = tmp_path / "s.npz"
+    assert main(["eval", str(path), "--segments", "1", "--out", str(out), "--quiet"]) == 0
+    r = load_scores(out)
+    classes = [str(c) for c in r["classes"]]
+    # A multi-label list of the same videos in reverse order: the first also shows class 2.
+    lines, targets = [], np.zeros(r["scores"].shape, bool)
+    for i, (v, y) in enumerate(zip(r["videos"], r["labels"], strict=True)):
+        names = [classes[y]] + ([classes[2]] if i == 0 and y != 2 else [])
+        targets[i, [classes.index(n) for n in names]] = True
+        lines.append(f"{Path(str(v)).stem} {' '.join(names)}")
+    lst = tmp_path / "thumos.txt"
+    lst.write_text("\n".join(reversed(lines)) + "\n")
+    want = mean_average_precision(r["scores"], targets)
+    assert want != mean_average_precision(r["scores"], r["labels"])  # the extra label counts
+    capsys.readouterr()
+    assert main(["eval", str(out), "--map", str(lst)]) == 0  # the saved scores
+    assert f"THUMOS14 mAP {100 * want:.2f} %" in capsys.readouterr().out
+    assert main(["eval", str(path), "--segments", "1", "--map", str(lst), "--quiet"]) == 0
+    assert f"THUMOS14 mAP {100 * want:.2f} %" in capsys.readouterr().out
+    lst.write_text(lines[0] + "\n")
+    assert main(["eval", str(out), "--map", str(lst)]) == 1
+    assert "different videos" in capsys.readouterr().err
+    assert main(["eval", str(out), "--map", str(tmp_path / "none.txt")]) == 1
+
+
+@pytest.fixture(scope="module")
+def clip_checkpoint(tmp_path_factory):
+    from mvaccel.train import ActionClassifier
+    from mvaccel.train.data import VideoDataModule
+
+    root = tiny_dataset(tmp_path_factory)
+    dm = VideoDataModule(root=str(root), modalities=["rgb"], sampling="clip", new_length=4,
+                         clip_stride=2, size=32, num_workers=0, cache=True)  # fmt: skip
+    torch.manual_seed(0)
+    model = ActionClassifier("resnet3d", num_classes=3, in_channels=3,
+                             backbone_kwargs={"depth": 10, "width": 0.125}).eval()  # fmt: skip
+    path = tmp_path_factory.mktemp("clipckpt") / "clip.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                "datamodule_hyper_parameters": dict(dm.hparams),
+                "mvaccel_module": "mvaccel.train.modules.ActionClassifier"}, path)  # fmt: skip
+    return path
+
+
+def test_eval_cli_clips_for_clip_models_only(clip_checkpoint, trained, tmp_path, capsys):
+    out = tmp_path / "c.npz"
+    assert main(["eval", str(clip_checkpoint), "--clips", "3", "--out", str(out), "--quiet"]) == 0
+    assert "3 videos, rgb, 3 clips x 1 crop(s): top-1" in capsys.readouterr().out
+    got = load_scores(out)["scores"]
+    np.testing.assert_allclose(got, evaluate(clip_checkpoint, clips=3, progress=False)["scores"],
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
+    assert not np.allclose(got, evaluate(clip_checkpoint, progress=False)["scores"])  # 1 clip
+    assert main(["eval", str(clip_checkpoint), "--clips", "0", "--quiet"]) == 0
+    assert "every non-overlapping clip x 1 crop(s)" in capsys.readouterr().out
+    path, _ = trained  # a 2D CNN over segments: refused, not silently one view
+    assert main(["eval", str(path), "--clips", "2"]) == 1
+    assert "is for clip models" in capsys.readouterr().err
+    assert main(["eval", str(clip_checkpoint), "--clips", "-1"]) == 1

@@ -393,7 +393,8 @@ def evaluate(
         clips: clip models (``sampling="clip"``, 3D CNNs) only: average over ``clips`` clips
             spread evenly from the video's first frame to its last, or ``0`` for every
             non-overlapping clip (MARS); ``None``: the data module's ``test_clips`` (default
-            one centred clip). ``segments`` does not apply to clip models.
+            one centred clip). ``segments`` does not apply to clip models; other models
+            refuse ``clips`` (ValueError).
         progress: show a progress bar.
         **data_overrides: data module arguments replacing the checkpoint's.
 
@@ -415,6 +416,11 @@ def evaluate(
     if "root" not in data_hp:
         raise ValueError(f"{checkpoint}: no data settings saved; pass root=... (--root)")
     dm = VideoDataModule(**data_hp)
+    if clips is not None and dm.hparams.sampling != "clip":
+        raise ValueError(
+            f"{checkpoint}: clips={clips} is for clip models (sampling='clip', 3D CNNs); this "
+            f"model samples {dm.hparams.sampling!r} segments: set segments instead"
+        )
     modalities = dm.val_modalities
     extra = {} if clips is None else {"test_clips": clips}
     ds = dm.dataset(subset, modalities=modalities, train=False, num_segments=segments,
