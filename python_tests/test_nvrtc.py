@@ -594,3 +594,23 @@ def test_off_forward_tiles_use_16_byte_loads_and_stores():
         for op in ("ld", "st"):
             wide = re.search(op + r"\.global(\.nc)?\.(v4\.[bfsu]32|v2\.[bfsu]64)", body)
             assert (wide is not None) == vec, (name, op)
+
+
+def test_disk_cache_writes_through_the_package_atomic_writer(tmp_path, monkeypatch):
+    # One atomic writer for the package (mvaccel._io): the cache must not carry its own.
+    from mvaccel import _io
+
+    written = []
+    real = _io.atomic_write_bytes
+
+    def recording(path, data):
+        written.append(Path(path))
+        return real(path, data)
+
+    monkeypatch.setattr(_io, "atomic_write_bytes", recording)
+    monkeypatch.setattr(
+        _nvrtc, "compile_unit", lambda unit, arch, root=None: _nvrtc.Compiled(b"bin", "cubin", {})
+    )
+    monkeypatch.setattr(_nvrtc, "nvrtc_version", lambda: (12, 9))
+    _nvrtc.load_or_compile(_nvrtc.UNITS["off"], "sm_90", tmp_path / "cache")
+    assert written == list((tmp_path / "cache").iterdir()) and written[0].suffix == ".bin"

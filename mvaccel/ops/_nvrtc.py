@@ -32,7 +32,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import _io
 from .off import _channels_last, _empty_frames
 
 ENV_BACKEND = "MVACCEL_GPU_BACKEND"
@@ -353,18 +353,6 @@ def cache_key(unit: Unit, arch: str, version: tuple[int, int], root: Path | None
     return f"{unit.name}-{arch}-nvrtc{version[0]}.{version[1]}-{h.hexdigest()[:24]}"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def load_or_compile(unit: Unit, arch: str, directory: Path | None = None) -> Compiled:
     """The unit's binary from the disk cache, compiling (and caching) it on a miss."""
     root = source_dir()
@@ -380,7 +368,8 @@ def load_or_compile(unit: Unit, arch: str, directory: Path | None = None) -> Com
     c = compile_unit(unit, arch, root)
     meta = {"kind": c.kind, "lowered": c.lowered, "kernels": list(unit.kernels)}
     try:
-        _write_atomic(path, json.dumps(meta).encode() + b"\n" + c.code)
+        # readers see the old entry or the whole new one, never a partial write
+        _io.atomic_write_bytes(path, json.dumps(meta).encode() + b"\n" + c.code)
     except OSError:
         pass  # a read-only cache costs a compile per process, nothing else
     return c
