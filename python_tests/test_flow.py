@@ -286,3 +286,57 @@ def test_too_large_raises_before_allocating(device):
     big = torch.zeros(1, 1, 1, device=device).expand(1, 60000, 60000)
     with pytest.raises(torch.OutOfMemoryError, match=r"tvl1_flow: .* GiB .* available"):
         torch.ops.mvaccel.tvl1_flow.default(big, big, None, *_op_args(QUICK))
+
+
+def _bad_tvl1_calls():
+    """(I0, I1, init, tweaks of the scalar arguments) the kernel's checks reject."""
+    a, d = torch.rand(1, 6, 6), torch.rand(1, 6, 6).double()
+    return [
+        (torch.rand(6, 6), torch.rand(6, 6), None, {}),
+        (a, torch.rand(1, 6, 7), None, {}),
+        (d, d, None, {}),
+        (torch.rand(1, 1, 6), torch.rand(1, 1, 6), None, {}),
+        (a, a, torch.zeros(1, 2, 5, 6), {}),
+        (a, a, torch.zeros(1, 2, 6, 6).double(), {}),
+        (a, a, None, {0: -1.0}),
+        (a, a, None, {3: 0}),
+        (a, a, None, {4: 1.5}),
+        (a, a, None, {9: 3}),
+        (a, a, None, {10: 7}),
+        (a, a, None, {11: 2}),
+        (a, a, None, {12: 1}),
+        (a, a, None, {13: -1.0}),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_bad_tvl1_calls())))
+def test_fake_kernel_checks_like_the_kernel(case):
+    # The fake (meta) kernel had no checks: meta calls returned a tensor where the kernel raises.
+    from mvaccel.flow.tvl1 import _op_args
+
+    I0, I1, init, tweaks = _bad_tvl1_calls()[case]
+    args = list(_op_args(QUICK))
+    for i, v in tweaks.items():
+        args[i] = v
+    with pytest.raises(RuntimeError) as cpu:
+        torch.ops.mvaccel.tvl1_flow.default(I0, I1, init, *args)
+    meta = [t if t is None else t.to("meta") for t in (I0, I1, init)]
+    with pytest.raises(RuntimeError) as fake:
+        torch.ops.mvaccel.tvl1_flow.default(*meta, *args)
+    assert str(fake.value) == str(cpu.value)
+
+
+def test_fake_kernel_rejects_mixed_cpu_and_meta_inputs():
+    # A cpu/meta pair returned an uninitialised meta tensor instead of raising.
+    from mvaccel.flow.tvl1 import _op_args
+
+    cpu, meta = torch.rand(1, 6, 6), torch.rand(1, 6, 6, device="meta")
+    for a, b in ((cpu, meta), (meta, cpu)):
+        with pytest.raises(RuntimeError, match="I0 and I1 on different devices"):
+            torch.ops.mvaccel.tvl1_flow.default(a, b, None, *_op_args(QUICK))
+    with pytest.raises(RuntimeError, match="init must be float32 on the images' device"):
+        torch.ops.mvaccel.tvl1_flow.default(meta, meta, torch.zeros(1, 2, 6, 6), *_op_args(QUICK))
+    # Good meta inputs still give the output's shape.
+    assert torch.ops.mvaccel.tvl1_flow.default(meta, meta, None, *_op_args(QUICK)).shape == (
+        1, 2, 6, 6,
+    )  # fmt: skip

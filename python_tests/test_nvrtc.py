@@ -594,3 +594,90 @@ def test_off_forward_tiles_use_16_byte_loads_and_stores():
         for op in ("ld", "st"):
             wide = re.search(op + r"\.global(\.nc)?\.(v4\.[bfsu]32|v2\.[bfsu]64)", body)
             assert (wide is not None) == vec, (name, op)
+
+
+def test_disk_cache_writes_through_the_package_atomic_writer(tmp_path, monkeypatch):
+    # One atomic writer for the package (mvaccel._io): the cache must not carry its own.
+    from mvaccel import _io
+
+    written = []
+    real = _io.atomic_write_bytes
+
+    def recording(path, data):
+        written.append(Path(path))
+        return real(path, data)
+
+    monkeypatch.setattr(_io, "atomic_write_bytes", recording)
+    monkeypatch.setattr(
+        _nvrtc, "compile_unit", lambda unit, arch, root=None: _nvrtc.Compiled(b"bin", "cubin", {})
+    )
+    monkeypatch.setattr(_nvrtc, "nvrtc_version", lambda: (12, 9))
+    _nvrtc.load_or_compile(_nvrtc.UNITS["off"], "sm_90", tmp_path / "cache")
+    assert written == list((tmp_path / "cache").iterdir()) and written[0].suffix == ".bin"
+
+
+@pytest.mark.parametrize("i", range(13))
+def test_launchers_run_the_memory_check_first(monkeypatch, i):
+    """The NVRTC host side runs the planned-memory check of the nvcc entries (memory.h, mirrored
+    in mvaccel.ops._checks): a call that does not fit raises torch.OutOfMemoryError naming the
+    op before any allocation or launch, as the compiled kernels do."""
+    from mvaccel.ops import _checks
+
+    calls = []
+    monkeypatch.setattr(_nvrtc, "launch", lambda *a, **k: calls.append(a))
+    cases = [*_cases(), ("_tvnet_iterations_backward", _tvnet_backward_case())]
+    op, args = cases[i]
+    monkeypatch.setattr(_checks, "available_bytes", lambda device: 64.0)
+    name = "tvl1_flow" if op == "tvl1_flow" else f"mvaccel.{op}"
+    with pytest.raises(torch.OutOfMemoryError, match=rf"^{name}: this call needs about .* GiB of"):
+        _nvrtc.OPS[op][0](*args)
+    assert not calls
+
+
+def _needs(msg: str) -> str:
+    return msg.split(" but only ")[0]
+
+
+def test_memory_check_mirror_matches_the_kernels():
+    # The same planned bytes and message as the C++ checks (CPU: the CPU kernel's own check).
+    from mvaccel.flow.params import TVL1Params
+    from mvaccel.flow.tvl1 import _op_args
+    from mvaccel.ops import _checks
+
+    x = torch.zeros(1, 1, 1, 1).expand(2, 3, 100_000, 100_000)
+    with pytest.raises(torch.OutOfMemoryError) as cpp:
+        torch.ops.mvaccel.block_upsample.default(x, 1, 1, 100_000, 100_000, "nearest")
+    with pytest.raises(torch.OutOfMemoryError) as py:
+        _nvrtc.block_upsample(x, 1, 1, 100_000, 100_000, "nearest")
+    assert _needs(str(py.value)) == _needs(str(cpp.value))
+
+    f = torch.zeros(1, 1, 1, 1).expand(4, 3, 60_000, 60_000)
+    with pytest.raises(torch.OutOfMemoryError) as cpp:
+        torch.ops.mvaccel.off_gradients.default(f, f)
+    with pytest.raises(torch.OutOfMemoryError) as py:
+        _nvrtc.off_gradients(f, f)
+    assert _needs(str(py.value)) == _needs(str(cpp.value))
+
+    big = torch.zeros(1, 1, 1).expand(1, 60_000, 60_000)
+    p = TVL1Params(nscales=3)
+    with pytest.raises(torch.OutOfMemoryError) as cpp:
+        torch.ops.mvaccel.tvl1_flow.default(big, big, None, *_op_args(p))
+    sizes = _nvrtc.pyramid_sizes(60_000, 60_000, 3, p.scale_step, p.min_size)
+    want = _checks.tvl1_planned_bytes(big, big, sizes, cuda=False) / 1024**3
+    assert f"needs about {want:.2f} GiB of cpu memory" in str(cpp.value)
+
+
+@pytest.mark.cuda
+def test_tvl1_cuda_memory_check_counts_the_double_buffered_state():
+    # The CUDA solver holds 6 spare planes per pair (tvl1_cuda.cu); tvl1_planned_bytes counts them.
+    from mvaccel.flow.params import TVL1Params
+    from mvaccel.flow.tvl1 import _op_args
+    from mvaccel.ops import _checks
+
+    big = torch.zeros(1, 1, 1, device="cuda").expand(8, 40_000, 40_000)
+    p = TVL1Params(nscales=3)
+    with pytest.raises(torch.OutOfMemoryError) as cpp:
+        torch.ops.mvaccel.tvl1_flow.default(big, big, None, *_op_args(p))
+    sizes = _nvrtc.pyramid_sizes(40_000, 40_000, 3, p.scale_step, p.min_size)
+    want = _checks.tvl1_planned_bytes(big, big, sizes, cuda=True) / 1024**3
+    assert f"needs about {want:.2f} GiB of cuda:0 memory" in str(cpp.value)

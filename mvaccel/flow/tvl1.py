@@ -147,8 +147,14 @@ def _register_fake() -> None:
     except ImportError:  # the reference backend still works; tvl1() raises the build hint
         return
 
+    # The checks and messages of csrc/ops/tvl1/tvl1_checks.h (the NVRTC host side's mirror of
+    # them): a meta or FakeTensor call fails where the compiled kernel would, and never returns
+    # memory of a device it was not given (a cpu/meta pair raises).
+    from ..ops._nvrtc import _tvl1_check
+
     @torch.library.register_fake("mvaccel::tvl1_flow")
     def _tvl1_flow_fake(I0, I1, init, *args):
+        _tvl1_check(I0, I1, init, *args)
         return I0.new_empty((I0.shape[0], 2, I0.shape[1], I0.shape[2]))
 
     def _no_setup(ctx, inputs, output):

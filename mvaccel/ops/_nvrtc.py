@@ -32,7 +32,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import _io
+from ._checks import bytes_of, check_fits_in_memory, copy_bytes, row_copy_bytes, tvl1_planned_bytes
 from .off import _channels_last, _empty_frames
 
 ENV_BACKEND = "MVACCEL_GPU_BACKEND"
@@ -353,18 +354,6 @@ def cache_key(unit: Unit, arch: str, version: tuple[int, int], root: Path | None
     return f"{unit.name}-{arch}-nvrtc{version[0]}.{version[1]}-{h.hexdigest()[:24]}"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def load_or_compile(unit: Unit, arch: str, directory: Path | None = None) -> Compiled:
     """The unit's binary from the disk cache, compiling (and caching) it on a miss."""
     root = source_dir()
@@ -380,7 +369,8 @@ def load_or_compile(unit: Unit, arch: str, directory: Path | None = None) -> Com
     c = compile_unit(unit, arch, root)
     meta = {"kind": c.kind, "lowered": c.lowered, "kernels": list(unit.kernels)}
     try:
-        _write_atomic(path, json.dumps(meta).encode() + b"\n" + c.code)
+        # readers see the old entry or the whole new one, never a partial write
+        _io.atomic_write_bytes(path, json.dumps(meta).encode() + b"\n" + c.code)
     except OSError:
         pass  # a read-only cache costs a compile per process, nothing else
     return c
@@ -698,11 +688,18 @@ def _vector_rows(out: torch.Tensor, plan: dict) -> bool:
     )
 
 
+def _output_fits(op: str, ref: torch.Tensor, h: int, w: int) -> None:
+    # resample_checks.h's check_output_fits: the output is the only large allocation
+    numel = float(ref.shape[0]) * ref.shape[1] * h * w
+    check_fits_in_memory(op, ref.device, bytes_of(ref, numel), "the output")
+
+
 def _resample_forward(x: torch.Tensor, plan: dict, op: str) -> torch.Tensor:
     from torch._prims_common import suggest_memory_format
 
     t = _scalar(x, op)
     n, c = x.shape[0], x.shape[1]
+    _output_fits(op, x, plan["out_h"], plan["out_w"])
     out = torch.empty(
         (n, c, plan["out_h"], plan["out_w"]),
         dtype=x.dtype,
@@ -729,6 +726,7 @@ def _resample_forward(x: torch.Tensor, plan: dict, op: str) -> torch.Tensor:
 def _resample_backward(grad: torch.Tensor, plan: dict, op: str) -> torch.Tensor:
     t = _scalar(grad, op)
     n, c = grad.shape[0], grad.shape[1]
+    _output_fits(op, grad, plan["in_h"], plan["in_w"])
     gin = torch.empty((n, c, plan["in_h"], plan["in_w"]), dtype=grad.dtype, device=grad.device)
     if gin.numel() == 0:
         return gin
@@ -855,6 +853,18 @@ def off_gradients(f_t_in, f_prev_in):
         f"{f_prev_in.device}",
     )
     cl = _channels_last(f_t_in, 1)
+    n = float(f_t_in.numel())
+    copies = (
+        (0.0 if f_prev_in.stride(1) == 1 else bytes_of(f_prev_in, n))
+        if cl
+        else row_copy_bytes(f_t_in) + row_copy_bytes(f_prev_in)
+    )
+    check_fits_in_memory(
+        op,
+        f_t_in.device,
+        bytes_of(f_t_in, 3 * n) + copies,
+        "the (N, 3C, H, W) output and input copies",
+    )
     if cl:
         f_t = f_t_in
         f_prev = (
@@ -883,6 +893,13 @@ def off_gradients_stack(f_in):
         f"{op}: the stack needs at least 2 frames (T >= 2), got shape {_shape(f_in)}",
     )
     cl = _channels_last(f_in, 2)
+    pairs = f_in.numel() / f_in.shape[1] * (f_in.shape[1] - 1)
+    check_fits_in_memory(
+        op,
+        f_in.device,
+        bytes_of(f_in, 3 * pairs) + (0.0 if cl else row_copy_bytes(f_in)),
+        "the (N, T - 1, 3C, H, W) output and a row-contiguous copy",
+    )
     f = f_in if cl else _rows_contiguous(f_in)
     B, T1, C, H, W = f.shape
     view = (f.stride(0), f.stride(1), f.stride(2), f.stride(3))
@@ -924,6 +941,12 @@ def off_gradients_backward(grad_in):
         f"{op}: grad must have 3C channels (Fx, Fy, Ft), got shape {_shape(grad_in)}",
     )
     cl = _channels_last(grad_in, 1)
+    check_fits_in_memory(
+        op,
+        grad_in.device,
+        bytes_of(grad_in, 2.0 / 3.0 * grad_in.numel()) + (0.0 if cl else row_copy_bytes(grad_in)),
+        "the two (N, C, H, W) gradients",
+    )
     grad = grad_in if cl else _rows_contiguous(grad_in)
     B, C3, H, W = grad.shape
     C = C3 // 3
@@ -949,6 +972,14 @@ def off_gradients_stack_backward(grad_in):
         f"{op}: grad must have 3C channels (Fx, Fy, Ft), got shape {_shape(grad_in)}",
     )
     cl = _channels_last(grad_in, 2)
+    s1 = grad_in.shape[1]
+    frames = grad_in.numel() / 3.0 / s1 * (s1 + 1) if s1 > 0 else 0.0
+    check_fits_in_memory(
+        op,
+        grad_in.device,
+        bytes_of(grad_in, frames) + (0.0 if cl else row_copy_bytes(grad_in)),
+        "the (N, T, C, H, W) gradient",
+    )
     grad = grad_in if cl else _rows_contiguous(grad_in)
     B, S, C3, H, W = grad.shape
     C = C3 // 3
@@ -1016,6 +1047,17 @@ def _tvnet_check_forward(u, p, warped, wf, wb) -> tuple[int, int, int, int]:
 def tvnet_iterations(u_in, p_in, warped_in, wf_in, wb_in, l_t, theta, taut, eps, grad_eps, save):
     d = _tvnet_check_forward(u_in, p_in, warped_in, wf_in, wb_in)
     N, H, W, K = d
+    # tvnet_checks.h: u and p cloned (6 planes), the saved states (6 planes per iteration)
+    planes = 6.0 + (6.0 * K if save else 0.0)
+    check_fits_in_memory(
+        "mvaccel.tvnet_iterations",
+        u_in.device,
+        bytes_of(u_in, planes * N * H * W)
+        + copy_bytes(u_in)
+        + copy_bytes(p_in)
+        + copy_bytes(warped_in),
+        "u, p and the saved states of every iteration" if save else "u and p",
+    )
     u = u_in.contiguous().clone()
     p = p_in.contiguous().clone()
     warped, wf, wb = warped_in.contiguous(), wf_in.contiguous(), wb_in.contiguous()
@@ -1070,6 +1112,16 @@ def tvnet_iterations_backward(
         tuple(states_in.shape) == (K, N, 6, H, W),
         f"{op}: expected states of shape ({K}, {N}, 6, {H}, {W}) as "
         f"tvnet_iterations(save_states=True) returns, got {_shape(states_in)}",
+    )
+    # tvnet_checks.h: the gradients of u (two), p, warped and a 4-plane scratch, the copies
+    check_fits_in_memory(
+        op,
+        u_out_in.device,
+        bytes_of(u_out_in, 15.0 * N * H * W)
+        + copy_bytes(states_in)
+        + copy_bytes(u_out_in)
+        + copy_bytes(warped_in),
+        "the gradients of u, p and warped",
     )
     gu = grad_u_in.contiguous().clone()
     gu_next = torch.empty_like(gu)
@@ -1383,6 +1435,14 @@ class _Tvl1Solver:
 def tvl1_flow(I0, I1, init, *args):
     c = _tvl1_check(I0, I1, init, *args)
     N, H, W = I0.shape
+    # tvl1_checks.h: the CUDA solver's planes, whatever the device the host code runs on
+    sizes = pyramid_sizes(H, W, c.nscales, c.scale_step, c.min_size)
+    check_fits_in_memory(
+        "tvl1_flow",
+        I0.device,
+        tvl1_planned_bytes(I0, I1, sizes, cuda=True),
+        "the flow, the image pyramids and the solver's planes",
+    )
     if N == 0:
         return torch.empty((0, 2, H, W), dtype=I0.dtype, device=I0.device)
     _check(N <= 65535, "tvl1_flow: at most 65535 pairs per call on CUDA")

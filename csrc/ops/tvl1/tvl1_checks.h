@@ -64,8 +64,9 @@ inline Config check_inputs(const at::Tensor& I0, const at::Tensor& I1,
 // Memory the solve allocates (float32 planes): the output (2 per pair), the
 // contiguous copies of the inputs, and the solver's workspace: CPU, one
 // solver per thread in flight (12 full-size planes and both image pyramids);
-// CUDA, every pair at once (11 planes, the pyramids below the finest level
-// and the flow being refined, 4 planes).
+// CUDA, every pair at once (11 planes, the 6 spare planes of the double-
+// buffered state, see tvl1_cuda.cu, the pyramids below the finest level and
+// the flow being refined, 4 planes).
 inline double tvl1_planned_bytes(const at::Tensor& I0, const at::Tensor& I1,
                                  const Config& c) {
   const int64_t N = I0.size(0), H = I0.size(1), W = I0.size(2);
@@ -78,7 +79,7 @@ inline double tvl1_planned_bytes(const at::Tensor& I0, const at::Tensor& I1,
   const double hw = static_cast<double>(H) * static_cast<double>(W);
   double planes;
   if (I0.is_cuda()) {
-    planes = static_cast<double>(N) * (2.0 + 11.0 + 4.0) * hw +
+    planes = static_cast<double>(N) * (2.0 + 11.0 + 6.0 + 4.0) * hw +
              static_cast<double>(N) * 2.0 * below;
   } else {
     const int64_t threads = at::get_num_threads();
