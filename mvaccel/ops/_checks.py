@@ -12,8 +12,12 @@ import os
 import torch
 from torch import Tensor
 
-# c10's names of the dtypes a user may pass by mistake (the kernels' messages print these).
+# c10's names of the dtypes, as TORCH_CHECK prints them in the kernels' messages.
 _C10_NAMES = {
+    torch.float32: "Float",
+    torch.float64: "Double",
+    torch.float16: "Half",
+    torch.bfloat16: "BFloat16",
     torch.bool: "Bool",
     torch.uint8: "Byte",
     torch.int8: "Char",

@@ -40,7 +40,16 @@ import numpy as np
 import torch
 
 from .. import _io
-from ._checks import bytes_of, check_fits_in_memory, copy_bytes, row_copy_bytes, tvl1_planned_bytes
+from ._checks import (
+    bytes_of,
+    check_dim,
+    check_fits_in_memory,
+    check_floating,
+    copy_bytes,
+    dtype_name,
+    row_copy_bytes,
+    tvl1_planned_bytes,
+)
 from .off import _channels_last, _empty_frames
 
 ENV_BACKEND = "MVACCEL_GPU_BACKEND"
@@ -549,7 +558,7 @@ def _scalar(t: torch.Tensor, op: str) -> str:
         return SCALAR_TYPES[t.dtype]
     except KeyError:
         raise RuntimeError(
-            f"{op}: expected float32, float64, float16 or bfloat16, got {_dt(t.dtype)}"
+            f"{op}: expected float32, float64, float16 or bfloat16, got {dtype_name(t.dtype)}"
         ) from None
 
 
@@ -558,33 +567,6 @@ def _scalar(t: torch.Tensor, op: str) -> str:
 
 def _shape(t: torch.Tensor) -> str:
     return str(list(t.shape))
-
-
-# c10::ScalarType names, as TORCH_CHECK prints a dtype
-_C10_NAMES = {
-    torch.float32: "Float", torch.float64: "Double", torch.float16: "Half",
-    torch.bfloat16: "BFloat16", torch.int8: "Char", torch.uint8: "Byte", torch.int16: "Short",
-    torch.int32: "Int", torch.int64: "Long", torch.bool: "Bool",
-    torch.complex64: "ComplexFloat", torch.complex128: "ComplexDouble",
-}  # fmt: skip
-
-
-def _dt(dtype: torch.dtype) -> str:
-    return _C10_NAMES.get(dtype, str(dtype))
-
-
-def _check_dim(t: torch.Tensor, dim: int, op: str, arg: str, layout: str) -> None:
-    if t.dim() != dim:
-        raise RuntimeError(
-            f"{op}: expected {arg} of shape {layout} ({dim} dimensions), got shape {_shape(t)}"
-        )
-
-
-def _check_floating(t: torch.Tensor, op: str, arg: str) -> None:
-    if not t.is_floating_point():
-        raise RuntimeError(
-            f"{op}: expected {arg} to be float32, float64, float16 or bfloat16, got {_dt(t.dtype)}"
-        )
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -744,24 +726,24 @@ def _resample_backward(grad: torch.Tensor, plan: dict, op: str) -> torch.Tensor:
 
 def block_upsample(x, block_h, block_w, out_h, out_w, mode="nearest"):
     op = "mvaccel.block_upsample"
-    _check_dim(x, 4, op, "x", "(N, C, Hb, Wb)")
-    _check_floating(x, op, "x")
+    check_dim(op, "x", x, 4, "(N, C, Hb, Wb)")
+    check_floating(op, "x", x)
     plan = block_upsample_plan(op, x.shape[2], x.shape[3], block_h, block_w, out_h, out_w, mode)
     return _resample_forward(x, plan, op)
 
 
 def block_upsample_backward(grad, in_h, in_w, block_h, block_w, mode):
     op = "mvaccel._block_upsample_backward"
-    _check_dim(grad, 4, op, "grad", "(N, C, H, W)")
-    _check_floating(grad, op, "grad")
+    check_dim(op, "grad", grad, 4, "(N, C, H, W)")
+    check_floating(op, "grad", grad)
     plan = block_upsample_plan(op, in_h, in_w, block_h, block_w, grad.shape[2], grad.shape[3], mode)
     return _resample_backward(grad, plan, op)
 
 
 def mv_resize(mv, out_h, out_w, mode="bilinear"):
     op = "mvaccel.mv_resize"
-    _check_dim(mv, 4, op, "mv", "(N, 2, H, W)")
-    _check_floating(mv, op, "mv")
+    check_dim(op, "mv", mv, 4, "(N, 2, H, W)")
+    check_floating(op, "mv", mv)
     _check(
         mv.shape[1] == 2,
         f"{op}: expected mv of shape (N, 2, H, W) (channel 0 = x, 1 = y), got shape {_shape(mv)}",
@@ -772,8 +754,8 @@ def mv_resize(mv, out_h, out_w, mode="bilinear"):
 
 def mv_resize_backward(grad, in_h, in_w, mode):
     op = "mvaccel._mv_resize_backward"
-    _check_dim(grad, 4, op, "grad", "(N, 2, H, W)")
-    _check_floating(grad, op, "grad")
+    check_dim(op, "grad", grad, 4, "(N, 2, H, W)")
+    check_floating(op, "grad", grad)
     _check(
         grad.shape[1] == 2, f"{op}: expected grad of shape (N, 2, H, W), got shape {_shape(grad)}"
     )
@@ -834,9 +816,9 @@ def _off_forward(cur, prev, plan: tuple, cur_offset: int, shape, sw=None):
 
 def off_gradients(f_t_in, f_prev_in):
     op = "mvaccel.off_gradients"
-    _check_dim(f_t_in, 4, op, "f_t", "(N, C, H, W)")
-    _check_dim(f_prev_in, 4, op, "f_prev", "(N, C, H, W)")
-    _check_floating(f_t_in, op, "f_t")
+    check_dim(op, "f_t", f_t_in, 4, "(N, C, H, W)")
+    check_dim(op, "f_prev", f_prev_in, 4, "(N, C, H, W)")
+    check_floating(op, "f_t", f_t_in)
     _check(
         f_t_in.shape == f_prev_in.shape,
         f"{op}: f_t and f_prev must have the same shape, got {_shape(f_t_in)} and "
@@ -844,8 +826,8 @@ def off_gradients(f_t_in, f_prev_in):
     )
     _check(
         f_t_in.dtype == f_prev_in.dtype,
-        f"{op}: f_t and f_prev must have the same dtype, got {_dt(f_t_in.dtype)} and "
-        f"{_dt(f_prev_in.dtype)}",
+        f"{op}: f_t and f_prev must have the same dtype, got {dtype_name(f_t_in.dtype)} and "
+        f"{dtype_name(f_prev_in.dtype)}",
     )
     _check(
         f_t_in.device == f_prev_in.device,
@@ -886,8 +868,8 @@ def off_gradients(f_t_in, f_prev_in):
 
 def off_gradients_stack(f_in):
     op = "mvaccel.off_gradients_stack"
-    _check_dim(f_in, 5, op, "f", "(N, T, C, H, W)")
-    _check_floating(f_in, op, "f")
+    check_dim(op, "f", f_in, 5, "(N, T, C, H, W)")
+    check_floating(op, "f", f_in)
     _check(
         f_in.shape[1] >= 2,
         f"{op}: the stack needs at least 2 frames (T >= 2), got shape {_shape(f_in)}",
@@ -934,8 +916,8 @@ def _off_backward(grad, gv, plan, frame_out, t, g_sw=None):
 
 def off_gradients_backward(grad_in):
     op = "mvaccel._off_gradients_backward"
-    _check_dim(grad_in, 4, op, "grad", "(N, 3C, H, W)")
-    _check_floating(grad_in, op, "grad")
+    check_dim(op, "grad", grad_in, 4, "(N, 3C, H, W)")
+    check_floating(op, "grad", grad_in)
     _check(
         grad_in.shape[1] % 3 == 0,
         f"{op}: grad must have 3C channels (Fx, Fy, Ft), got shape {_shape(grad_in)}",
@@ -965,8 +947,8 @@ def off_gradients_backward(grad_in):
 
 def off_gradients_stack_backward(grad_in):
     op = "mvaccel._off_gradients_stack_backward"
-    _check_dim(grad_in, 5, op, "grad", "(N, T - 1, 3C, H, W)")
-    _check_floating(grad_in, op, "grad")
+    check_dim(op, "grad", grad_in, 5, "(N, T - 1, 3C, H, W)")
+    check_floating(op, "grad", grad_in)
     _check(
         grad_in.shape[2] % 3 == 0,
         f"{op}: grad must have 3C channels (Fx, Fy, Ft), got shape {_shape(grad_in)}",
@@ -1005,7 +987,8 @@ _TVNET_THREADS, _TAPS = 256, 8
 def _check_same(ref, t, op, name):
     _check(
         t.dtype == ref.dtype,
-        f"{op}: {name} must have the dtype of u ({_dt(ref.dtype)}), got {_dt(t.dtype)}",
+        f"{op}: {name} must have the dtype of u ({dtype_name(ref.dtype)}), got "
+        f"{dtype_name(t.dtype)}",
     )
     _check(
         t.device == ref.device,
@@ -1015,10 +998,10 @@ def _check_same(ref, t, op, name):
 
 def _tvnet_check_forward(u, p, warped, wf, wb) -> tuple[int, int, int, int]:
     op = "mvaccel.tvnet_iterations"
-    _check_dim(u, 4, op, "u", "(N, 2, H, W)")
+    check_dim(op, "u", u, 4, "(N, 2, H, W)")
     _check(
         u.dtype in (torch.float32, torch.float64),
-        f"{op}: expected float32 or float64 tensors, got {_dt(u.dtype)}",
+        f"{op}: expected float32 or float64 tensors, got {dtype_name(u.dtype)}",
     )
     N, _, H, W = u.shape
     _check(u.shape[1] == 2, f"{op}: expected u of shape (N, 2, H, W), got {_shape(u)}")
@@ -1209,14 +1192,15 @@ class _Tvl1Config:
 def _tvl1_check(I0, I1, init, *args) -> _Tvl1Config:
     """tvl1.h's check_inputs, message for message."""
     c = _Tvl1Config(*args)
-    _check_dim(I0, 3, "tvl1_flow", "I0", "(N, H, W)")
+    check_dim("tvl1_flow", "I0", I0, 3, "(N, H, W)")
     _check(
         I1.shape == I0.shape,
         f"tvl1_flow: I0 and I1 must have the same shape, got {_shape(I0)} and {_shape(I1)}",
     )
     _check(
         I0.dtype == torch.float32 and I1.dtype == torch.float32,
-        f"tvl1_flow: expected float32 I0 and I1, got {_dt(I0.dtype)} and {_dt(I1.dtype)}",
+        f"tvl1_flow: expected float32 I0 and I1, got {dtype_name(I0.dtype)} and "
+        f"{dtype_name(I1.dtype)}",
     )
     _check(I0.device == I1.device, "tvl1_flow: I0 and I1 on different devices")
     _check(
