@@ -28,17 +28,13 @@ def _verbosity_args(p: argparse.ArgumentParser, top: bool) -> None:
     default = 0 if top else argparse.SUPPRESS
     p.add_argument("-v", "--verbose", action="count", default=default,
                    help="more messages; the traceback of an error")  # fmt: skip
-    own = [a for a in p._actions if "--quiet" in a.option_strings]
-    for a in own:  # a command's own --quiet (flow, eval) is the same flag
-        a.default = argparse.SUPPRESS
-    if not own:
-        p.add_argument(
-            "-q",
-            "--quiet",
-            action="store_true",
-            default=False if top else argparse.SUPPRESS,
-            help="only warnings and errors; no progress bars",
-        )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="only warnings and errors; no progress bars",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

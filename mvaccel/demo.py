@@ -309,10 +309,9 @@ def write_report(out: Path, sections: list[tuple[str, str]], figures: dict[str, 
             rel = Path(path).resolve().relative_to(out.resolve()).as_posix()
             lines += [f"### {caption}", "", f"![{caption}]({rel})", ""]
     path = out / "report.md"
-    from ._io import atomic_path
+    from ._io import atomic_write_text
 
-    with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
     return path
 
 

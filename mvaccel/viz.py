@@ -732,7 +732,9 @@ def load_dmc_generator(path: str | os.PathLike):
             int(hp.get("smooth_block", 0) or 0), bool(dm.get("accumulate", False)))  # fmt: skip
 
 
-def dmc_flow(path: str | os.PathLike, mv: Tensor, residual: Tensor, block: int) -> Tensor:
+def dmc_flow(
+    path: str | os.PathLike, mv: Tensor, residual: Tensor, block: int, *, loaded=None
+) -> Tensor:
     """The DMC (generated flow) of one frame, in pixels.
 
     Args:
@@ -740,6 +742,7 @@ def dmc_flow(path: str | os.PathLike, mv: Tensor, residual: Tensor, block: int) 
         mv: ``(2, Hb, Wb)`` block vectors in pixels (accumulated if the model was trained so).
         residual: ``(3, H, W)`` int16 residual.
         block: cell size of ``mv``.
+        loaded: what :func:`load_dmc_generator` returned for ``path`` (not loaded again).
 
     Returns:
         ``(2, H, W)`` float32 pixels, the vectors' direction.
@@ -749,7 +752,7 @@ def dmc_flow(path: str | os.PathLike, mv: Tensor, residual: Tensor, block: int) 
     from .nn.dmcnet import smooth_mv
     from .ops import block_upsample
 
-    gen, bound, std, smooth, _ = load_dmc_generator(path)
+    gen, bound, std, smooth, _ = loaded or load_dmc_generator(path)
     h, w = residual.shape[-2:]
     dense = block_upsample(mv[None].float(), block, (h, w), "nearest")
     x = normalize_motion(dense, bound, std)
@@ -759,9 +762,6 @@ def dmc_flow(path: str | os.PathLike, mv: Tensor, residual: Tensor, block: int) 
     with torch.no_grad():
         y = gen(x, r)[0]
     return ((y * std + 0.5) * 255.0 - 128.0) * (bound / 127.5)
-
-
-_TYPE = {0: "I", 1: "P", 2: "B"}
 
 
 def compare_frame(
@@ -814,7 +814,7 @@ def compare_frame(
     head = vid.read_motion(path, frames=range(0, frame + 1), block=block, fill_iframe="zero",
                            backend=backend)  # fmt: skip
     types = _np(head.frame_type).astype(int)
-    ftype = _TYPE[int(types[frame])]
+    ftype = vid.FRAME_TYPES[int(types[frame])]
     anchors = [j for j in range(frame) if types[j] in (0, 1)]
     if ftype == "I":
         ref = frame - 1 if frame > 0 else None
@@ -878,10 +878,11 @@ def compare_frame(
             masks.append(None)
             notes.append(f"TVNet vs TV-L1: EPE {epe(tv[None], flow[None]):.2f} px")
     if dmc is not None:
-        _, _, _, _, accumulated = load_dmc_generator(dmc)
+        loaded = load_dmc_generator(dmc)
+        accumulated = loaded[4]
         src = acc if accumulated else clip
         j = 0 if accumulated else k
-        d = dmc_flow(dmc, src.mv[j], src.residual[j], block)
+        d = dmc_flow(dmc, src.mv[j], src.residual[j], block, loaded=loaded)
         name = f"{Path(dmc).parent.name}/{Path(dmc).name}"
         panels.append(Panel(f"DMC-Net generator flow, {tag}\npx ({name})", field=d))
         fields.append(d)

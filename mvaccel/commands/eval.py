@@ -123,10 +123,9 @@ def _run(args: argparse.Namespace) -> int:
         print(line)
         if args.out:
             path = Path(args.out).with_suffix(".json")
-            from .._io import atomic_path
+            from .._io import atomic_write_text
 
-            with atomic_path(path) as tmp:
-                Path(tmp).write_text(json.dumps({"mean": summary, "inputs": rows}, indent=1))
+            atomic_write_text(path, json.dumps({"mean": summary, "inputs": rows}, indent=1))
             print(f"wrote {path}")
     return 0
 
@@ -168,5 +167,4 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (auto)")
     p.add_argument("--limit", type=int, help="only N videos (a seeded class-stratified subset)")
     p.add_argument("--cache", action="store_true", help="keep decoded videos in memory")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_run)

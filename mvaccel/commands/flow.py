@@ -80,5 +80,4 @@ def register(sub) -> None:
     p.add_argument("--preview", action="store_true",
                    help="also write preview.png: the pair with the most motion, keyed")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="redo videos already done")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_run)
