@@ -77,6 +77,10 @@ inline uint64_t device_available_bytes(const c10::Device& device) {
 // CPU and CUDA are checked; other devices (meta, ...) allocate nothing real.
 inline void check_fits_in_memory(const char* op, const c10::Device& device,
                                  double bytes, const char* what) {
+  // Probing costs a /proc read or a driver call: not for the small calls of
+  // a training loop, which cannot be what exhausts a machine.
+  constexpr double kProbeFrom = 64.0 * 1024.0 * 1024.0;
+  if (bytes < kProbeFrom) return;
   uint64_t avail;
   if (device.is_cpu()) {
     avail = cpu_available_bytes();
