@@ -29,6 +29,15 @@ py::array own(std::vector<T>&& v, std::vector<py::ssize_t> shape) {
   return py::array_t<T>(shape, heap->data(), owner);
 }
 
+// The same for a reader buffer (its block goes back to the reader's cache).
+template <class T>
+py::array own(mv::Pixels<T>&& v, std::vector<py::ssize_t> shape) {
+  auto* heap = new mv::Pixels<T>(std::move(v));
+  py::capsule owner(heap,
+                    [](void* p) { delete static_cast<mv::Pixels<T>*>(p); });
+  return py::array_t<T>(shape, heap->data(), owner);
+}
+
 py::dict info_dict(const mv::StreamInfo& s) {
   py::dict d;
   d["codec"] = s.codec;
@@ -103,6 +112,22 @@ PYBIND11_MODULE(_video, m) {
       PyErr_SetString(PyExc_FileNotFoundError, e.what());
     }
   });
+
+  m.def(
+      "buffer_cache",
+      [](bool clear) {
+        if (clear) mv::BlockCache::clear();
+        mv::CacheStats s = mv::BlockCache::stats();
+        py::dict d;
+        d["held"] = s.held;
+        d["limit"] = s.limit;
+        d["hits"] = s.hits;
+        d["misses"] = s.misses;
+        return d;
+      },
+      py::arg("clear") = false,
+      "The reader's cache of pixel blocks: bytes held and limit "
+      "(MVACCEL_READER_CACHE_MB), hits and misses; clear=True frees it first.");
 
   m.def(
       "ffmpeg_versions",

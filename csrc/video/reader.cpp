@@ -644,10 +644,14 @@ inline void bilinear_rgb(const uint8_t* img, int H, int W, float x, float y,
 }
 
 // Motion-compensated prediction of the pixels that blocks of `list` cover:
-// the reference sampled bilinearly at x + mv (edges clamped). `pred` is
-// (H, W, 3) float, `has` (H, W) marks the pixels written.
+// the reference sampled bilinearly at x + mv (edges clamped), a row of a
+// block at a time: emit(p, n, vals) gets the first pixel p = y * W + x0, the
+// run length n and the (n, 3) float values. Blocks are visited in the
+// decoder's order (a pixel two blocks cover keeps the last one's value).
+template <class Emit>
 void predict_list(const std::vector<AVMotionVector>& rows, int list,
-                  const uint8_t* ref, int H, int W, float* pred, uint8_t* has) {
+                  const uint8_t* ref, int H, int W, Emit&& emit) {
+  std::vector<float> vals;
   for (const AVMotionVector& m : rows) {
     BlockGeom g;
     if (!in_list(m, list) || !block_geom(m, H, W, &g)) continue;
@@ -656,33 +660,42 @@ void predict_list(const std::vector<AVMotionVector>& rows, int list,
     const float fx = g.vx - ix, fy = g.vy - iy;
     const bool inside = g.x0 + g.vx >= 0 && g.x1 - 1 + g.vx <= W - 1 &&
                         g.y0 + g.vy >= 0 && g.y1 - 1 + g.vy <= H - 1;
+    const int n = g.x1 - g.x0;
+    vals.resize(3 * static_cast<size_t>(n));
+    // restrict: uint8_t may alias anything, which keeps GCC from vectorising
+    float* __restrict out = vals.data();
     for (int y = g.y0; y < g.y1; ++y) {
-      std::memset(has + static_cast<size_t>(y) * W + g.x0, 1, g.x1 - g.x0);
-      float* out = pred + (static_cast<size_t>(y) * W + g.x0) * 3;
-      const int n = g.x1 - g.x0;
+      const size_t p = static_cast<size_t>(y) * W + g.x0;
       if (!inside) {
-        for (int x = g.x0; x < g.x1; ++x, out += 3)
-          bilinear_rgb(ref, H, W, x + g.vx, y + g.vy, out);
-        continue;
+        for (int x = g.x0; x < g.x1; ++x)
+          bilinear_rgb(ref, H, W, x + g.vx, y + g.vy, out + 3 * (x - g.x0));
+      } else {
+        const uint8_t* __restrict a =
+            ref + (static_cast<size_t>(y + iy) * W + g.x0 + ix) * 3;
+        if (fx == 0.f && fy == 0.f) {
+          for (int i = 0; i < 3 * n; ++i) out[i] = a[i];
+        } else {
+          // Same operation order as the clamped path: bit-identical results.
+          const int dx = fx > 0.f ? 3 : 0;
+          const size_t dy = fy > 0.f ? static_cast<size_t>(W) * 3 : 0;
+          for (int i = 0; i < 3 * n; ++i) {
+            float p00 = a[i], p01 = a[i + dx], p10 = a[i + dy],
+                  p11 = a[i + dy + dx];
+            float top = p00 + fx * (p01 - p00);
+            float bot = p10 + fx * (p11 - p10);
+            out[i] = top + fy * (bot - top);
+          }
+        }
       }
-      const uint8_t* a =
-          ref + (static_cast<size_t>(y + iy) * W + g.x0 + ix) * 3;
-      if (fx == 0.f && fy == 0.f) {
-        for (int i = 0; i < 3 * n; ++i) out[i] = a[i];
-        continue;
-      }
-      // Same operation order as the clamped path: bit-identical results.
-      const int dx = fx > 0.f ? 3 : 0;
-      const size_t dy = fy > 0.f ? static_cast<size_t>(W) * 3 : 0;
-      for (int i = 0; i < 3 * n; ++i) {
-        float p00 = a[i], p01 = a[i + dx], p10 = a[i + dy],
-              p11 = a[i + dy + dx];
-        float top = p00 + fx * (p01 - p00);
-        float bot = p10 + fx * (p11 - p10);
-        out[i] = top + fy * (bot - top);
-      }
+      emit(p, n, static_cast<const float*>(out));
     }
   }
+}
+
+// The residual's rounding of a prediction: pr >= 0 (a blend of 0..255
+// values), so truncation is floor(pr + 0.5).
+inline uint8_t round_pred(float pr) {
+  return static_cast<uint8_t>(static_cast<int>(pr + 0.5f));
 }
 
 // CoViAR's trace through one list: acc(p) = v + racc(round(p + v)), the
@@ -718,14 +731,50 @@ void trace_list(const std::vector<AVMotionVector>& rows, int list,
   }
 }
 
+using Rgb = std::shared_ptr<const Pixels<uint8_t>>;
+
+// The frames of a chunk whose pixels (residual, RGB of every frame) are kept:
+// the asked display-order frames (sorted, distinct) counted from the chunk's
+// first frame `base`, or every frame (none asked).
+struct Want {
+  std::shared_ptr<const std::vector<int64_t>> frames;  // null: every frame
+  int64_t base = 0;
+
+  bool operator()(int64_t local) const {
+    return !frames ||
+           std::binary_search(frames->begin(), frames->end(), base + local);
+  }
+  // Position of a kept frame among the chunk's kept frames (display order).
+  int64_t row(int64_t local) const {
+    if (!frames) return local;
+    return std::lower_bound(frames->begin(), frames->end(), base + local) -
+           std::lower_bound(frames->begin(), frames->end(), base);
+  }
+  // Kept frames among the chunk's first n (n < 0: unknown length); -1 when
+  // not known.
+  int64_t rows(int64_t n) const {
+    if (!frames) return n;
+    auto lo = std::lower_bound(frames->begin(), frames->end(), base);
+    auto hi = n < 0
+                  ? frames->end()
+                  : std::lower_bound(frames->begin(), frames->end(), base + n);
+    return hi - lo;
+  }
+};
+
 struct ChunkOutput {
   std::vector<uint8_t> type;
   std::vector<int64_t> pts;
   std::vector<float> mv;
   std::vector<uint8_t> mask;
   std::vector<uint8_t> corrupt;  // FFmpeg flagged a decoding error
-  std::vector<std::pair<int64_t, std::vector<int16_t>>> residual;
-  std::vector<std::pair<int64_t, std::vector<uint8_t>>> rgb;
+  // (local frame, its (3, H, W) residual): rows of `residual_block` in
+  // display order where the chunk's kept frames are known ahead, else
+  // blocks of their own in `residual_own`.
+  std::vector<std::pair<int64_t, const int16_t*>> residual;
+  Pixels<int16_t> residual_block;
+  std::vector<Pixels<int16_t>> residual_own;
+  std::vector<std::pair<int64_t, Pixels<uint8_t>>> rgb;
   int64_t frames() const { return static_cast<int64_t>(type.size()); }
 };
 
@@ -734,8 +783,8 @@ class FrameProcessor {
   // want(local) says whether pixel outputs (residual, RGB of every frame)
   // of the chunk's local frame are kept.
   FrameProcessor(const std::string& path, const ReadOptions& opt, int H, int W,
-                 int lowres, int64_t expected_frames,
-                 std::function<bool(int64_t)> want, ChunkOutput* out)
+                 int lowres, int64_t expected_frames, Want want,
+                 ChunkOutput* out)
       : path_(path),
         opt_(opt),
         H_(H),
@@ -747,6 +796,9 @@ class FrameProcessor {
         out_(out) {
     need_state_ = opt.residual || opt.accumulate;
     need_rgb_ = opt.residual || opt.rgb != kRgbNone;
+    if (opt.residual)
+      residual_rows_ =
+          want_.rows(expected_frames > 0 ? expected_frames : int64_t{-1});
     if (expected_frames > 0 && expected_frames < (int64_t{1} << 24)) {
       const size_t cells = static_cast<size_t>(Hb_) * Wb_;
       out_->mv.reserve(expected_frames * 2 * cells);
@@ -803,7 +855,7 @@ class FrameProcessor {
     // a residual needs no RGB (most decoded frames of a sparse sample).
     if (need_rgb_ &&
         (it.type != kB || keep_rgb || (opt_.residual && want_(it.local))))
-      to_rgb(f, it.rgb);
+      it.rgb = to_rgb(f);
     it.keep_rgb = keep_rgb;
     if (!need_state_) {
       emit(std::move(it));
@@ -819,7 +871,7 @@ class FrameProcessor {
     // B-frames shown before this anchor reference it as their future frame;
     // a new I-frame starts a new GOP, so they do not trace through it.
     flush_pending(it.type == kI ? nullptr : &next, &next);
-    if (it.type == kI) iframe_rgb_ = it.rgb;
+    if (it.type == kI) iframe_rgb_ = it.rgb;  // shared, not copied
     emit(std::move(it));
     prev_ = std::move(next);
   }
@@ -835,17 +887,17 @@ class FrameProcessor {
     std::vector<float> mv;
     std::vector<uint8_t> mask;
     std::vector<AVMotionVector> rows;
-    std::vector<uint8_t> rgb;  // (H, W, 3)
-    std::vector<int16_t> residual;
+    Rgb rgb;  // (H, W, 3); shared with the anchor it becomes
+    int16_t* residual = nullptr;  // (3, H, W), in out_'s storage
     bool keep_rgb = false;
   };
   struct Anchor {
     bool valid = false;
-    std::vector<uint8_t> rgb;
+    Rgb rgb;
     std::vector<float> acc;  // (2, H, W): traced I-frame position - p
   };
 
-  void to_rgb(const AVFrame* f, std::vector<uint8_t>& rgb) {
+  Rgb to_rgb(const AVFrame* f) {
     sws_.reset(sws_getCachedContext(
         sws_.release(), W_, H_, static_cast<AVPixelFormat>(f->format), W_, H_,
         AV_PIX_FMT_RGB24, SWS_BILINEAR, nullptr, nullptr, nullptr));
@@ -857,23 +909,25 @@ class FrameProcessor {
     // to 8: convert into padded rows, then pack.
     const int row = W_ * 3;
     const int stride = ((W_ + 7) / 8 * 8 * 3 + 63) / 64 * 64;
+    auto rgb = std::make_shared<Pixels<uint8_t>>();
     uint8_t* target = nullptr;
     if (stride == row) {
-      rgb.resize(static_cast<size_t>(H_) * row);
-      target = rgb.data();
+      rgb->reset(static_cast<size_t>(H_) * row);
+      target = rgb->data();
     } else {
-      padded_.resize(static_cast<size_t>(H_) * stride + 64);
+      padded_.reset(static_cast<size_t>(H_) * stride + 64);
       target = padded_.data();
     }
     uint8_t* dst[4] = {target, nullptr, nullptr, nullptr};
     int dst_stride[4] = {stride, 0, 0, 0};
     sws_scale(sws_.get(), f->data, f->linesize, 0, H_, dst, dst_stride);
     if (stride != row) {
-      rgb.resize(static_cast<size_t>(H_) * row);
+      rgb->reset(static_cast<size_t>(H_) * row);
       for (int y = 0; y < H_; ++y)
-        std::memcpy(rgb.data() + static_cast<size_t>(y) * row,
+        std::memcpy(rgb->data() + static_cast<size_t>(y) * row,
                     padded_.data() + static_cast<size_t>(y) * stride, row);
     }
+    return rgb;
   }
 
   // Accumulated motion and residual of one frame from its references:
@@ -899,13 +953,13 @@ class FrameProcessor {
       }
     }
     if (opt_.residual && want_(it.local)) {
-      it.residual.resize(3 * hw);
-      int16_t* res = it.residual.data();
-      const uint8_t* cur = it.rgb.data();
+      it.residual = residual_storage(it.local);
+      int16_t* res = it.residual;
+      const uint8_t* cur = it.rgb->data();
       if (opt_.accumulate) {
-        const std::vector<uint8_t>& ir = iframe_rgb_;
-        const uint8_t* ref =
-            it.type == kI ? cur : (ir.empty() ? nullptr : ir.data());
+        const uint8_t* ref = it.type == kI ? cur
+                             : iframe_rgb_ ? iframe_rgb_->data()
+                                           : nullptr;
         for (int y = 0; y < H_; ++y) {
           for (int x = 0; x < W_; ++x) {
             size_t p = static_cast<size_t>(y) * W_ + x;
@@ -919,49 +973,103 @@ class FrameProcessor {
           }
         }
       } else if (it.type == kI) {
-        std::fill(it.residual.begin(), it.residual.end(), 0);
+        std::fill_n(res, 3 * hw, int16_t{0});
       } else {
-        pred_[0].resize(3 * hw);
-        has_[0].assign(hw, 0);
-        if (has_r0)
-          predict_list(it.rows, 0, r0->rgb.data(), H_, W_, pred_[0].data(),
-                       has_[0].data());
-        const bool bi = has_r1 && it.type == kB;
-        if (bi) {
-          pred_[1].resize(3 * hw);
-          has_[1].assign(hw, 0);
-          predict_list(it.rows, 1, r1->rgb.data(), H_, W_, pred_[1].data(),
-                       has_[1].data());
-        }
-        const float* p0 = pred_[0].data();
-        const float* p1 = bi ? pred_[1].data() : nullptr;
-        const uint8_t* h0 = has_[0].data();
-        const uint8_t* h1 = bi ? has_[1].data() : nullptr;
-        const uint8_t* colo = has_r0 ? r0->rgb.data() : nullptr;
+        predict(it, has_r0 ? r0->rgb->data() : nullptr,
+                has_r1 && it.type == kB ? r1->rgb->data() : nullptr);
+        // residual = frame - rounded prediction, planar (3, H, W)
+        const uint8_t* __restrict pr = pred_u8_.data();
+        const uint8_t* __restrict cr = cur;
+        int16_t* __restrict r0 = res;
+        int16_t* __restrict r1 = res + hw;
+        int16_t* __restrict r2 = res + 2 * hw;
         for (size_t p = 0; p < hw; ++p) {
-          const bool u0 = h0[p], u1 = h1 && h1[p];
-          for (int k = 0; k < 3; ++k) {
-            const size_t i = p * 3 + k;
-            float pr;
-            if (u0 && u1)
-              pr = 0.5f * (p0[i] + p1[i]);
-            else if (u0)
-              pr = p0[i];
-            else if (u1)
-              pr = p1[i];
-            else  // intra: the co-located reference pixel
-              pr = colo ? colo[i] : 0.f;
-            // pr >= 0 (a blend of 0..255 values): truncation is floor.
-            res[k * hw + p] =
-                static_cast<int16_t>(cur[i] - static_cast<int>(pr + 0.5f));
-          }
+          const uint8_t *c = cr + 3 * p, *q = pr + 3 * p;
+          r0[p] = static_cast<int16_t>(c[0] - q[0]);
+          r1[p] = static_cast<int16_t>(c[1] - q[1]);
+          r2[p] = static_cast<int16_t>(c[2] - q[2]);
         }
       }
     }
     if (self != nullptr) {
       self->valid = true;
-      if (opt_.residual) self->rgb = it.rgb;
+      if (opt_.residual) self->rgb = it.rgb;  // shared, not copied
       self->acc = std::move(acc);
+    }
+  }
+
+  // Where the residual of kept frame `local` goes: its row of the chunk's
+  // block when the kept frames are known (assemble() can then hand the block
+  // over whole), else a block of its own.
+  int16_t* residual_storage(int64_t local) {
+    const size_t n = static_cast<size_t>(H_) * W_ * 3;
+    const int64_t row = want_.row(local);
+    if (row >= 0 && row < residual_rows_) {
+      Pixels<int16_t>& block = out_->residual_block;
+      if (block.empty()) block.reset(static_cast<size_t>(residual_rows_) * n);
+      return block.data() + static_cast<size_t>(row) * n;
+    }
+    out_->residual_own.emplace_back(n);
+    return out_->residual_own.back().data();
+  }
+
+  // pred_u8_ (H, W, 3) = the rounded motion-compensated prediction of
+  // `it` from ref0 (its past anchor) and ref1 (the future one; B-frames):
+  // where both lists cover a pixel the mean of their predictions, where one
+  // does its prediction, elsewhere (intra) the co-located pixel of ref0
+  // (zero without one). Rounded once, as round_pred(0.5 * (p0 + p1)).
+  void predict(const Item& it, const uint8_t* ref0, const uint8_t* ref1) {
+    const size_t hw = static_cast<size_t>(H_) * W_;
+    pred_u8_.reset(3 * hw);
+    uint8_t* out = pred_u8_.data();
+    if (ref0)
+      std::memcpy(out, ref0, 3 * hw);
+    else
+      std::memset(out, 0, 3 * hw);
+    auto round_run = [out](size_t p, int n, const float* __restrict v) {
+      uint8_t* __restrict o = out + 3 * p;
+      for (int i = 0; i < 3 * n; ++i) o[i] = round_pred(v[i]);
+    };
+    if (!ref1) {  // one list: round straight into the prediction
+      if (ref0) predict_list(it.rows, 0, ref0, H_, W_, round_run);
+      return;
+    }
+    // Bi-prediction: list 1 first (float values and where it covers), then
+    // list 0 blended with it, then the pixels only list 1 covers.
+    pred1_.reset(3 * hw);
+    has1_.assign(hw, 0);
+    has0_.assign(hw, 0);
+    float* p1 = pred1_.data();
+    uint8_t* h1 = has1_.data();
+    uint8_t* h0 = has0_.data();
+    predict_list(it.rows, 1, ref1, H_, W_,
+                 [p1, h1](size_t p, int n, const float* v) {
+                   std::memcpy(p1 + 3 * p, v, sizeof(float) * 3 * n);
+                   std::memset(h1 + p, 1, n);
+                 });
+    if (ref0)
+      predict_list(it.rows, 0, ref0, H_, W_,
+                   [out, p1, h1, h0](size_t p, int n, const float* v) {
+                     std::memset(h0 + p, 1, n);
+                     for (int x = 0; x < n; ++x) {
+                       const size_t q = 3 * (p + x);
+                       for (int k = 0; k < 3; ++k)
+                         out[q + k] =
+                             h1[p + x]
+                                 ? round_pred(0.5f * (v[3 * x + k] + p1[q + k]))
+                                 : round_pred(v[3 * x + k]);
+                     }
+                   });
+    for (const AVMotionVector& m : it.rows) {
+      BlockGeom g;
+      if (!in_list(m, 1) || !block_geom(m, H_, W_, &g)) continue;
+      for (int y = g.y0; y < g.y1; ++y)
+        for (int x = g.x0; x < g.x1; ++x) {
+          const size_t p = static_cast<size_t>(y) * W_ + x;
+          if (h0[p]) continue;
+          for (int k = 0; k < 3; ++k)
+            out[3 * p + k] = round_pred(p1[3 * p + k]);
+        }
     }
   }
 
@@ -1009,15 +1117,18 @@ class FrameProcessor {
     out_->mv.insert(out_->mv.end(), it.mv.begin(), it.mv.end());
     out_->mask.insert(out_->mask.end(), it.mask.begin(), it.mask.end());
     if (opt_.residual && want_(it.local)) {
-      if (it.residual.empty())
-        it.residual.assign(static_cast<size_t>(H_) * W_ * 3, 0);
-      out_->residual.emplace_back(it.local, std::move(it.residual));
+      if (it.residual == nullptr) {
+        it.residual = residual_storage(it.local);
+        std::fill_n(it.residual, static_cast<size_t>(H_) * W_ * 3, int16_t{0});
+      }
+      out_->residual.emplace_back(it.local, it.residual);
     }
     if (it.keep_rgb) {
       const size_t hw = static_cast<size_t>(H_) * W_;
-      std::vector<uint8_t> chw(3 * hw);
+      Pixels<uint8_t> chw(3 * hw);
+      const uint8_t* rgb = it.rgb->data();
       for (size_t p = 0; p < hw; ++p)
-        for (int k = 0; k < 3; ++k) chw[k * hw + p] = it.rgb[p * 3 + k];
+        for (int k = 0; k < 3; ++k) chw[k * hw + p] = rgb[p * 3 + k];
       out_->rgb.emplace_back(it.local, std::move(chw));
     }
   }
@@ -1026,17 +1137,19 @@ class FrameProcessor {
   ReadOptions opt_;
   int H_, W_, Hb_, Wb_;
   int lowres_ = 0;  // the decoder's: frames are (W >> lowres) wide
-  std::function<bool(int64_t)> want_;
+  Want want_;
+  int64_t residual_rows_ = -1;  // rows of out_->residual_block (-1: unknown)
   ChunkOutput* out_;
   bool need_state_ = false, need_rgb_ = false;
   int64_t received_ = 0;
   std::vector<float> count_;
   SwsPtr sws_;
-  std::vector<uint8_t> padded_;
-  std::vector<float> pred_[2];
-  std::vector<uint8_t> has_[2];
+  Pixels<uint8_t> padded_;
+  Pixels<uint8_t> pred_u8_;  // predict()'s output and scratch
+  Pixels<float> pred1_;
+  Pixels<uint8_t> has0_, has1_;
   Anchor prev_;
-  std::vector<uint8_t> iframe_rgb_;
+  Rgb iframe_rgb_;
   std::deque<Item> pending_;
 };
 
@@ -1093,8 +1206,8 @@ ClipResult assemble(const std::string& path, const ReadOptions& opt, int H,
   std::vector<float> mv;
   std::vector<uint8_t> mask;
   std::vector<uint8_t> bad;
-  std::unordered_map<int64_t, const std::vector<int16_t>*> res_of;
-  std::unordered_map<int64_t, const std::vector<uint8_t>*> rgb_of;
+  std::unordered_map<int64_t, const int16_t*> res_of;
+  std::unordered_map<int64_t, const Pixels<uint8_t>*> rgb_of;
   if (chunks.size() == 1) {
     type = std::move(chunks[0].type);
     pts = std::move(chunks[0].pts);
@@ -1116,7 +1229,7 @@ ClipResult assemble(const std::string& path, const ReadOptions& opt, int H,
       mask.insert(mask.end(), ch.mask.begin(), ch.mask.end());
       bad.insert(bad.end(), ch.corrupt.begin(), ch.corrupt.end());
     }
-    for (auto& e : ch.residual) res_of[bases[c] + e.first] = &e.second;
+    for (auto& e : ch.residual) res_of[bases[c] + e.first] = e.second;
     for (auto& e : ch.rgb) rgb_of[bases[c] + e.first] = &e.second;
   }
   // I-frames: the previous frame's field (Zhang et al.) or zeros.
@@ -1166,7 +1279,25 @@ ClipResult assemble(const std::string& path, const ReadOptions& opt, int H,
     r.gop_index.resize(T);
     r.corrupt.resize(T);
   }
-  if (opt.residual) r.residual.resize(T * 3 * hw);
+  // The residuals as one chunk's block holds them (its kept frames, in
+  // order): the block is the output, no copy.
+  bool res_moved = false;
+  if (opt.residual && chunks.size() == 1 && bases[0] == 0) {
+    const ChunkOutput& ch = chunks[0];
+    const int16_t* base = ch.residual_block.data();
+    bool same = base != nullptr &&
+                static_cast<int64_t>(ch.residual.size()) == T &&
+                ch.residual_block.size() >= static_cast<size_t>(T) * 3 * hw;
+    for (int64_t i = 0; same && i < T; ++i)
+      same = ch.residual[i].first == frames[i] &&
+             ch.residual[i].second == base + static_cast<size_t>(i) * 3 * hw;
+    if (same) {
+      r.residual = std::move(chunks[0].residual_block);
+      r.residual.reset(T * 3 * hw);  // the size, in the same block
+      res_moved = true;
+    }
+  }
+  if (opt.residual && !res_moved) r.residual.reset(T * 3 * hw);
   for (int64_t i = 0; i < T; ++i) {
     int64_t f = frames[i];
     if (!all) {
@@ -1178,16 +1309,16 @@ ClipResult assemble(const std::string& path, const ReadOptions& opt, int H,
       r.gop_index[i] = gop[f];
       r.corrupt[i] = bad[f];
     }
-    if (opt.residual) {
+    if (opt.residual && !res_moved) {
       auto it = res_of.find(f);
       if (it == res_of.end())
         throw VideoError(path + ": internal: no residual for frame " +
                          std::to_string(f));
-      std::copy_n(it->second->data(), 3 * hw, r.residual.data() + i * 3 * hw);
+      std::copy_n(it->second, 3 * hw, r.residual.data() + i * 3 * hw);
     }
   }
   if (opt.rgb == kRgbAll) {
-    r.rgb.resize(T * 3 * hw);
+    r.rgb.reset(T * 3 * hw);
     r.rgb_index = frames;
     for (int64_t i = 0; i < T; ++i) {
       auto it = rgb_of.find(frames[i]);
@@ -1199,6 +1330,7 @@ ClipResult assemble(const std::string& path, const ReadOptions& opt, int H,
   } else if (opt.rgb == kRgbIFrames) {
     // The I-frame of every GOP the asked frames touch, in GOP order.
     std::vector<int64_t> gops;
+    std::vector<const Pixels<uint8_t>*> keys;
     for (int64_t f : frames) gops.push_back(gop[f]);
     std::sort(gops.begin(), gops.end());
     gops.erase(std::unique(gops.begin(), gops.end()), gops.end());
@@ -1213,16 +1345,18 @@ ClipResult assemble(const std::string& path, const ReadOptions& opt, int H,
       auto it = rgb_of.find(first);
       if (it == rgb_of.end()) continue;
       r.rgb_index.push_back(first);
-      r.rgb.insert(r.rgb.end(), it->second->begin(), it->second->end());
+      keys.push_back(it->second);
     }
+    r.rgb.reset(keys.size() * 3 * hw);
+    for (size_t k = 0; k < keys.size(); ++k)
+      std::copy_n(keys[k]->data(), 3 * hw, r.rgb.data() + k * 3 * hw);
   }
   return r;
 }
 
 ChunkOutput decode_chunk(Input& in, AVCodecContext* ctx, const PacketIndex* idx,
                          int64_t first, int64_t end, const ReadOptions& opt,
-                         int H, int W, std::function<bool(int64_t)> want,
-                         int64_t stop_after) {
+                         int H, int W, Want want, int64_t stop_after) {
   ChunkOutput out;
   int64_t expected = end >= 0 ? end - first : in.stream()->nb_frames - first;
   if (stop_after >= 0) expected = std::min(expected, stop_after + 1);
@@ -1267,8 +1401,8 @@ enum class GopStart {
 // retries from the top of the file).
 bool decode_gops(Input& in, AVCodecContext* ctx, const PacketIndex& idx,
                  int64_t g0, int64_t g1, GopStart how, const ReadOptions& opt,
-                 int H, int W, std::function<bool(int64_t)> want,
-                 int64_t stop_after, ChunkOutput* out) {
+                 int H, int W, Want want, int64_t stop_after,
+                 ChunkOutput* out) {
   const auto& keys = idx.key_packets;
   const auto& kd = idx.key_display;
   const int64_t K = static_cast<int64_t>(keys.size());
@@ -1354,8 +1488,7 @@ bool decode_gops(Input& in, AVCodecContext* ctx, const PacketIndex& idx,
 ChunkOutput decode_gops_exact(Input& in, AVCodecContext* ctx,
                               const PacketIndex& idx, int64_t g0, int64_t g1,
                               const ReadOptions& opt, int H, int W,
-                              const std::function<bool(int64_t)>& want,
-                              int64_t stop_after) {
+                              const Want& want, int64_t stop_after) {
   ChunkOutput out;
   for (GopStart how : {GopStart::kPreroll, GopStart::kTop, GopStart::kCount}) {
     if (how == GopStart::kTop && !idx.by_pts) continue;
@@ -1366,13 +1499,16 @@ ChunkOutput decode_gops_exact(Input& in, AVCodecContext* ctx,
   return out;
 }
 
-std::function<bool(int64_t)> make_want(const ReadOptions& opt, int64_t base) {
-  if (opt.frames.empty()) return [](int64_t) { return true; };
-  auto set = std::make_shared<std::vector<int64_t>>(opt.frames);
-  std::sort(set->begin(), set->end());
-  return [set, base](int64_t local) {
-    return std::binary_search(set->begin(), set->end(), base + local);
-  };
+Want make_want(const ReadOptions& opt, int64_t base) {
+  Want w;
+  w.base = base;
+  if (!opt.frames.empty()) {
+    auto set = std::make_shared<std::vector<int64_t>>(opt.frames);
+    std::sort(set->begin(), set->end());
+    set->erase(std::unique(set->begin(), set->end()), set->end());
+    w.frames = std::move(set);
+  }
+  return w;
 }
 
 ClipResult read_sequential(Input& in, const ReadOptions& opt, int H, int W) {

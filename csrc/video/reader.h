@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "ffmpeg_util.h"
+#include "pixels.h"
 
 namespace mvaccel::video {
 
@@ -107,9 +108,9 @@ struct ClipResult {
   std::vector<int64_t> pts;
   std::vector<int64_t> gop_index;
   std::vector<int64_t> frame_index;
-  std::vector<uint8_t> corrupt;   // FFmpeg flagged a decoding error
-  std::vector<int16_t> residual;  // (T, 3, H, W) when asked
-  std::vector<uint8_t> rgb;       // (K, 3, H, W) when asked
+  std::vector<uint8_t> corrupt;  // FFmpeg flagged a decoding error
+  Pixels<int16_t> residual;      // (T, 3, H, W) when asked
+  Pixels<uint8_t> rgb;           // (K, 3, H, W) when asked
   std::vector<int64_t> rgb_index;
   bool parallel_used = false;
   StreamInfo info;
