@@ -148,11 +148,14 @@ class _Rows(NamedTuple):
         return torch.stack(self.rows).reshape(self.shape)
 
     def segment(self, i: int, box: tuple[int, int, int, int]) -> Tensor:
-        """``(1, K * c, h, w)`` float32: the ``box`` of segment ``i``."""
+        """``(1, K * c, h, w)`` float32: the ``box`` of segment ``i`` (one pass, crop to float)."""
         t, left, h, w = box
         k = len(self.rows) // self.segments
-        crops = [r[:, t : t + h, left : left + w] for r in self.rows[i * k : (i + 1) * k]]
-        return torch.stack(crops).reshape(1, -1, h, w).float()
+        rows = self.rows[i * k : (i + 1) * k]
+        out = torch.empty((k, rows[0].shape[0], h, w), dtype=torch.float32)
+        for j, r in enumerate(rows):
+            out[j].copy_(r[:, t : t + h, left : left + w])
+        return out.view(1, -1, h, w)
 
 
 class _Video:
@@ -848,13 +851,18 @@ class VideoDataset(Dataset):
         stacks = self._stacks(index, rng)
         return {m: x.dense() if isinstance(x, _Cells | _Rows) else x for m, x in stacks}
 
-    def _normalize(self, modality: str, x: Tensor) -> Tensor:
+    def _normalize(self, modality: str, x: Tensor, inplace: bool = False) -> Tensor:
+        """The network's input values of ``x``.
+
+        ``inplace``: ``x`` is float32 and the caller's to overwrite (the same values, without
+        full-size temporaries).
+        """
         if modality in MOTION:
-            return tf.normalize_motion(x, self.bound, self.motion_std)
-        x = x.float()
+            return tf.normalize_motion(x, self.bound, self.motion_std, inplace=inplace)
         if modality == "residual":
-            return ((x + 128).clamp(0, 255) / 255 - 0.5) / RESIDUAL_STD
-        return tf.normalize_rgb(x, self.rgb_norm)
+            x = x.add_(128) if inplace else x.float() + 128
+            return x.clamp_(0, 255).div_(255).sub_(0.5).div_(RESIDUAL_STD)
+        return tf.normalize_rgb(x, self.rgb_norm, inplace=inplace)
 
     def _train_view(self, x: Tensor | _Cells | _Rows, params: tf.CropParams, kind: str) -> Tensor:
         """``tf.apply(x.float(), params, ...)``, a segment at a time, cropped before the copy.
@@ -901,11 +909,10 @@ class VideoDataset(Dataset):
             if self.train:
                 if params is None:
                     params = self.cropper.sample(*x.shape[-2:], rng=rng)
-                x = self._train_view(x, params, kind)
+                x = self._normalize(m, self._train_view(x, params, kind), inplace=True)
             else:
                 x = x.dense() if isinstance(x, _Cells | _Rows) else x
-                x = self._test_view(x.float(), kind)
-            x = self._normalize(m, x)
+                x = self._normalize(m, self._test_view(x.float(), kind))
             if clip:  # (S, K*c, H, W) -> (S, c, K, H, W)
                 s, kc, h, w = x.shape
                 x = x.view(s, k, kc // k, h, w).transpose(1, 2)
