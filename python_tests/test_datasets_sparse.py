@@ -356,3 +356,20 @@ def test_training_crop_equals_crop_of_the_full_float_stack(root, mods):
             kind = "motion" if m in ("mv", "flow") else "image"
             want = ds._normalize(m, tf.apply(raw[m].float(), params, ds.size, kind))
             assert torch.equal(x, want.contiguous())
+
+
+def test_training_crops_of_the_output_size_without_flip_stay_per_segment(root):
+    """Segments share one float buffer for their crops; a crop that needs neither a resize
+    nor a flip must still come out as its own segment's frames."""
+    from mvaccel.data import transforms as tf
+
+    ds = _dataset(root, "h264_b.mp4", ("rgb", "residual"), size=144, scales=(1.0,), flip=False,
+                  num_segments=3, new_length=2)  # fmt: skip
+    rng = np.random.default_rng([ds.seed, 0, 0])
+    raw = ds.raw(0, rng)
+    params = ds.cropper.sample(144, 176, rng=rng)
+    assert (params.height, params.width, params.flip) == (144, 144, False)
+    rgb, res, _ = ds[(0, 0)]
+    for m, got in (("rgb", rgb), ("residual", res)):
+        want = ds._normalize(m, tf.apply(raw[m].float(), params, ds.size, "image"))
+        assert torch.equal(got, want) and not torch.equal(got[0], got[2])
