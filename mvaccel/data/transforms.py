@@ -190,10 +190,11 @@ def normalize_motion(
     """
     if inplace:
         _check_inplace(x)
-        u = x.clamp_(-bound, bound).mul_(127.5 / bound).add_(128.0)
-    else:
-        u = x.float().clamp(-bound, bound) * (127.5 / bound) + 128.0
-    return u.div_(255.0).sub_(0.5).div_(std)
+        return (
+            x.clamp_(-bound, bound).mul_(127.5 / bound).add_(128.0).div_(255.0).sub_(0.5).div_(std)
+        )
+    u = x.float().clamp(-bound, bound) * (127.5 / bound) + 128.0  # differentiable (TVNet)
+    return (u / 255.0 - 0.5) / std
 
 
 #: RGB input conventions of pre-trained weights: ``(channel order, scale, mean, std)``, mean and
@@ -242,14 +243,12 @@ def normalize_rgb(x: Tensor, convention: str = "imagenet", *, inplace: bool = Fa
         float32 ``(..., 3K, H, W)``, channels in the convention's order (BGR for Caffe).
     """
     order, scale, mean, std = _rgb_norm(x, convention)
-    if inplace:
-        _check_inplace(x)
-    else:
+    if not inplace:
         x = x.float()
-    if order == "bgr":
-        x = _swap_rb(x)
-    elif not inplace:
+        x = _swap_rb(x) if order == "bgr" else x
         return (x * scale - mean) / std
+    _check_inplace(x)
+    x = _swap_rb(x) if order == "bgr" else x  # a copy: the channels cannot swap in place
     return x.mul_(scale).sub_(mean).div_(std)
 
 
