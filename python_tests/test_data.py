@@ -170,6 +170,29 @@ def test_normalize_motion():
     torch.testing.assert_close(T.normalize_motion(v, std=0.226), u / 0.226)
 
 
+def test_inplace_normalisation_gives_the_same_values():
+    """The datasets normalise their fresh float crops in place: bit for bit the same values."""
+    g = torch.Generator().manual_seed(0)
+    mv = torch.randn(2, 4, 9, 7, generator=g) * 30  # beyond the bound too
+    for bound, std in [(20.0, 1.0), (15.0, 0.226)]:
+        want = T.normalize_motion(mv, bound, std)
+        x = mv.clone()
+        assert T.normalize_motion(x, bound, std, inplace=True) is x
+        assert torch.equal(x, want)
+    rgb = torch.randint(0, 256, (2, 6, 5, 4), generator=g, dtype=torch.uint8)
+    for conv in T.RGB_NORMS:
+        want = T.normalize_rgb(rgb, conv)
+        assert torch.equal(T.normalize_rgb(rgb.float(), conv, inplace=True), want), conv
+    with pytest.raises(ValueError, match="float32"):
+        T.normalize_motion(mv.double(), inplace=True)
+    with pytest.raises(ValueError, match="float32"):
+        T.normalize_rgb(rgb, inplace=True)
+    # a motion flip writes its own copy: the input is left alone
+    before = mv.clone()
+    T.hflip(mv, "motion")
+    assert torch.equal(mv, before)
+
+
 def test_bad_kinds_and_shapes():
     with pytest.raises(ValueError, match="kind"):
         T.hflip(torch.zeros(2, 3, 3), "flow")

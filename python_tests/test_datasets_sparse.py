@@ -3,7 +3,8 @@
 The reference is ``read_motion(threads=1)`` of the whole video (the old dataset path); the
 streams cover closed GOPs with and without B-frames, CoViAR's MPEG-4, an odd frame size, and
 the streams whose GOPs do not decode on their own (open GOPs, MPEG-4 with B-frames), which
-the datasets read sequentially up to the sample's last frame.
+the GOP reader reads starting a GOP early, except open GOPs in AVI (no timestamps place
+them): the datasets read those sequentially up to the sample's last frame.
 """
 
 from __future__ import annotations
@@ -42,10 +43,15 @@ VIDEOS["h264_open.mp4"] = (
     -0.5,
     [*_H264, "-bf", "2", "-x264-params", "open-gop=1:b-pyramid=none"],
 )
-VIDEOS["mpeg4_b.avi"] = (144, 176, 36, 1.5, -0.5,
-                         ["-c:v", "mpeg4", "-g", "12", "-bf", "2", "-q:v", "1",
-                          "-pix_fmt", "yuv420p"])  # fmt: skip
-DEPENDENT_GOPS = ("h264_open.mp4", "mpeg4_b.avi")
+_MPEG4_B = ["-c:v", "mpeg4", "-g", "12", "-bf", "2", "-q:v", "1", "-pix_fmt", "yuv420p",
+            "-sc_threshold", "1000000000"]  # fmt: skip
+VIDEOS["mpeg4_b.avi"] = (144, 176, 36, 1.5, -0.5, _MPEG4_B)  # open GOPs, no timestamps
+VIDEOS["mpeg4_b.mp4"] = (144, 176, 36, 1.5, -0.5, _MPEG4_B)  # open GOPs, timestamps
+VIDEOS["mpeg4_cgop.avi"] = (144, 176, 36, 1.5, -0.5, [*_MPEG4_B, "-flags", "+cgop"])
+#: GOPs that depend on the one before: placed by timestamps, read by the GOP reader; and
+#: without timestamps (AVI), read from the start (an open GOP there cannot be placed)
+DEPENDENT_GOPS = ("h264_open.mp4", "mpeg4_b.mp4")
+UNTIMED_GOPS = ("mpeg4_b.avi", "mpeg4_cgop.avi")
 # unsorted, repeated, key frames (12, 24: they carry the field before them) and GOP ends
 FRAMES = [13, 1, 12, 12, 23, 24, 25, 35, 11, 2]
 
@@ -150,11 +156,96 @@ def test_a_sample_decodes_only_its_gops_up_to_its_last_frame(root, monkeypatch):
     assert len(video._rows["residual"]) == 4 and len(video._rows["mv"]) == 4
 
 
-def test_dependent_gops_decode_from_the_start_to_the_last_frame(root, monkeypatch):
+@pytest.mark.parametrize("name", DEPENDENT_GOPS + UNTIMED_GOPS)
+def test_dependent_gops_are_read_by_gop_where_timestamps_place_them(root, name, monkeypatch):
+    path = root / "videos" / "Class" / name
+    assert mvv.probe(path).has_b_frames
+    ref = mvv.read_motion(path, threads=1, rgb="all")
     spy = _Spy(monkeypatch)
-    video = _dataset(root, "h264_open.mp4", ("mv", "residual")).video(0)
+    video = _dataset(root, name, ("mv", "rgb")).video(0)
+    got = video.rgb([26, 25, 28])  # inside the third GOP only
+    assert torch.equal(got, ref.rgb[[26, 25, 28]])
     video.mv([20, 5, 20])
+    if name in UNTIMED_GOPS:
+        assert spy.gops == [] and spy.streams == [[25, 26, 28], [5, 20]]
+    else:  # the timestamps show a key frame elsewhere than its packet: reads placed by them
+        cv = mvv.CompressedVideo(path)
+        assert cv.key_packets != [cv.gop_start(g) for g in range(cv.num_gops)]
+        want = [(g, [f], False) for g, f in (cv.gop_of_frame(5), cv.gop_of_frame(20))]
+        assert spy.streams == [] and spy.gops[1:3] == want
+    assert torch.equal(video.mv([20, 5]), block_upsample(ref.mv[[20, 5]], ref.block, ref.size))
+
+
+def test_an_open_gop_avi_read_inside_a_gop_would_be_shifted(root):
+    """Why the datasets read AVIs with B-frames from the start: the GOP reader places frames
+    there by counting them, and a read that stops inside a later GOP of an open-GOP stream
+    is not checked (the reader drops leading B-frames it cannot decode). If this starts to
+    fail, the reader checks such reads: route them through it (``_Video._gops_exact``)."""
+    path = root / "videos" / "Class" / "mpeg4_b.avi"
+    cv = mvv.CompressedVideo(path)
+    assert cv.key_packets == [cv.gop_start(g) for g in range(cv.num_gops)]  # no timestamps
+    ref = mvv.read_motion(path, threads=1, rgb="all")
+    g, f = cv.gop_of_frame(25)
+    assert g == 2
+    clip = cv.read_gop(g, frames=[f], rgb="all")
+    assert not torch.equal(clip.rgb[0], ref.rgb[25])
+
+
+def test_a_gop_refused_by_the_reader_falls_back_to_a_read_from_the_start(root, monkeypatch):
+    """Where the reader refuses the GOP a key frame's field comes from, the key frame is read
+    from the start of the file, and so is the rest of the video's frames from then on."""
+    read_gop = mvv.CompressedVideo.read_gop
+
+    def refuse_gop_0(cv, gop, **kw):
+        if gop == 0:
+            raise mvv.VideoError(f"{cv.path}: GOP 0 cannot be read on its own (test)")
+        return read_gop(cv, gop, **kw)
+
+    monkeypatch.setattr(mvv.CompressedVideo, "read_gop", refuse_gop_0)
+    spy = _Spy(monkeypatch)
+    video = _dataset(root, "h264_b.mp4", ("mv", "residual")).video(0)
+    got = video.mv([12, 13])  # key frame 12 takes frame 11's field, in GOP 0
+    assert spy.gops == [(1, [0, 1], True), (0, [11], False)] and spy.streams == [[12]]
+    got = torch.cat([got, video.mv([30, 3])])
+    assert spy.gops[2:] == [] and spy.streams[1:] == [[3, 30]]
+    ref = mvv.read_motion(video.video_path(), threads=1)
+    assert torch.equal(got, block_upsample(ref.mv[[12, 13, 30, 3]], ref.block, ref.size))
+    assert got[0].abs().sum() > 0
+    spy.gops.clear(), spy.streams.clear()
+    other = _dataset(root, "h264_b.mp4", ("mv", "residual")).video(0)
+    got = other.residual([30, 3])  # a sample's read refused: the sample from the start
+    assert spy.gops == [(0, [3], True)] and spy.streams == [[3, 30]]
+    ref = mvv.read_motion(video.video_path(), threads=1, residual=True)
+    assert torch.equal(got, ref.residual[[30, 3]])
+
+
+def test_without_the_native_reader_a_sample_decodes_from_the_start(root, monkeypatch):
+    monkeypatch.setattr(mvv, "native_available", lambda: False)
+    spy = _Spy(monkeypatch)
+    video = _dataset(root, "h264_b.mp4", ("mv", "residual")).video(0)
+    assert video.num_frames() == 36
+    got = video.residual([20, 5])
     assert spy.gops == [] and spy.streams == [[5, 20]]
+    ref = mvv.read_motion(video.video_path(), threads=1, residual=True)
+    assert torch.equal(got, ref.residual[[20, 5]])
+
+
+def test_gop_sampling_reads_each_gop_once_with_the_data(root, monkeypatch):
+    """``sampling="gop"`` takes the frame types from the sample's own read: no separate
+    vectors-only decode; the frame after a key frame is read in the same pass."""
+    spy = _Spy(monkeypatch)
+    kw = dict(sampling="gop", train=False, num_segments=11, size=40)
+    ds = _dataset(root, "h264_b.mp4", ("mv", "residual"), **kw)
+    video = ds.video(0)
+    # 11 centred segments of 35 fields land on key frames 12 and 24: moved to 13 and 25
+    assert ds.frames(video, None) == [[2], [5], [8], [13], [15], [18], [21], [25], [28],
+                                      [31], [34]]  # fmt: skip
+    assert spy.gops == [(0, [2, 5, 8], True), (1, [0, 1, 3, 6, 9], True),
+                        (2, [0, 1, 4, 7, 10], True)]  # fmt: skip
+    assert spy.streams == []
+    got = ds[(0, 0)]
+    whole = _dataset(root, "h264_b.mp4", ("mv", "residual"), cache=True, **kw)[(0, 0)]
+    assert all(torch.equal(a, b) for a, b in zip(got[:-1], whole[:-1], strict=True))
 
 
 SAMPLES = {
@@ -165,11 +256,14 @@ SAMPLES = {
     "clip-rgb": dict(modalities=("rgb",), sampling="clip", new_length=6, clip_stride=2),
     "iframe+mv": dict(modalities=("iframe", "mv"), num_segments=4),
     "test-ten-crop": dict(modalities=("mv", "rgb"), train=False, test_crops=10, new_length=2),
+    # lands on key frames 12 and 24 (the frames after are read in the same pass)
+    "gop-test": dict(modalities=("mv", "iframe"), sampling="gop", train=False, num_segments=11),
+    "gop-train": dict(modalities=("mv", "residual"), sampling="gop", num_segments=8),
 }
 
 
 @pytest.mark.parametrize("sample", list(SAMPLES))
-@pytest.mark.parametrize("name", ["h264_b.mp4", "mpeg4_b.avi", "odd.mp4"])
+@pytest.mark.parametrize("name", ["h264_b.mp4", "odd.mp4", *DEPENDENT_GOPS, *UNTIMED_GOPS])
 def test_samples_equal_the_cached_whole_video_path(root, name, sample):
     kw = dict(SAMPLES[sample])
     mods = kw.pop("modalities")
@@ -262,3 +356,20 @@ def test_training_crop_equals_crop_of_the_full_float_stack(root, mods):
             kind = "motion" if m in ("mv", "flow") else "image"
             want = ds._normalize(m, tf.apply(raw[m].float(), params, ds.size, kind))
             assert torch.equal(x, want.contiguous())
+
+
+def test_training_crops_of_the_output_size_without_flip_stay_per_segment(root):
+    """Segments share one float buffer for their crops; a crop that needs neither a resize
+    nor a flip must still come out as its own segment's frames."""
+    from mvaccel.data import transforms as tf
+
+    ds = _dataset(root, "h264_b.mp4", ("rgb", "residual"), size=144, scales=(1.0,), flip=False,
+                  num_segments=3, new_length=2)  # fmt: skip
+    rng = np.random.default_rng([ds.seed, 0, 0])
+    raw = ds.raw(0, rng)
+    params = ds.cropper.sample(144, 176, rng=rng)
+    assert (params.height, params.width, params.flip) == (144, 144, False)
+    rgb, res, _ = ds[(0, 0)]
+    for m, got in (("rgb", rgb), ("residual", res)):
+        want = ds._normalize(m, tf.apply(raw[m].float(), params, ds.size, "image"))
+        assert torch.equal(got, want) and not torch.equal(got[0], got[2])

@@ -49,10 +49,12 @@ draws its seed from torch's generator.
 ``(S, C, K, H, W)`` for 3D CNNs. ``__getitem__`` returns ``(*tensors, label)`` in the order of
 ``modalities``.
 
-**Decoding.** A sample decodes only the GOPs holding its frames, each from its key frame up to
-the last frame it needs there, and keeps only its own frames (the same values as decoding the
-whole video; streams with dependent GOPs are read from the start up to the sample's last
-frame). ``cache=True`` decodes every video whole once and keeps it instead.
+**Decoding.** A sample decodes only the GOPs holding its frames, each from its key frame (one
+GOP earlier where decoder state crosses key frames: open GOPs, MPEG-4 B-frames) up to the last
+frame it needs there, and keeps only its own frames (the same values as decoding the whole
+video; streams whose frames the reader places by counting them, open GOPs without timestamps
+possible (AVI with B-frames), and the PyAV backend are read from the start up to the
+sample's last frame). ``cache=True`` decodes every video whole once and keeps it instead.
 """
 
 from __future__ import annotations
@@ -145,12 +147,22 @@ class _Rows(NamedTuple):
     def dense(self) -> Tensor:
         return torch.stack(self.rows).reshape(self.shape)
 
-    def segment(self, i: int, box: tuple[int, int, int, int]) -> Tensor:
-        """``(1, K * c, h, w)`` float32: the ``box`` of segment ``i``."""
+    def segment(
+        self, i: int, box: tuple[int, int, int, int], out: np.ndarray | None = None
+    ) -> Tensor:
+        """``(1, K * c, h, w)`` float32: the ``box`` of segment ``i`` (one pass, crop to float).
+
+        ``out``: a float32 ``(K, c, h, w)`` array to write into (a view of it is returned).
+        """
         t, left, h, w = box
         k = len(self.rows) // self.segments
-        crops = [r[:, t : t + h, left : left + w] for r in self.rows[i * k : (i + 1) * k]]
-        return torch.stack(crops).reshape(1, -1, h, w).float()
+        rows = self.rows[i * k : (i + 1) * k]
+        if out is None:
+            out = np.empty((k, rows[0].shape[0], h, w), dtype=np.float32)
+        # NumPy's cast of a strided int16 / uint8 box is 2-4x faster than torch's copy_ here.
+        for j, r in enumerate(rows):
+            out[j] = r.numpy()[:, t : t + h, left : left + w]
+        return torch.from_numpy(out).view(1, -1, h, w)
 
 
 class _Video:
@@ -162,13 +174,15 @@ class _Video:
     - ``cache``: the whole video is decoded once (:func:`read_motion`) and kept, for small
       datasets that visit every video many times (the demo, the tests);
     - otherwise only what a sample needs: the GOPs holding its frames, each decoded from its
-      key frame up to the last frame asked in it (:meth:`CompressedVideo.read_gop`), so time
-      and memory follow the sample, not the video. A stream whose GOPs do not decode on
-      their own (open GOPs, packed MPEG-4 B-frames) or without the native reader decodes from
-      its first frame up to the sample's last one instead (``read_motion(frames=...)``).
+      key frame up to the last frame asked in it (:meth:`CompressedVideo.read_gop`, which
+      starts a GOP early where decoder state crosses key frames), so time and memory follow
+      the sample, not the video. The index of that reader (one demux pass) gives the frame
+      count. A stream whose GOP reads cannot be shown exact (:meth:`_gops_exact`), a GOP the
+      reader refuses, or the PyAV backend decodes from the first frame up to the sample's
+      last one instead (``read_motion(frames=...)``).
 
     No decoder stays open across a DataLoader's fork: the cached path holds tensors only,
-    and the GOP reader is opened in the process that reads (again after a fork).
+    and the GOP reader re-opens its file in a forked or unpickled copy.
     """
 
     def __init__(self, ds: VideoDataset, item: VideoItem):
@@ -177,12 +191,13 @@ class _Video:
         self._flow = None
         self._flow_dir = None
         self._mv_file: tuple[Tensor, Tensor, tuple[int, int]] | None = None
-        # sparse path: the stream's index, the reader of this process, what was read
-        self._index: tuple[int, bool] | None = None
+        # sparse path: the frame count, the GOP reader (its index), what was read
+        self._frames: int | None = None
         self._reader = None
-        self._reader_pid = -1
+        self._sequential = False  # GOP reads not shown exact, or refused: from the start
         self._size: tuple[int, int] | None = None
         self._types: dict[int, int] = {}
+        self._unfilled: set[int] = set()  # key frames read by GOP, the previous field not yet
         self._rows: dict[str, dict[int, Tensor]] = {m: {} for m in ("mv", "residual", "rgb",
                                                                     "iframe")}  # fmt: skip
 
@@ -235,49 +250,74 @@ class _Video:
 
     # ---- compressed domain: only the sample's frames ----
 
-    def _scan(self) -> tuple[int, bool]:
-        """``(frames, GOPs decode on their own)`` from a demux pass (no decoding)."""
-        if self._index is None:
-            from ..video import native_available, probe
+    def _scan(self) -> int:
+        """Frames in the video, from the index of the GOP reader (one demux pass, no decoding)."""
+        if self._frames is None:
+            from ..video import CompressedVideo, native_available, probe
 
             path = self.video_path()
-            if native_available():
-                from ..video.core import _native
-
-                d = _native().probe(str(path), False)
-                n, keys = int(d["num_packets"]), list(d["key_packets"])
-                gops = bool(d["chunks_independent"]) and bool(keys) and keys[0] == 0
+            if native_available():  # the reader's index: frame count and GOP starts
+                self._reader = CompressedVideo(path, backend="native")
+                n = self._reader.num_frames
+                self._sequential = not self._gops_exact(path)
             else:  # PyAV decodes from the start for any GOP: one pass is cheapest
-                n, gops = probe(path, count_frames=False).num_frames, False
+                n = probe(path, count_frames=False).num_frames
             if n < 2:
                 raise ValueError(f"{self.item.path}: {n} frame(s), need 2 or more")
-            self._index = (n, gops)
-        return self._index
+            self._frames = n
+        return self._frames
+
+    def _gops_exact(self, path: Path) -> bool:
+        """Whether reads of the video's GOPs provably equal the decode from its start.
+
+        The native index numbers the frames by their timestamps where it can and by packet
+        order otherwise (no timestamps: AVI), and only in the first case can a key frame be
+        shown at another number than its packet's; there every read is placed by timestamps
+        and checked. Otherwise the stream's chunks must decode on their own (every packet
+        timestamped, no open GOP: the native ``probe``'s verdict, one more demux pass, kept
+        by the dataset per video): a read that stops inside a GOP of an open-GOP stream
+        without timestamps could be shifted by the frames the decoder drops.
+        """
+        cv = self._reader
+        if cv.key_packets != [cv.gop_start(g) for g in range(cv.num_gops)]:
+            return True
+        known = self.ds._exact_gops
+        if self.item.path not in known:
+            from ..video.core import _native
+
+            known[self.item.path] = bool(_native().probe(str(path), False)["chunks_independent"])
+        return known[self.item.path]
 
     def _gop_reader(self):
-        """This process's :class:`CompressedVideo` (None: decode sequentially)."""
-        if not self._scan()[1]:
-            return None
-        if self._reader is None or self._reader_pid != os.getpid():
-            from ..video import CompressedVideo
+        """The video's :class:`CompressedVideo` (None: decode from the start of the file).
 
-            self._reader = CompressedVideo(self.video_path())
-            self._reader_pid = os.getpid()
-        return self._reader
+        It re-opens its file in a forked or unpickled copy (:meth:`CompressedVideo.read_gop`).
+        """
+        self._scan()
+        return None if self._sequential else self._reader
 
-    def _reads(self, frames: list[int], **kw):
-        """Clips holding ``frames`` (sorted, distinct): one per GOP touched, or one read."""
+    def _reads(self, frames: list[int], **kw) -> tuple[list, bool]:
+        """``(clips, by GOP)``: the clips holding ``frames`` (sorted, distinct).
+
+        One clip per GOP touched (True), or one read from the start of the file up to the
+        last of ``frames`` (False): for streams whose GOP reads are not shown exact, and from
+        the first GOP the reader refuses on.
+        """
+        from ..video import VideoError, read_motion
+
         cv = self._gop_reader()
-        if cv is None:
-            from ..video import read_motion
-
-            return [read_motion(self.video_path(), frames=frames, block=self.ds.block,
-                                threads=1, **kw)]  # fmt: skip
-        by_gop: dict[int, list[int]] = {}
-        for f in frames:
-            g, local = cv.gop_of_frame(f)
-            by_gop.setdefault(g, []).append(local)
-        return [cv.read_gop(g, frames=fr, block=self.ds.block, **kw) for g, fr in by_gop.items()]
+        if cv is not None:
+            by_gop: dict[int, list[int]] = {}
+            for f in frames:
+                g, local = cv.gop_of_frame(f)
+                by_gop.setdefault(g, []).append(local)
+            try:
+                return [cv.read_gop(g, frames=fr, block=self.ds.block, **kw)
+                        for g, fr in by_gop.items()], True  # fmt: skip
+            except VideoError:  # a damaged file raises again below, naming itself
+                self._sequential = True
+        return [read_motion(self.video_path(), frames=frames, block=self.ds.block, threads=1,
+                            **kw)], False  # fmt: skip
 
     def _fetch(self, frames: list[int]) -> None:
         """Read what the dataset's modalities need at ``frames`` and was not read yet."""
@@ -286,10 +326,17 @@ class _Video:
             return
         mods = self.ds.modalities
         residual, rgb = "residual" in mods, self._rgb_mode()
-        for c in self._reads(need, residual=residual, rgb=rgb, accumulate=self.ds.accumulate):
+        clips, by_gop = self._reads(need, residual=residual, rgb=rgb,
+                                    accumulate=self.ds.accumulate)  # fmt: skip
+        for c in clips:
             self._size = c.size
-            for i, f in enumerate(c.frame_index.tolist()):
-                self._types[f] = int(c.frame_type[i])
+            index, types = c.frame_index.tolist(), c.frame_type.tolist()
+            for i, f in enumerate(index):
+                self._types[f] = types[i]
+                # A GOP read starts at its key frame, with no previous frame to fill it from.
+                if by_gop and types[i] == 0 and f > 0 and not self.ds.accumulate:
+                    if self._reader.gop_of_frame(f)[1] == 0:
+                        self._unfilled.add(f)
                 self._rows["mv"][f] = c.mv[i]
                 if residual:
                     self._rows["residual"][f] = c.residual[i]
@@ -298,10 +345,8 @@ class _Video:
             if rgb == "iframes":
                 self._keep_iframes(c)
         if rgb == "all" and "iframe" in mods:  # a second, RGB-less pass gives the I-frames
-            for c in self._reads(need, rgb="iframes"):
+            for c in self._reads(need, rgb="iframes")[0]:
                 self._keep_iframes(c)
-        if not self.ds.accumulate and self._gop_reader() is not None:
-            self._fill_key_frames(need)
 
     def _keep_iframes(self, c) -> None:
         keys = c.rgb_index.tolist()
@@ -312,27 +357,36 @@ class _Video:
             self._rows["iframe"][f] = c.rgb[j]
 
     def _fill_key_frames(self, frames: list[int]) -> None:
-        """Give a GOP's key frame the previous frame's field, as the whole-video decode does.
+        """Give the GOP key frames among ``frames`` the previous frame's field.
 
-        A GOP read starts at its key frame, which has no previous frame there (zeros); the
-        previous one is the end of the GOP before, read here in the fast vectors-only mode.
+        As the whole-video decode does (``fill_iframe="previous"``). A GOP read starts at its
+        key frame, which has no previous frame there (zeros); the previous one is the end of
+        the GOP before, read here in the fast vectors-only mode. Done when the vectors are
+        asked for, not when a frame is read (``sampling="gop"`` reads key frames it then
+        moves off).
         """
-        cv = self._gop_reader()
-        for f in frames:  # ascending: a key frame's row is final before the next one's
-            if self._types[f] != 0 or f == 0 or cv.gop_of_frame(f)[1] != 0:
-                continue
-            if f - 1 in self._rows["mv"]:  # read for the sample already
-                self._rows["mv"][f] = self._rows["mv"][f - 1]
-                continue
+        from ..video import VideoError, read_motion
+
+        for f in sorted(self._unfilled.intersection(frames)):  # ascending: a row is final
+            self._unfilled.discard(f)  # before the next key frame's row copies it
             prev = f - 1
-            while True:  # a GOP of one I-frame carries the field before it
-                g, local = cv.gop_of_frame(prev)
-                c = cv.read_gop(g, frames=[local], block=self.ds.block)
-                if int(c.frame_type[0]) == 0 and local == 0 and prev > 0:
-                    prev -= 1
-                    continue
+            if prev in self._rows["mv"]:  # read for the sample already
+                self._fill_key_frames([prev])
+                self._rows["mv"][f] = self._rows["mv"][prev]
+                continue
+            try:
+                while True:  # a GOP of one I-frame carries the field before it
+                    g, local = self._reader.gop_of_frame(prev)
+                    c = self._reader.read_gop(g, frames=[local], block=self.ds.block)
+                    if int(c.frame_type[0]) == 0 and local == 0 and prev > 0:
+                        prev -= 1
+                        continue
+                    self._rows["mv"][f] = c.mv[0]
+                    break
+            except VideoError:  # a GOP the reader cannot place: the key frame from the start
+                self._sequential = True
+                c = read_motion(self.video_path(), frames=[f], block=self.ds.block, threads=1)
                 self._rows["mv"][f] = c.mv[0]
-                break
 
     def rows(self, what: str, frames: list[int]) -> _Rows:
         """One ``(3, H, W)`` view per frame of ``frames``: read now, or of the cached video.
@@ -361,7 +415,7 @@ class _Video:
         counts = []
         from_video = ("residual", "iframe") + (() if self.ds.mv_root else ("mv",))
         if any(m in mods for m in from_video) or ("rgb" in mods and self.ds.frame_root is None):
-            counts.append(len(self.clip()) if self.ds.cache else self._scan()[0])
+            counts.append(len(self.clip()) if self.ds.cache else self._scan())
         if "mv" in mods and self.ds.mv_root is not None:
             counts.append(len(self.motion_file()[0]))
         if "flow" in mods:
@@ -370,8 +424,14 @@ class _Video:
             counts.append(len(self._frame_files()))
         return min(counts)
 
-    def frame_types(self, frames: list[int] | None = None) -> Tensor:
-        """``(n,)`` uint8 picture types (``0 = I, 1 = P, 2 = B``) of ``frames`` (None: all)."""
+    def frame_types(self, frames: list[int] | None = None, *, with_next: bool = False) -> Tensor:
+        """``(n,)`` uint8 picture types (``0 = I, 1 = P, 2 = B``) of ``frames`` (None: all).
+
+        Without ``cache`` the types come from reading the dataset's modalities at ``frames``
+        (kept for the sample, so a frame is decoded once); ``with_next`` reads the frame after
+        each GOP key frame among them too, in the same decode (where ``sampling="gop"`` moves
+        a sample off an I-frame).
+        """
         if self.ds.mv_root is not None and "mv" in self.ds.modalities:
             types = self.motion_file()[1]
             return types if frames is None else types[list(frames)]
@@ -382,11 +442,13 @@ class _Video:
             from ..video import probe
 
             return torch.from_numpy(probe(self.video_path()).frame_types)
-        need = sorted({int(f) for f in frames} - self._types.keys())
-        if need:  # vectors only (the fast decode): the types, not the sample's data yet
-            for c in self._reads(need):
-                self._types.update(zip(c.frame_index.tolist(), c.frame_type.tolist(),
-                                       strict=True))  # fmt: skip
+        frames = [int(f) for f in frames]
+        self._scan()
+        cv, more = self._reader, []
+        if with_next and cv is not None:
+            n = cv.num_frames
+            more = [f + 1 for f in frames if f + 1 < n and cv.gop_of_frame(f)[1] == 0]
+        self._fetch(frames + more)  # the types come with the data: frames are read once
         return torch.tensor([self._types[int(f)] for f in frames], dtype=torch.uint8)
 
     # ---- flow JPEGs ----
@@ -558,6 +620,7 @@ class _Video:
             return _Cells(mv[list(frames)], self.ds.block, size)
         if not self.ds.cache:
             self._fetch(frames)
+            self._fill_key_frames(frames)
             mv = torch.stack([self._rows["mv"][int(f)] for f in frames])
             return _Cells(mv, self.ds.block, self._size)
         clip = self.clip()
@@ -708,6 +771,7 @@ class VideoDataset(Dataset):
         self.cache = cache
         self.seed = seed
         self._videos: dict[int, _Video] = {}
+        self._exact_gops: dict[str, bool] = {}  # per video: GOP reads equal the whole decode
 
     def __getstate__(self):
         # A worker started by spawn/forkserver gets the settings, not the parent's cache.
@@ -750,7 +814,8 @@ class VideoDataset(Dataset):
         out = [[first + min(st + j, n - 1) for j in range(k)] for st in starts]
         if self.sampling == "gop":
             flat = sorted({f for seg in out for f in seg})
-            types = dict(zip(flat, video.frame_types(flat).tolist(), strict=True))
+            types = video.frame_types(flat, with_next=True).tolist()
+            types = dict(zip(flat, types, strict=True))
             out = [[f + 1 if types[f] == 0 and f + 1 < total else f for f in seg] for seg in out]
         return out
 
@@ -793,28 +858,41 @@ class VideoDataset(Dataset):
         stacks = self._stacks(index, rng)
         return {m: x.dense() if isinstance(x, _Cells | _Rows) else x for m, x in stacks}
 
-    def _normalize(self, modality: str, x: Tensor) -> Tensor:
+    def _normalize(self, modality: str, x: Tensor, inplace: bool = False) -> Tensor:
+        """The network's input values of ``x``.
+
+        ``inplace``: ``x`` is float32 and the caller's to overwrite (the same values, without
+        full-size temporaries).
+        """
         if modality in MOTION:
-            return tf.normalize_motion(x, self.bound, self.motion_std)
-        x = x.float()
+            return tf.normalize_motion(x, self.bound, self.motion_std, inplace=inplace)
         if modality == "residual":
-            return ((x + 128).clamp(0, 255) / 255 - 0.5) / RESIDUAL_STD
-        return tf.normalize_rgb(x, self.rgb_norm)
+            x = x.add_(128) if inplace else x.float() + 128
+            return x.clamp_(0, 255).div_(255).sub_(0.5).div_(RESIDUAL_STD)
+        return tf.normalize_rgb(x, self.rgb_norm, inplace=inplace)
 
     def _train_view(self, x: Tensor | _Cells | _Rows, params: tf.CropParams, kind: str) -> Tensor:
         """``tf.apply(x.float(), params, ...)``, a segment at a time, cropped before the copy.
 
-        The same values; the float copy is of one segment's crop, not of the whole sample.
+        The same values; the float copy is of one segment's crop, not of the whole sample, and
+        the segments of frames share one buffer for it (fresh memory costs page faults).
         """
         box = (params.top, params.left, params.height, params.width)
         one = CropParams(0, 0, params.height, params.width, params.flip)
+        buf = None
+        if isinstance(x, _Rows):
+            k = len(x.rows) // x.segments
+            buf = np.empty((k, x.rows[0].shape[0], box[2], box[3]), dtype=np.float32)
         out = []
         for i in range(x.shape[0]):
             if isinstance(x, _Cells | _Rows):
-                xi = x.segment(i, box)
+                xi = x.segment(i, box) if buf is None else x.segment(i, box, buf)
             else:
                 xi = x[i : i + 1, ..., box[0] : box[0] + box[2], box[1] : box[1] + box[3]].float()
-            out.append(tf.apply(xi, one, self.size, kind))
+            y = tf.apply(xi, one, self.size, kind)
+            if buf is not None and y.untyped_storage().data_ptr() == buf.ctypes.data:
+                y = y.clone()  # neither resized nor flipped: the buffer itself
+            out.append(y)
         return torch.cat(out)
 
     def _test_view(self, x: Tensor, kind: str) -> Tensor:
@@ -846,11 +924,10 @@ class VideoDataset(Dataset):
             if self.train:
                 if params is None:
                     params = self.cropper.sample(*x.shape[-2:], rng=rng)
-                x = self._train_view(x, params, kind)
+                x = self._normalize(m, self._train_view(x, params, kind), inplace=True)
             else:
                 x = x.dense() if isinstance(x, _Cells | _Rows) else x
-                x = self._test_view(x.float(), kind)
-            x = self._normalize(m, x)
+                x = self._normalize(m, self._test_view(x.float(), kind))
             if clip:  # (S, K*c, H, W) -> (S, c, K, H, W)
                 s, kc, h, w = x.shape
                 x = x.view(s, k, kc // k, h, w).transpose(1, 2)

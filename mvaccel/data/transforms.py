@@ -71,10 +71,9 @@ def resize(x: Tensor, size: tuple[int, int], kind: str) -> Tensor:
 def hflip(x: Tensor, kind: str) -> Tensor:
     """Mirror left-right; for motion, negate the x channels too (right becomes left)."""
     _check(x, kind)
-    out = x.flip(-1)
+    out = x.flip(-1)  # a copy (torch.flip always copies)
     if kind == "motion":
-        out = out.clone()
-        out[..., 0::2, :, :] = -out[..., 0::2, :, :]
+        out[..., 0::2, :, :].neg_()
     return out
 
 
@@ -179,13 +178,22 @@ def ten_crop(x: Tensor, size: int | tuple[int, int], kind: str = "image") -> Ten
     return torch.stack(crops)
 
 
-def normalize_motion(x: Tensor, bound: float = 20.0, std: float = 1.0) -> Tensor:
+def normalize_motion(
+    x: Tensor, bound: float = 20.0, std: float = 1.0, *, inplace: bool = False
+) -> Tensor:
     """Clip motion to ``±bound`` px, map it like CoViAR/DMC-Net's inputs, centre it.
 
     ``v -> clip(v) * 127.5 / bound + 128`` (CoViAR's uint8 mapping, 20 px to 255), then
     ``(u / 255 - 0.5) / std``: CoViAR uses ``std = 1`` (then BatchNorm), DMC-Net ``0.226``.
+    ``inplace``: overwrite ``x`` (float32) with the result, the same values without
+    temporaries.
     """
-    u = x.float().clamp(-bound, bound) * (127.5 / bound) + 128.0
+    if inplace:
+        _check_inplace(x)
+        return (
+            x.clamp_(-bound, bound).mul_(127.5 / bound).add_(128.0).div_(255.0).sub_(0.5).div_(std)
+        )
+    u = x.float().clamp(-bound, bound) * (127.5 / bound) + 128.0  # differentiable (TVNet)
     return (u / 255.0 - 0.5) / std
 
 
@@ -222,21 +230,31 @@ def _swap_rb(x: Tensor) -> Tensor:
     return x.reshape(*shape[:-3], -1, 3, *shape[-2:]).flip(-3).reshape(shape)
 
 
-def normalize_rgb(x: Tensor, convention: str = "imagenet") -> Tensor:
+def normalize_rgb(x: Tensor, convention: str = "imagenet", *, inplace: bool = False) -> Tensor:
     """0-255 RGB stacks -> the network's input convention (one of :data:`RGB_NORMS`).
 
     Args:
         x: ``(..., 3K, H, W)`` RGB frames (``K`` stacked), values 0-255 (any dtype).
         convention: the weights' convention (a backbone's ``input_norm``).
+        inplace: overwrite ``x`` (float32) with the result (the same values, no
+            temporaries; BGR conventions still copy to swap the channels).
 
     Returns:
         float32 ``(..., 3K, H, W)``, channels in the convention's order (BGR for Caffe).
     """
     order, scale, mean, std = _rgb_norm(x, convention)
-    x = x.float()
-    if order == "bgr":
-        x = _swap_rb(x)
-    return (x * scale - mean) / std
+    if not inplace:
+        x = x.float()
+        x = _swap_rb(x) if order == "bgr" else x
+        return (x * scale - mean) / std
+    _check_inplace(x)
+    x = _swap_rb(x) if order == "bgr" else x  # a copy: the channels cannot swap in place
+    return x.mul_(scale).sub_(mean).div_(std)
+
+
+def _check_inplace(x: Tensor) -> None:
+    if x.dtype != torch.float32:
+        raise ValueError(f"inplace normalisation needs a float32 tensor, got {x.dtype}")
 
 
 def denormalize_rgb(x: Tensor, convention: str = "imagenet") -> Tensor:

@@ -67,14 +67,17 @@ class CompressedVideo:
         if self._native:
             self._reader = be.GopReader(self.path)
             keys = list(self._reader.key_frames)
+            packets = list(self._reader.key_packets)
             n = int(self._reader.num_packets)
             info = dict(self._reader.info)
         else:
             d = be.probe(self.path, False)
             keys, n, info = list(d["key_frames"]), int(d["num_packets"]), d
+            packets = list(d["key_packets"])
         if n == 0:
             raise VideoError(f"{self.path}: the video stream has no packets")
         self._keys = keys
+        self._key_packets = packets
         self._num_frames = n
         self.width = int(info["width"])
         self.height = int(info["height"])
@@ -154,6 +157,16 @@ class CompressedVideo:
     def gop_start(self, gop: int) -> int:
         """Display-order number of the GOP's first frame (its key frame)."""
         return self._keys[self._check_gop(gop)]
+
+    @property
+    def key_packets(self) -> list[int]:
+        """Demux-order number of each GOP's key-frame packet.
+
+        :meth:`gop_start` is where it is shown; they differ where the container's timestamps
+        show a key frame at another position than its packet's (open GOPs, B-frames across
+        key frames).
+        """
+        return list(self._key_packets)
 
     def gop_length(self, gop: int) -> int:
         """Frames in GOP ``gop``."""
