@@ -49,7 +49,8 @@ VIDEOS["mpeg4_b.avi"] = (144, 176, 36, 1.5, -0.5, _MPEG4_B)  # open GOPs, no tim
 VIDEOS["mpeg4_b.mp4"] = (144, 176, 36, 1.5, -0.5, _MPEG4_B)  # open GOPs, timestamps
 VIDEOS["mpeg4_cgop.avi"] = (144, 176, 36, 1.5, -0.5, [*_MPEG4_B, "-flags", "+cgop"])
 #: GOPs that depend on the one before: placed by timestamps, read by the GOP reader; and
-#: without timestamps (AVI), read from the start (an open GOP there cannot be placed)
+#: without timestamps (AVI): closed GOPs read by GOP (the reader checks the frame count),
+#: open GOPs refused by the reader (nothing places their frames), so read from the start
 DEPENDENT_GOPS = ("h264_open.mp4", "mpeg4_b.mp4")
 UNTIMED_GOPS = ("mpeg4_b.avi", "mpeg4_cgop.avi")
 # unsorted, repeated, key frames (12, 24: they carry the field before them) and GOP ends
@@ -157,7 +158,7 @@ def test_a_sample_decodes_only_its_gops_up_to_its_last_frame(root, monkeypatch):
 
 
 @pytest.mark.parametrize("name", DEPENDENT_GOPS + UNTIMED_GOPS)
-def test_dependent_gops_are_read_by_gop_where_timestamps_place_them(root, name, monkeypatch):
+def test_dependent_gops_are_read_by_gop_where_the_reader_places_them(root, name, monkeypatch):
     path = root / "videos" / "Class" / name
     assert mvv.probe(path).has_b_frames
     ref = mvv.read_motion(path, threads=1, rgb="all")
@@ -166,8 +167,14 @@ def test_dependent_gops_are_read_by_gop_where_timestamps_place_them(root, name, 
     got = video.rgb([26, 25, 28])  # inside the third GOP only
     assert torch.equal(got, ref.rgb[[26, 25, 28]])
     video.mv([20, 5, 20])
-    if name in UNTIMED_GOPS:
-        assert spy.gops == [] and spy.streams == [[25, 26, 28], [5, 20]]
+    if name == "mpeg4_b.avi":  # refused on the first read, from the start from then on
+        assert spy.gops == [(2, [3, 4, 6], False)] and spy.streams == [[25, 26, 28], [5, 20]]
+        again = video.ds.video(0)  # the dataset's next sample of it: no GOP read tried
+        assert torch.equal(again.rgb([7]), ref.rgb[[7]])
+        assert len(spy.gops) == 1 and spy.streams[2:] == [[7]]
+    elif name == "mpeg4_cgop.avi":  # closed GOPs: placed by counting, checked by the reader
+        # GOP 2 for the RGB; GOPs 0 and 2 for the vectors (20 is a key frame), 1 for its field
+        assert spy.streams == [] and [g for g, _, _ in spy.gops] == [2, 0, 2, 1]
     else:  # the timestamps show a key frame elsewhere than its packet: reads placed by them
         cv = mvv.CompressedVideo(path)
         assert cv.key_packets != [cv.gop_start(g) for g in range(cv.num_gops)]
@@ -176,19 +183,17 @@ def test_dependent_gops_are_read_by_gop_where_timestamps_place_them(root, name, 
     assert torch.equal(video.mv([20, 5]), block_upsample(ref.mv[[20, 5]], ref.block, ref.size))
 
 
-def test_an_open_gop_avi_read_inside_a_gop_would_be_shifted(root):
-    """Why the datasets read AVIs with B-frames from the start: the GOP reader places frames
-    there by counting them, and a read that stops inside a later GOP of an open-GOP stream
-    is not checked (the reader drops leading B-frames it cannot decode). If this starts to
-    fail, the reader checks such reads: route them through it (``_Video._gops_exact``)."""
+def test_an_open_gop_avi_read_inside_a_gop_raises(root):
+    """The GOP reader places frames of a stream without timestamps by counting them; from an
+    open GOP's key frame the decoder drops the leading B-frames and the count would shift
+    (it did: frame 25's read gave another picture). The reader checks the count and raises."""
     path = root / "videos" / "Class" / "mpeg4_b.avi"
     cv = mvv.CompressedVideo(path)
     assert cv.key_packets == [cv.gop_start(g) for g in range(cv.num_gops)]  # no timestamps
-    ref = mvv.read_motion(path, threads=1, rgb="all")
     g, f = cv.gop_of_frame(25)
     assert g == 2
-    clip = cv.read_gop(g, frames=[f], rgb="all")
-    assert not torch.equal(clip.rgb[0], ref.rgb[25])
+    with pytest.raises(mvv.VideoError, match="cannot be read on its own"):
+        cv.read_gop(g, frames=[f], rgb="all")
 
 
 def test_a_gop_refused_by_the_reader_falls_back_to_a_read_from_the_start(root, monkeypatch):

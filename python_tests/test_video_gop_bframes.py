@@ -115,3 +115,20 @@ def test_open_gop_without_timestamps_raises_instead_of_shifting(tmp_path):
     with pytest.raises(RuntimeError, match=r"open.avi: GOP 1 cannot be read on its own"):
         vid.read_gop(1)
     assert torch.equal(mv.read_motion(path, threads=4).mv, mv.read_motion(path).mv)
+    # Reads that stop inside a GOP: the decoder drops the leading B-frames of the GOP it starts
+    # from, which shifted every frame number after them (frame 24's picture given as 22's,
+    # silently). Every such read now equals the sequential one or raises.
+    rgb = mv.read_motion(path, rgb="all", residual=True)
+    refused = []
+    for g in range(vid.num_gops):
+        for f in range(vid.gop_length(g)):
+            try:
+                clip = vid.read_gop(g, frames=[f], rgb="all", residual=True)
+            except RuntimeError as e:
+                assert "cannot be read on its own" in str(e)
+                refused.append((g, f))
+                continue
+            t = vid.gop_start(g) + f
+            assert torch.equal(clip.rgb[0], rgb.rgb[t]), (g, f)
+            assert torch.equal(clip.residual[0], rgb.residual[t]), (g, f)
+    assert (2, 0) in refused and all(g > 0 for g, _ in refused)

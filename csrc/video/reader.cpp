@@ -1426,6 +1426,15 @@ bool decode_gops(Input& in, AVCodecContext* ctx, const PacketIndex& idx,
            (!idx.by_pts || idx.state_across_keys || idx.open_gop[g0]))
     s = g0 - 1;
   const bool count = how == GopStart::kCount || !idx.by_pts;
+  // Display numbers counted from a key frame other than the stream's first
+  // hold only if the decoder gave a frame for every packet from there: it
+  // drops an open GOP's leading B-frames (they need the GOP before), which
+  // would shift every number after them, with no timestamp to tell. Such a
+  // read runs to the next GOP's key frame (or the end of the stream) to
+  // check the count, whatever frames were asked.
+  const bool verify =
+      count && how != GopStart::kCount && idx.reorder && keys[s] > 0;
+  if (verify) stop_after = -1;
   std::unordered_map<int64_t, int64_t> disp_of;
   if (!count) {
     disp_of.reserve(2 * (D1 - kd[s] + 64));
@@ -1478,6 +1487,8 @@ bool decode_gops(Input& in, AVCodecContext* ctx, const PacketIndex& idx,
   const bool stopped_early = stop_after >= 0 && proc.emitted() > stop_after;
   if (how != GopStart::kCount && !stopped_early && has_next && !reached_end)
     return false;  // frames missing before the next GOP
+  if (verify && !has_next && kd[s] + received != npk)
+    return false;  // frames missing before the end of the stream
   const size_t cells = static_cast<size_t>((H + opt.block - 1) / opt.block) *
                        ((W + opt.block - 1) / opt.block);
   truncate_chunk(out, n_keep, cells);

@@ -177,9 +177,10 @@ class _Video:
       key frame up to the last frame asked in it (:meth:`CompressedVideo.read_gop`, which
       starts a GOP early where decoder state crosses key frames), so time and memory follow
       the sample, not the video. The index of that reader (one demux pass) gives the frame
-      count. A stream whose GOP reads cannot be shown exact (:meth:`_gops_exact`), a GOP the
-      reader refuses, or the PyAV backend decodes from the first frame up to the sample's
-      last one instead (``read_motion(frames=...)``).
+      count. A video with a GOP the reader refuses (it checks every read and raises where
+      frames cannot be placed exactly: open GOPs in AVI), or the PyAV backend, decodes from
+      the first frame up to the sample's last one instead (``read_motion(frames=...)``); the
+      dataset remembers such a video for the samples after.
 
     No decoder stays open across a DataLoader's fork: the cached path holds tensors only,
     and the GOP reader re-opens its file in a forked or unpickled copy.
@@ -259,7 +260,7 @@ class _Video:
             if native_available():  # the reader's index: frame count and GOP starts
                 self._reader = CompressedVideo(path, backend="native")
                 n = self._reader.num_frames
-                self._sequential = not self._gops_exact(path)
+                self._sequential = self.item.path in self.ds._refused_gops
             else:  # PyAV decodes from the start for any GOP: one pass is cheapest
                 n = probe(path, count_frames=False).num_frames
             if n < 2:
@@ -267,26 +268,10 @@ class _Video:
             self._frames = n
         return self._frames
 
-    def _gops_exact(self, path: Path) -> bool:
-        """Whether reads of the video's GOPs provably equal the decode from its start.
-
-        The native index numbers the frames by their timestamps where it can and by packet
-        order otherwise (no timestamps: AVI), and only in the first case can a key frame be
-        shown at another number than its packet's; there every read is placed by timestamps
-        and checked. Otherwise the stream's chunks must decode on their own (every packet
-        timestamped, no open GOP: the native ``probe``'s verdict, one more demux pass, kept
-        by the dataset per video): a read that stops inside a GOP of an open-GOP stream
-        without timestamps could be shifted by the frames the decoder drops.
-        """
-        cv = self._reader
-        if cv.key_packets != [cv.gop_start(g) for g in range(cv.num_gops)]:
-            return True
-        known = self.ds._exact_gops
-        if self.item.path not in known:
-            from ..video.core import _native
-
-            known[self.item.path] = bool(_native().probe(str(path), False)["chunks_independent"])
-        return known[self.item.path]
+    def _refuse(self) -> None:
+        """Read this video from its start from now on (and in the dataset's later samples)."""
+        self._sequential = True
+        self.ds._refused_gops.add(self.item.path)
 
     def _gop_reader(self):
         """The video's :class:`CompressedVideo` (None: decode from the start of the file).
@@ -315,7 +300,7 @@ class _Video:
                 return [cv.read_gop(g, frames=fr, block=self.ds.block, **kw)
                         for g, fr in by_gop.items()], True  # fmt: skip
             except VideoError:  # a damaged file raises again below, naming itself
-                self._sequential = True
+                self._refuse()
         return [read_motion(self.video_path(), frames=frames, block=self.ds.block, threads=1,
                             **kw)], False  # fmt: skip
 
@@ -384,7 +369,7 @@ class _Video:
                     self._rows["mv"][f] = c.mv[0]
                     break
             except VideoError:  # a GOP the reader cannot place: the key frame from the start
-                self._sequential = True
+                self._refuse()
                 c = read_motion(self.video_path(), frames=[f], block=self.ds.block, threads=1)
                 self._rows["mv"][f] = c.mv[0]
 
@@ -771,7 +756,7 @@ class VideoDataset(Dataset):
         self.cache = cache
         self.seed = seed
         self._videos: dict[int, _Video] = {}
-        self._exact_gops: dict[str, bool] = {}  # per video: GOP reads equal the whole decode
+        self._refused_gops: set[str] = set()  # videos whose GOP reads the reader refused
 
     def __getstate__(self):
         # A worker started by spawn/forkserver gets the settings, not the parent's cache.
