@@ -52,9 +52,9 @@ draws its seed from torch's generator.
 **Decoding.** A sample decodes only the GOPs holding its frames, each from its key frame (one
 GOP earlier where decoder state crosses key frames: open GOPs, MPEG-4 B-frames) up to the last
 frame it needs there, and keeps only its own frames (the same values as decoding the whole
-video; streams whose frames the reader places by counting them, open GOPs without timestamps
-possible (AVI with B-frames), and the PyAV backend are read from the start up to the
-sample's last frame). ``cache=True`` decodes every video whole once and keeps it instead.
+video; a video with a GOP the reader refuses, open GOPs in AVI, and the PyAV backend are read
+from the start up to the sample's last frame). ``cache=True`` decodes every video whole once
+and keeps it instead.
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ class _Video:
         # sparse path: the frame count, the GOP reader (its index), what was read
         self._frames: int | None = None
         self._reader = None
-        self._sequential = False  # GOP reads not shown exact, or refused: from the start
+        self._sequential = False  # a GOP read was refused: from the start of the file
         self._size: tuple[int, int] | None = None
         self._types: dict[int, int] = {}
         self._unfilled: set[int] = set()  # key frames read by GOP, the previous field not yet
@@ -285,8 +285,8 @@ class _Video:
         """``(clips, by GOP)``: the clips holding ``frames`` (sorted, distinct).
 
         One clip per GOP touched (True), or one read from the start of the file up to the
-        last of ``frames`` (False): for streams whose GOP reads are not shown exact, and from
-        the first GOP the reader refuses on.
+        last of ``frames`` (False): with the PyAV backend, and from the first GOP the reader
+        refuses on (for the dataset's later samples of the video too).
         """
         from ..video import VideoError, read_motion
 
