@@ -834,8 +834,7 @@ class VideoDataset(Dataset):
         if modality in MOTION:
             return tf.normalize_motion(x, self.bound, self.motion_std, inplace=inplace)
         if modality == "residual":
-            x = x.add_(128) if inplace else x.float() + 128
-            return x.clamp_(0, 255).div_(255).sub_(0.5).div_(RESIDUAL_STD)
+            return tf.normalize_residual(x, RESIDUAL_STD, inplace=inplace)
         return tf.normalize_rgb(x, self.rgb_norm, inplace=inplace)
 
     def _train_view(self, x: Tensor | _Cells | _Rows, params: tf.CropParams, kind: str) -> Tensor:
