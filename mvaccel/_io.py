@@ -330,8 +330,19 @@ def progress(items: Iterable[T], quiet: bool = False, **kwargs) -> Iterable[T]:
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".flv", ".3gp")
 
 
-def find_videos(src: str | os.PathLike, suffixes: Sequence[str] = VIDEO_SUFFIXES) -> list[Path]:
+def find_videos(
+    src: str | os.PathLike,
+    suffixes: Sequence[str] = VIDEO_SUFFIXES,
+    *,
+    folders: Callable[[Path], bool] | None = None,
+) -> list[Path]:
     """Every video under ``src`` (recursively, sorted, hidden names skipped; a file: itself).
+
+    Args:
+        src: a folder or one file.
+        suffixes: the video suffixes (lower case, with the dot).
+        folders: a test for sub-folders that are sources of their own (folders of frames):
+            those are listed in place of their contents and not searched.
 
     Raises:
         FileNotFoundError: ``src`` does not exist.
@@ -344,6 +355,10 @@ def find_videos(src: str | os.PathLike, suffixes: Sequence[str] = VIDEO_SUFFIXES
     found = []
     for cur, dirs, files in os.walk(src, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if folders is not None:
+            whole = [d for d in dirs if folders(Path(cur) / d)]
+            found += [Path(cur) / d for d in whole]
+            dirs[:] = [d for d in dirs if d not in whole]
         found += [Path(cur) / f for f in files if not f.startswith(".")
                   and Path(f).suffix.lower() in suffixes]  # fmt: skip
     return sorted(found)

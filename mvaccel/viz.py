@@ -748,7 +748,7 @@ def dmc_flow(
         ``(2, H, W)`` float32 pixels, the vectors' direction.
     """
     from .data.datasets import RESIDUAL_STD
-    from .data.transforms import normalize_motion
+    from .data.transforms import normalize_motion, normalize_residual
     from .nn.dmcnet import smooth_mv
     from .ops import block_upsample
 
@@ -758,7 +758,7 @@ def dmc_flow(
     x = normalize_motion(dense, bound, std)
     if smooth:
         x = smooth_mv(x, smooth)
-    r = ((residual[None].float() + 128).clamp(0, 255) / 255 - 0.5) / RESIDUAL_STD
+    r = normalize_residual(residual[None], RESIDUAL_STD)  # the datasets' residual input
     with torch.no_grad():
         y = gen(x, r)[0]
     return ((y * std + 0.5) * 255.0 - 128.0) * (bound / 127.5)

@@ -170,6 +170,22 @@ def test_normalize_motion():
     torch.testing.assert_close(T.normalize_motion(v, std=0.226), u / 0.226)
 
 
+def test_normalize_residual_is_the_datasets_and_the_dmc_views():
+    """One residual mapping: CoViAR/DMC-Net's ``(clip(r + 128) / 255 - 0.5) / std``, used by
+    the datasets (in place on their float crops) and by ``viz.dmc_flow``."""
+    from mvaccel.data.datasets import RESIDUAL_STD
+
+    r = torch.tensor([-300, -128, -1, 0, 1, 127, 200], dtype=torch.int16)
+    want = (torch.tensor([0, 0, 127, 128, 129, 255, 255.0]) / 255 - 0.5) / RESIDUAL_STD
+    got = T.normalize_residual(r, RESIDUAL_STD)
+    assert got.dtype == torch.float32 and r.dtype == torch.int16
+    torch.testing.assert_close(got, want)
+    x = r.float()
+    assert T.normalize_residual(x, RESIDUAL_STD, inplace=True) is x and torch.equal(x, got)
+    with pytest.raises(ValueError, match="float32"):
+        T.normalize_residual(r, RESIDUAL_STD, inplace=True)
+
+
 def test_inplace_normalisation_gives_the_same_values():
     """The datasets normalise their fresh float crops in place: bit for bit the same values."""
     g = torch.Generator().manual_seed(0)

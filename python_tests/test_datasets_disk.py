@@ -18,7 +18,7 @@ from mvaccel.data.datasets import VideoDataset
 from mvaccel.data.lists import VideoItem
 from mvaccel.flow import dequantize, write_flow_jpgs
 from mvaccel.flow.video import write_video_flow
-from mvaccel.video.extract import motion_tree
+from mvaccel.video.extract import extract_motion, motion_tree
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
@@ -96,6 +96,9 @@ def test_mv_root_refuses_other_options_and_missing_files(root, tmp_path):
     (tmp_path / "Class").mkdir()
     (tmp_path / "Class" / "b.npz").write_bytes(b"PK\x03\x04 not a zip")
     with pytest.raises(ValueError, match=r"unreadable motion file .*b\.npz"):
+        ds[(0, 0)]
+    extract_motion(root / "videos" / "Class" / "b.mp4", tmp_path / "Class" / "b.npz", frames=[0, 1])
+    with pytest.raises(ValueError, match=r"Class/b\.mp4: .*b\.npz holds only some frames"):
         ds[(0, 0)]
 
 

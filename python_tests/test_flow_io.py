@@ -194,6 +194,29 @@ def test_cli_tree_resume_and_shards(tmp_path):
     assert not list((tmp_path / "s0").rglob(".*tmp*"))
 
 
+def test_find_flow_sources_walks_like_find_videos(tmp_path):
+    """One walk (``find_videos``): videos and frame folders, hidden names and frame folders'
+    contents skipped, outputs named by relative path."""
+    from mvaccel._io import find_videos
+
+    src = tmp_path / "src"
+    for rel in ("a/v.mp4", "a/b/w.AVI", "a/f/img_00001.jpg", "a/f/img_00002.jpg", "a/f/x.mp4",
+                "a/notes.txt", ".hid/h.mp4", "a/.tmp.mp4", "c/g/1.png", "c/g/.2.png"):  # fmt: skip
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(b"")
+    (src / "d" / "empty").mkdir(parents=True)
+    got = [(s.relative_to(src).as_posix(), r.as_posix()) for s, r in find_flow_sources(src)]
+    assert got == [("a/b/w.AVI", "a/b/w"), ("a/f", "a/f"), ("a/v.mp4", "a/v"), ("c/g", "c/g")]
+    assert [p.relative_to(src).as_posix() for p in find_videos(src)] == [
+        "a/b/w.AVI", "a/f/x.mp4", "a/v.mp4"]  # fmt: skip
+    assert find_flow_sources(src / "a" / "f") == [(src / "a" / "f", Path("f"))]
+    assert find_flow_sources(src / "a" / "v.mp4") == [(src / "a" / "v.mp4", Path("v"))]
+    with pytest.raises(ValueError, match="no videos"):
+        find_flow_sources(src / "d")
+    with pytest.raises(FileNotFoundError, match="nothing"):
+        find_flow_sources(src / "nothing")
+
+
 def test_cli_formats(tmp_path):
     make_tree(tmp_path / "src")
     one = tmp_path / "src" / "a" / "v0"

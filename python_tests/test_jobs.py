@@ -151,6 +151,68 @@ def test_load_motion_errors(tmp_path):
         video.load_motion(tmp_path / "t.npz")
 
 
+def test_motion_file_round_trip(tree, tmp_path):
+    """The one writer (``MotionClip.save``) and the one reader (``load_motion``) agree on every
+    field; files without ``meta`` (``clip.save(path)``) still load."""
+    import torch
+
+    clip = video.read_motion(tree / "a" / "b.mp4", residual=True)
+    p = clip.save(tmp_path / "x" / "c.npz", {"source": "v.mp4", "options": {"block": 8}})
+    back = video.load_motion(p)
+    for f in ("mv", "mask", "frame_type", "pts", "gop_index", "frame_index", "residual",
+              "corrupt"):  # fmt: skip
+        assert torch.equal(getattr(back, f), getattr(clip, f)), f
+    assert (back.block, back.size, back.fps, back.time_base) == (
+        clip.block, clip.size, clip.fps, clip.time_base)  # fmt: skip
+    assert (back.backend, back.ffmpeg, back.path) == (clip.backend, clip.ffmpeg, "v.mp4")
+    assert back.backend in ("native", "pyav") and back.ffmpeg.startswith("libavcodec")
+    assert video.load_motion(p, residual=False).residual is None
+    plain = clip.save(tmp_path / "plain.npz")
+    assert "meta" not in np.load(plain).files
+    assert torch.equal(video.load_motion(plain).mv, clip.mv)
+
+
+def test_load_motion_checks_options_and_frames(tree, tmp_path):
+    out = tmp_path / "part.npz"
+    video.extract_motion(tree / "a" / "p.mp4", out, frames=[0, 1, 2], accumulate=True)
+    with pytest.raises(ValueError, match=r"part\.npz was written with \{'accumulate': True\}"):
+        video.load_motion(out, options={"block": 8, "accumulate": False})
+    with pytest.raises(ValueError, match=r"part\.npz .*'block': 8\}.*wants \{'block': 16\}"):
+        video.load_motion(out, options={"block": 16})
+    with pytest.raises(ValueError, match=r"part\.npz holds only some frames"):
+        video.load_motion(out, whole=True)
+    clip = video.load_motion(out, options={"block": 8, "accumulate": True, "b_list": 0})
+    assert len(clip) == 3 and clip.frame_index.tolist() == [0, 1, 2]
+    np.savez(tmp_path / "bare.npz", mv=np.zeros((2, 2, 1, 1), np.float32))
+    with pytest.raises(ValueError, match=r"bare\.npz lacks \['mask'"):
+        video.load_motion(tmp_path / "bare.npz")
+
+
+def test_resolve_backend_is_read_motions_choice(tree, monkeypatch):
+    import warnings
+
+    from mvaccel.video import core
+
+    with pytest.raises(ValueError, match="backend"):
+        video.extract.resolve_backend("gpu")
+    got = video.extract.resolve_backend("pyav")
+    assert got["backend"] == "pyav" and got["versions"]["libavcodec"]
+
+    def missing():
+        raise ImportError("mvaccel._video not built")
+
+    monkeypatch.setattr(core, "_native", missing)
+    monkeypatch.setattr(core, "_FALLBACK_WARNED", False)
+    with pytest.warns(RuntimeWarning, match="falls back to PyAV"):
+        assert video.extract.resolve_backend("auto")["backend"] == "pyav"
+    with pytest.raises(ImportError, match="not built"):
+        video.extract.resolve_backend("native")
+    with warnings.catch_warnings():  # once per process, shared with read_motion
+        warnings.simplefilter("error")
+        assert video.extract.resolve_backend("auto")["backend"] == "pyav"
+        assert video.read_motion(tree / "a" / "p.mp4").backend == "pyav"
+
+
 # ---- prepare: shards in any order, checked re-encodes ----
 
 

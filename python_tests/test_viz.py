@@ -397,3 +397,23 @@ def test_demo_report_links_tables_and_figures(tmp_path):
     assert text.startswith("# mvaccel demo report") and "## first table" in text
     assert "| 1 | 2 |" in text and "![confusion matrix](cm.png)" in text
     assert Image.open(tmp_path / "cm.png").size[0] >= 450
+
+
+def test_dmc_flow_feeds_the_generator_the_datasets_residual_input():
+    from mvaccel.data.datasets import RESIDUAL_STD
+    from mvaccel.data.transforms import normalize_residual
+
+    seen = {}
+
+    def gen(x, r):
+        seen["x"], seen["r"] = x, r
+        return torch.zeros(1, 2, *x.shape[-2:])
+
+    res = torch.randint(
+        -300, 300, (3, 13, 17), dtype=torch.int16, generator=torch.Generator().manual_seed(0)
+    )
+    d = viz.dmc_flow("unused.ckpt", torch.zeros(2, 2, 3), res, 8, loaded=(gen, 20.0, 1.0, 0, False))
+    assert torch.equal(seen["r"], normalize_residual(res[None], RESIDUAL_STD))
+    want = (res[None].float() + 128).clamp(0, 255) / 255 - 0.5
+    torch.testing.assert_close(seen["r"] * RESIDUAL_STD, want)
+    assert d.shape == (2, 13, 17) and float(d.abs().max()) < 0.1  # zero output: ~0 px

@@ -69,7 +69,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"  mean |mv| {float(mag.mean()):.3f} px, max {float(mag.max()):.2f} px; "
           f"{len(clip) / max(dt, 1e-9):.0f} frames/s ({dt * 1e3:.1f} ms)")  # fmt: skip
     if args.out:
-        path = video.extract.save_motion(clip, args.out, {"source": args.video, **backend})
+        path = clip.save(args.out, {"source": args.video, **backend})
         print(f"  wrote {path}")
     if args.png:
         from ..viz import mv_figure, pick_frame, save_figure

@@ -557,41 +557,23 @@ class _Video:
         """``(mv (T, 2, h, w), frame_type (T,), (H, W))`` of :meth:`mv_file`, checked.
 
         The file must hold every frame, read with the dataset's ``block`` and ``accumulate``
-        and the defaults ``b_list=0``, ``fill_iframe="previous"`` (what decoding gives);
-        otherwise ``ValueError`` names the file and the difference.
+        and the defaults ``b_list=0``, ``fill_iframe="previous"`` (what decoding gives), as
+        :func:`mvaccel.video.load_motion` checks; otherwise ``ValueError`` names the file and
+        the difference.
         """
         if self._mv_file is None:
-            import json
-            import zipfile
+            from ..video.extract import load_motion
 
-            p = self.mv_file()
-            keys = ("mv", "frame_type", "block", "size")
-            try:
-                with np.load(p) as z:
-                    d = {k: z[k] for k in (*keys, "meta") if k in z.files}
-                meta = json.loads(str(d["meta"][()])) if "meta" in d else {}
-            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-                raise ValueError(f"{self.item.path}: unreadable motion file {p}: {e}") from e
-            missing = [k for k in keys if k not in d]
-            if missing:
-                raise ValueError(f"{self.item.path}: {p} lacks {missing}: not a motion file")
-            ds, opts = self.ds, dict(meta.get("options") or {})
-            opts["block"] = int(d["block"])
+            p, ds = self.mv_file(), self.ds
             want = {"block": ds.block, "accumulate": ds.accumulate, "b_list": 0,
                     "fill_iframe": "previous"}  # fmt: skip
-            bad = {k: opts[k] for k, v in want.items() if k in opts and opts[k] != v}
-            if bad:
-                raise ValueError(
-                    f"{self.item.path}: {p} was written with {bad}, the dataset reads "
-                    f"{ {k: want[k] for k in bad} }: rerun `mvaccel mv` with the dataset's options"
-                )
-            if meta.get("frames") is not None:
-                raise ValueError(f"{self.item.path}: {p} holds only some frames; the dataset "
-                                 "needs a whole-video motion file")  # fmt: skip
-            if len(d["mv"]) < 2:
-                raise ValueError(f"{self.item.path}: {p} has {len(d['mv'])} frame(s), need 2+")
-            size = (int(d["size"][0]), int(d["size"][1]))
-            self._mv_file = (torch.from_numpy(d["mv"]), torch.from_numpy(d["frame_type"]), size)
+            try:
+                clip = load_motion(p, residual=False, rgb=False, options=want, whole=True)
+            except ValueError as e:
+                raise ValueError(f"{self.item.path}: {e}") from e
+            if len(clip) < 2:
+                raise ValueError(f"{self.item.path}: {p} has {len(clip)} frame(s), need 2+")
+            self._mv_file = (clip.mv, clip.frame_type, clip.size)
         return self._mv_file
 
     def mv_cells(self, frames: list[int]) -> _Cells:
@@ -852,8 +834,7 @@ class VideoDataset(Dataset):
         if modality in MOTION:
             return tf.normalize_motion(x, self.bound, self.motion_std, inplace=inplace)
         if modality == "residual":
-            x = x.add_(128) if inplace else x.float() + 128
-            return x.clamp_(0, 255).div_(255).sub_(0.5).div_(RESIDUAL_STD)
+            return tf.normalize_residual(x, RESIDUAL_STD, inplace=inplace)
         return tf.normalize_rgb(x, self.rgb_norm, inplace=inplace)
 
     def _train_view(self, x: Tensor | _Cells | _Rows, params: tf.CropParams, kind: str) -> Tensor:

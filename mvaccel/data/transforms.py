@@ -197,6 +197,28 @@ def normalize_motion(
     return (u / 255.0 - 0.5) / std
 
 
+def normalize_residual(x: Tensor, std: float, *, inplace: bool = False) -> Tensor:
+    """RGB residuals -> CoViAR/DMC-Net's input: ``(clip(r + 128, 0, 255) / 255 - 0.5) / std``.
+
+    The datasets' residual inputs and the DMC generator's in :func:`mvaccel.viz.dmc_flow`.
+
+    Args:
+        x: ``(..., 3, H, W)`` residuals in RGB levels (int16 from the reader, or float).
+        std: the divisor, DMC-Net's 0.226 (:data:`mvaccel.data.datasets.RESIDUAL_STD`).
+        inplace: overwrite ``x`` (float32) with the result, the same values without
+            temporaries.
+
+    Returns:
+        float32, the shape of ``x``.
+    """
+    if inplace:
+        _check_inplace(x)
+        x = x.add_(128)
+    else:
+        x = x.float() + 128
+    return x.clamp_(0, 255).div_(255).sub_(0.5).div_(std)
+
+
 #: RGB input conventions of pre-trained weights: ``(channel order, scale, mean, std)``, mean and
 #: std in the channel order and the scaled range. ``"imagenet"``: torchvision's (RGB / 255,
 #: ImageNet mean and std); ``"caffe_bgr"``: Caffe-trained nets such as TSN's BN-Inception

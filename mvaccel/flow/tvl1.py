@@ -157,9 +157,6 @@ def _register_fake() -> None:
         _tvl1_check(I0, I1, init, *args)
         return I0.new_empty((I0.shape[0], 2, I0.shape[1], I0.shape[2]))
 
-    def _no_setup(ctx, inputs, output):
-        pass
-
     def _not_differentiable(ctx, grad):
         raise RuntimeError(
             "mvaccel.tvl1_flow (mvaccel.flow.tvl1) is not differentiable: its inputs required "
@@ -167,9 +164,7 @@ def _register_fake() -> None:
             "or use tvl1(..., backend='reference') or mvaccel.nn.TVNet for a differentiable flow"
         )
 
-    torch.library.register_autograd(
-        "mvaccel::tvl1_flow", _not_differentiable, setup_context=_no_setup
-    )
+    torch.library.register_autograd("mvaccel::tvl1_flow", _not_differentiable)
 
 
 _register_fake()

@@ -363,7 +363,7 @@ def find_flow_sources(src: str | Path) -> list[tuple[Path, Path]]:
         FileNotFoundError: ``src`` does not exist.
         ValueError: no video or frame folder in it.
     """
-    from .._io import VIDEO_SUFFIXES
+    from .._io import VIDEO_SUFFIXES, find_videos
 
     src = Path(src)
     if not src.exists():
@@ -378,17 +378,9 @@ def find_flow_sources(src: str | Path) -> list[tuple[Path, Path]]:
 
     if src.is_file() or has_frames(src):
         return [(src, Path(src.stem))]
-    items = []
-    for root, dirs, files in os.walk(src, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        r = Path(root)
-        for f in sorted(files):
-            if not f.startswith(".") and Path(f).suffix.lower() in VIDEO_SUFFIXES:
-                items.append((r / f, (r / f).relative_to(src).with_suffix("")))
-        for d in list(dirs):
-            if has_frames(r / d):
-                items.append((r / d, (r / d).relative_to(src)))
-                dirs.remove(d)
+    found = find_videos(src, folders=has_frames)
+    items = [(p, p.relative_to(src) if p.is_dir() else p.relative_to(src).with_suffix(""))
+             for p in found]  # fmt: skip
     if not items:
         raise ValueError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) or frame folders in {src}")
     return sorted(items, key=lambda it: it[1])

@@ -208,15 +208,8 @@ def _stack_backward_bwd(ctx, gg):
     return torch.ops.mvaccel.off_gradients_stack.default(gg)
 
 
-def _no_setup(ctx, inputs, output):
-    pass
-
-
-torch.library.register_autograd("mvaccel::off_gradients", _pair_bwd, setup_context=_no_setup)
-torch.library.register_autograd(
-    "mvaccel::_off_gradients_backward", _pair_backward_bwd, setup_context=_no_setup
-)
-torch.library.register_autograd("mvaccel::off_gradients_stack", _stack_bwd, setup_context=_no_setup)
-torch.library.register_autograd(
-    "mvaccel::_off_gradients_stack_backward", _stack_backward_bwd, setup_context=_no_setup
-)
+# The ops are linear: their backwards need nothing saved (no setup_context).
+torch.library.register_autograd("mvaccel::off_gradients", _pair_bwd)
+torch.library.register_autograd("mvaccel::_off_gradients_backward", _pair_backward_bwd)
+torch.library.register_autograd("mvaccel::off_gradients_stack", _stack_bwd)
+torch.library.register_autograd("mvaccel::_off_gradients_stack_backward", _stack_backward_bwd)

@@ -260,10 +260,6 @@ def _backward(ctx, grad_u, grad_p, _grad_states):
     return gu, gp, gw, gwf, gwb, None, None, None, None, None, None
 
 
-def _no_setup(ctx, inputs, output):
-    pass
-
-
 def _no_double_backward(ctx, *grads):
     raise RuntimeError(
         "mvaccel.tvnet_iterations: double backward is not supported (the hand-written backward "
@@ -275,6 +271,4 @@ def _no_double_backward(ctx, *grads):
 torch.library.register_autograd("mvaccel::tvnet_iterations", _backward, setup_context=_setup)
 # Registered so that differentiating the backward raises instead of PyTorch's fallback silently
 # returning wrong second derivatives (gradgradcheck found a Jacobian mismatch).
-torch.library.register_autograd(
-    "mvaccel::_tvnet_iterations_backward", _no_double_backward, setup_context=_no_setup
-)
+torch.library.register_autograd("mvaccel::_tvnet_iterations_backward", _no_double_backward)

@@ -300,13 +300,30 @@ class MotionClip:
             out["rgb_index"] = self.rgb_index.numpy()
         return out
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the clip as an ``.npz`` atomically (``mvaccel._io.atomic_path``)."""
+    def save(self, path: str | os.PathLike, meta: dict | None = None) -> Path:
+        """Write the clip as a compressed ``.npz``, atomically (``mvaccel._io.atomic_path``).
+
+        The package's one motion-file writer (``mvaccel mv``,
+        :func:`~mvaccel.video.extract_motion`); :func:`~mvaccel.video.load_motion` reads it back.
+
+        Args:
+            path: the file; its folder is created.
+            meta: JSON-able metadata (source, reader options, backend, ...), stored as the
+                JSON string ``meta``; None writes no ``meta``.
+
+        Returns:
+            ``path`` as a Path.
+        """
+        import json
+
         from .._io import atomic_path
 
+        arrays = self.numpy()
+        if meta is not None:
+            arrays["meta"] = np.asarray(json.dumps(meta))
         path = Path(path)
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **self.numpy())
+            np.savez_compressed(fh, **arrays)
         return path
 
 

@@ -5,8 +5,9 @@ compressed ``.npz`` per video holding the fields of :meth:`MotionClip.numpy` (``
 ``mask``, ``frame_type``, ``pts``, ``gop_index``, ``frame_index``, ``block``, ``size``,
 ``fps``, ``time_base``, and ``residual`` when asked) and ``meta``: a JSON string with the
 source, the reader options, the backend that decoded it (``native`` / ``pyav``) and its FFmpeg
-versions, and the package version. :func:`load_motion` reads a file back as a
-:class:`MotionClip`.
+versions, and the package version. :meth:`MotionClip.save` writes it (the one writer),
+:func:`load_motion` reads it back as a :class:`MotionClip` (the one reader, which the datasets'
+``mv_root`` uses too).
 
 Every file is written atomically (a file under its final name is whole), a rerun skips the
 finished ones, shards split the sorted source list (``--shard i/n``, torchrun, SLURM), a
@@ -16,16 +17,13 @@ failing video is reported and the others go on.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .core import MotionClip, native_available, read_motion
-
-log = logging.getLogger(__name__)
+from .core import MotionClip, _backend, _backend_name, read_motion
 
 #: The reader options :func:`extract_motion` and :func:`motion_tree` take (read_motion's).
 OPTIONS = ("block", "residual", "accumulate", "b_list", "fill_iframe", "threads")
@@ -34,78 +32,98 @@ OPTIONS = ("block", "residual", "accumulate", "b_list", "fill_iframe", "threads"
 def resolve_backend(backend: str = "auto") -> dict:
     """The backend ``backend`` stands for here, with its FFmpeg versions.
 
-    ``"auto"`` is the native reader when it was built, else PyAV, which is logged as a
-    warning: PyAV's FFmpeg may give different B-frame vectors, so the data would depend on
-    how the package was built.
+    The choice is :func:`read_motion`'s own: ``"auto"`` is the native reader when it was
+    built, else PyAV, with a ``RuntimeWarning`` (once per process): PyAV's FFmpeg may give
+    different B-frame vectors, so the data would depend on how the package was built.
 
     Returns:
         ``{"backend": "native" | "pyav", "versions": {library: version}}``.
 
     Raises:
         ValueError: an unknown backend name.
+        ImportError: ``"native"`` without the native reader.
     """
-    if backend not in ("auto", "native", "pyav"):
-        raise ValueError(f"backend must be auto, native or pyav, got {backend!r}")
-    if backend == "auto":
-        backend = "native" if native_available() else "pyav"
-        if backend == "pyav":
-            log.warning(
-                "backend auto: the native reader (mvaccel._video) is not built; falling back to "
-                "PyAV, whose FFmpeg may give different B-frame vectors (recorded in the outputs)"
-            )
-    if backend == "native":
-        from .._ext import load_video
-
-        versions = dict(load_video().ffmpeg_versions())
+    be = _backend(backend)
+    name = _backend_name(be)
+    if name == "native":
+        versions = dict(be.ffmpeg_versions())
     else:
         import av
 
         versions = {"pyav": av.__version__}
         versions.update({k: ".".join(map(str, v)) for k, v in av.library_versions.items()})
-    return {"backend": backend, "versions": versions}
+    return {"backend": name, "versions": versions}
 
 
-def save_motion(clip: MotionClip, path: str | os.PathLike, meta: dict | None = None) -> Path:
-    """Write ``clip`` (and the JSON-able ``meta``) as one ``.npz``, atomically.
+#: The arrays every motion file holds; :func:`load_motion` refuses a file without one.
+REQUIRED = ("mv", "mask", "frame_type", "pts", "block", "size")
+
+
+def load_motion(
+    path: str | os.PathLike,
+    *,
+    residual: bool = True,
+    rgb: bool = True,
+    options: dict | None = None,
+    whole: bool = False,
+) -> MotionClip:
+    """Read a motion file (:meth:`MotionClip.save`, :func:`extract_motion`, ``mvaccel mv``) back.
+
+    The package's one motion-file reader: the datasets' ``mv_root`` reads through it.
+
+    Args:
+        path: the ``.npz``.
+        residual: also read the residuals when the file holds them (False: left compressed
+            on disk, ``clip.residual`` is None).
+        rgb: also read the RGB frames when the file holds them.
+        options: reader options (:data:`OPTIONS`) the file must have been written with, e.g.
+            ``{"block": 8, "accumulate": False}``; checked against those its ``meta`` records
+            (``block`` against the file's grid); an option the file does not record is not
+            checked.
+        whole: the file must hold every frame of its video (not written with ``frames=``).
 
     Returns:
-        ``path`` as a Path.
-    """
-    from .._io import atomic_path
-
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **clip.numpy(), meta=np.asarray(json.dumps(meta or {})))
-    return path
-
-
-def load_motion(path: str | os.PathLike) -> MotionClip:
-    """Read a file of :func:`save_motion` / :func:`extract_motion` back.
-
-    Returns:
-        The :class:`MotionClip` (``rgb`` only when it was saved); its metadata is
-        ``json.loads(np.load(path)["meta"][()])``.
+        The :class:`MotionClip` (``backend``, ``ffmpeg``, ``corrupt`` as saved; ``path`` the
+        source recorded in ``meta``); the metadata is ``json.loads(np.load(path)["meta"][()])``.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not such a file (names it and what is missing or unreadable).
+        ValueError: not a readable ``.npz``, not a motion file, or written with other options
+            or only some frames (names the file and the difference).
     """
+    import zipfile
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    import zipfile
-
+    skip = set() if residual else {"residual"}
+    skip |= set() if rgb else {"rgb", "rgb_index"}
     try:
         with np.load(path) as z:
-            d = {k: z[k] for k in z.files}
+            d = {k: z[k] for k in z.files if k not in skip}
+        meta = json.loads(str(d["meta"][()])) if "meta" in d else {}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"load_motion: {path} is not a readable .npz: {e}") from e
-    missing = [k for k in ("mv", "mask", "frame_type", "pts", "block", "size") if k not in d]
+        raise ValueError(f"unreadable motion file {path}: {e}") from e
+    missing = [k for k in REQUIRED if k not in d]
     if missing:
-        raise ValueError(f"load_motion: {path} lacks {missing}: not a motion file")
+        raise ValueError(f"{path} lacks {missing}: not a motion file")
+    meta = meta if isinstance(meta, dict) else {}
+    if options:
+        recorded = {**(meta.get("options") or {}), "block": int(d["block"])}
+        bad = {k: recorded[k] for k, v in options.items() if k in recorded and recorded[k] != v}
+        if bad:
+            raise ValueError(
+                f"{path} was written with {bad}, the reader wants "
+                f"{ {k: options[k] for k in bad} }: rerun `mvaccel mv` with those options"
+            )
+    if whole and meta.get("frames") is not None:
+        raise ValueError(f"{path} holds only some frames; a whole-video motion file is needed")
 
     def t(k):
         return torch.from_numpy(d[k]) if k in d else None
+
+    def s(k):
+        return str(d[k]) if k in d else str(meta.get(k, ""))
 
     n = d["mv"].shape[0]
     return MotionClip(
@@ -122,7 +140,10 @@ def load_motion(path: str | os.PathLike) -> MotionClip:
         size=tuple(int(v) for v in d["size"]),
         fps=float(d.get("fps", 0.0)),
         time_base=tuple(int(v) for v in d.get("time_base", (1, 1))),
-        path=str(json.loads(str(d["meta"][()])).get("source", "")) if "meta" in d else "",
+        path=str(meta.get("source", "")),
+        backend=s("backend"),
+        ffmpeg=s("ffmpeg"),
+        corrupt=t("corrupt"),
     )
 
 
@@ -174,7 +195,7 @@ def extract_motion(
         "mvaccel": __version__,
         "direction": "codec src - dst: the block's content is at x + mv in its reference",
     }
-    save_motion(clip, dest, meta)
+    clip.save(dest, meta)
     return clip
 
 
@@ -229,4 +250,4 @@ def motion_tree(
                     workers=workers, what="mvaccel mv")  # fmt: skip
 
 
-__all__ = ["extract_motion", "load_motion", "motion_tree", "resolve_backend", "save_motion"]
+__all__ = ["extract_motion", "load_motion", "motion_tree", "resolve_backend"]
