@@ -284,8 +284,11 @@ def _run_and_kill(cmd, out: Path, after: int) -> bool:
                          stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 60
     while p.poll() is None and time.time() < deadline:
-        if out.exists():
-            names = [q.name for q in out.rglob("*")]
+        try:  # the job renames its temporaries while this walks the tree
+            names = [q.name for q in out.rglob("*")] if out.exists() else []
+        except FileNotFoundError:
+            continue
+        if names:
             done = sum(n.endswith((".npz", ".mp4", "meta.json")) and not n.startswith(".")
                        for n in names)  # fmt: skip
             if done >= after and any(".tmp-" in n for n in names):
