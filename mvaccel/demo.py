@@ -202,12 +202,13 @@ def _train(cfg: DemoConfig, root: Path, name: str, runs: Path, teacher: Path | N
         backbone_kwargs=dict(width=cfg.width_mult, dropout=tuple(cfg.dropout), prelu=not rgb),
         optimizer="adam", weight_decay=5e-4, step_seed=cfg.seed,
     )  # fmt: skip
+    # Seeded before the weights are made: torch's default seed differs per process.
+    L.seed_everything(cfg.seed, verbose=False)
     if strategy is None:
         model = ActionClassifier(lr=cfg.lr, **common)
     else:
         model = MotionVectorTransfer(teacher_checkpoint=str(teacher), lr=cfg.transfer_lr,
                                      **strategy, **common)  # fmt: skip
-    L.seed_everything(cfg.seed, verbose=False)
     loggers = [CSVLogger(runs, name=name, version=""), TensorBoardLogger(runs, name=name,
                                                                          version="")]  # fmt: skip
     trainer = L.Trainer(

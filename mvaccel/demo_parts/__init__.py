@@ -84,15 +84,18 @@ def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[Any, float]:
     return out, best
 
 
-def fit(ctx: DemoContext, part: str, name: str, model, dm, epochs: int) -> tuple[Path, float]:
-    """Train ``model`` on ``dm`` for ``epochs`` on the CPU; its checkpoint and seconds taken.
+def fit(ctx: DemoContext, part: str, name: str, build, dm, epochs: int) -> tuple[Path, float]:
+    """Train the model ``build()`` makes on ``dm`` for ``epochs``; its checkpoint and seconds.
 
-    The demo's way: seeded, no validation, a CSV log under ``ctx.runs/part/name``.
+    On the CPU, the demo's way: seeded before the model is built (torch's default seed
+    differs per process, so weights made before seeding differ between runs), no validation,
+    a CSV log under ``ctx.runs/part/name``.
     """
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger
 
     L.seed_everything(ctx.cfg.seed, verbose=False)
+    model = build()
     runs = ctx.runs / part
     trainer = L.Trainer(
         max_epochs=epochs, accelerator="cpu", devices=1, logger=CSVLogger(runs, name, ""),

@@ -18,6 +18,7 @@ DMC-Net), the networks are timed on the test protocol's batches (25 segments of 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -112,8 +113,8 @@ def run(ctx: DemoContext, config: DMCDemoConfig | None = None) -> list[MethodRes
     for name, spec in specs.items():
         dm = _dm(ctx, num_segments=cc.num_segments, **spec)
         rep = spec["modalities"][0]
-        model = CoViARStream(
-            representation=rep, num_classes=dm.num_classes,
+        model = partial(
+            CoViARStream, representation=rep, num_classes=dm.num_classes,
             in_channels=dm.in_channels(dm.modalities, 1), **_clarifai(ctx, rep == "mv"), **common,
         )  # fmt: skip
         ckpts[name], train_s[name] = fit(ctx, "dmcnet", name, model, dm, cc.coviar_epochs)
@@ -122,17 +123,18 @@ def run(ctx: DemoContext, config: DMCDemoConfig | None = None) -> list[MethodRes
     # The demo's motion scaling (its tiny nets want larger inputs than DMC-Net's / 0.226).
     motion = dict(bound=cfg.bound, motion_std=cfg.motion_std, flow_bound=cfg.bound)
     dm = _dm(ctx, ["flow"], num_segments=cc.num_segments, sampling="gop", **motion)
-    flow_net = CoViARStream(representation="flow", data_bn=False, num_classes=dm.num_classes,
-                            in_channels=2, **_clarifai(ctx, True), **common)  # fmt: skip
+    flow_net = partial(CoViARStream, representation="flow", data_bn=False,
+                       num_classes=dm.num_classes, in_channels=2, **_clarifai(ctx, True),
+                       **common)  # fmt: skip
     flow_ckpt, flow_s = fit(ctx, "dmcnet", "dmc_flow_teacher", flow_net, dm, cc.flow_epochs)
     dmc_common = dict(num_classes=dm.num_classes, in_channels=2, lr=cc.dmc_lr,
                       milestones=(), **_clarifai(ctx, True))  # fmt: skip
     dm = _dm(ctx, ["mv", "residual", "flow"], ["mv", "residual"], num_segments=cc.num_segments,
              sampling="gop", accumulate=False, **motion)  # fmt: skip
-    s1 = DMCNet(stage="reconstruction", flow_checkpoint=str(flow_ckpt), **dmc_common)
+    s1 = partial(DMCNet, stage="reconstruction", flow_checkpoint=str(flow_ckpt), **dmc_common)
     s1_ckpt, s1_s = fit(ctx, "dmcnet", "dmc_net_stage1", s1, dm, cc.stage1_epochs)
-    s2 = DMCNet(stage="adversarial", init_checkpoint=str(s1_ckpt), flow_block=0,
-                mse_only_epochs=0, **dmc_common)  # fmt: skip
+    s2 = partial(DMCNet, stage="adversarial", init_checkpoint=str(s1_ckpt), flow_block=0,
+                 mse_only_epochs=0, **dmc_common)  # fmt: skip
     ckpts["dmc_net"], s2_s = fit(ctx, "dmcnet", "dmc_net", s2, dm, cc.stage2_epochs)
     train_s["dmc_net"] = flow_s + s1_s + s2_s
 

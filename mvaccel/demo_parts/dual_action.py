@@ -12,6 +12,7 @@ Test protocol: one centred clip per video.
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -83,20 +84,22 @@ def run(
         return _datamodule(ctx, mods, val, clip_len, batch_size)
 
     flow_dm = dm(["flow"], ["flow"])
-    teacher, t_teacher = fit(ctx, "dual_action", "flow_teacher", ClipClassifier(
-        clip_channels=2, num_classes=flow_dm.num_classes, **common), flow_dm, epochs)  # fmt: skip
+    teacher, t_teacher = fit(ctx, "dual_action", "flow_teacher", partial(
+        ClipClassifier, clip_channels=2, num_classes=flow_dm.num_classes, **common), flow_dm,
+        epochs)  # fmt: skip
     students = {}
     for name, loss in (("rgb_ce", "ce"), ("dual_action", "dual_action")):
         d = dm(["rgb", "flow"], ["rgb"])
-        model = DualActionStream(
-            teacher_checkpoint=str(teacher) if loss != "ce" else None, loss=loss, alpha=50.0,
-            clip_channels=3, num_classes=d.num_classes, **common,
+        model = partial(
+            DualActionStream, teacher_checkpoint=str(teacher) if loss != "ce" else None,
+            loss=loss, alpha=50.0, clip_channels=3, num_classes=d.num_classes, **common,
         )  # fmt: skip
         students[name] = fit(ctx, "dual_action", name, model, d, epochs)
     fusion_dm = dm(["rgb", "flow"], ["rgb", "flow"])
-    fusion = DualActionFusion(
-        rgb_checkpoint=str(students["dual_action"][0]), flow_checkpoint=str(teacher),
-        num_classes=fusion_dm.num_classes, clip_channels=3, **common,
+    fusion = partial(
+        DualActionFusion, rgb_checkpoint=str(students["dual_action"][0]),
+        flow_checkpoint=str(teacher), num_classes=fusion_dm.num_classes, clip_channels=3,
+        **common,
     )  # fmt: skip
     fusion_ckpt, t_fusion = fit(
         ctx, "dual_action", "attention_fusion", fusion, fusion_dm, fusion_epochs

@@ -51,6 +51,7 @@ def _train(ctx: DemoContext, name: str, stage: int, epochs: int, lr: float, init
 
     cfg = ctx.cfg
     dm = _datamodule(ctx, "tsn" if stage == 1 else "fixed", 3 if stage == 1 else ALPHA)
+    L.seed_everything(cfg.seed, verbose=False)  # before the weights are made
     model = OFFNetwork(
         stage=stage, init_checkpoint=str(init) if init else None, backbone="clarifai",
         num_classes=dm.num_classes, in_channels=3,
@@ -58,7 +59,6 @@ def _train(ctx: DemoContext, name: str, stage: int, epochs: int, lr: float, init
         optimizer="adam", lr=lr, weight_decay=5e-4, step_seed=cfg.seed, test_segments=BETA,
         **OFF,
     )  # fmt: skip
-    L.seed_everything(cfg.seed, verbose=False)
     trainer = L.Trainer(
         max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
