@@ -341,6 +341,9 @@ void index_display_order(const Input& in, PacketIndex* idx) {
   }
   idx->by_pts = by_pts;
   idx->reorder = reorder || in.stream()->codecpar->video_delay > 0;
+  idx->suffix_min_display.assign(n, 0);
+  for (int64_t i = n - 1, m = INT64_MAX; i >= 0; --i)
+    idx->suffix_min_display[i] = m = std::min(m, idx->display[i]);
   // Open GOPs: a packet of the chunk is shown before its key frame.
   const int64_t K = static_cast<int64_t>(idx->key_packets.size());
   idx->open_gop.assign(K, false);
@@ -1416,8 +1419,12 @@ bool decode_gops(Input& in, AVCodecContext* ctx, const PacketIndex& idx,
   int64_t end = -1;
   if (has_next) {
     end = keys[g1 + 1] + 1;
-    for (int64_t p = keys[g1 + 1] + 1; p < npk; ++p)
-      if (idx.display[p] < D1) end = p + 1;
+    // One past the last packet shown before D1 (a binary search on the
+    // non-decreasing suffix minima, not a scan to the end of the stream).
+    const auto& sm = idx.suffix_min_display;
+    auto past = std::partition_point(sm.begin() + end, sm.end(),
+                                     [D1](int64_t v) { return v < D1; });
+    end = std::max(end, static_cast<int64_t>(past - sm.begin()));
   }
   int64_t s = g0;
   if (how != GopStart::kPreroll)

@@ -46,6 +46,9 @@ struct PacketIndex {
   // every packet has a distinct pts (MP4, MKV, TS), else its demux ordinal
   // (AVI: frames follow packets, packed B-frames included).
   std::vector<int64_t> display;
+  // suffix_min_display[p] = min(display[p:]): non-decreasing, so the last
+  // packet shown before a frame is a binary search away.
+  std::vector<int64_t> suffix_min_display;
   bool by_pts = false;
   // The stream may reorder frames (B-frames: the codec's delay, or pts out
   // of decode order). A GOP read of such a stream starts one GOP early where
