@@ -47,6 +47,7 @@ class BlockCache {
   static void* acquire(size_t bytes, size_t* got) {
     if (bytes < kMinCached) return raw(bytes, got);
     BlockCache& c = get();
+    if (c.limit_ == 0) return raw(bytes, got);  // off: no lock (set once)
     {
       std::lock_guard<std::mutex> lock(*c.mutex_);
       auto it = c.free_.lower_bound(bytes);
@@ -74,12 +75,11 @@ class BlockCache {
       return;
     }
     BlockCache& c = get();
-    std::unique_lock<std::mutex> lock(*c.mutex_);
-    if (bytes > c.limit_) {
-      lock.unlock();
+    if (bytes > c.limit_) {  // also: the cache is off
       std::free(p);
       return;
     }
+    std::unique_lock<std::mutex> lock(*c.mutex_);
     // Drop the oldest free blocks until this one fits under the limit.
     while (c.held_ + bytes > c.limit_ && !c.free_.empty()) c.drop_oldest();
     c.free_.emplace(bytes, std::make_pair(p, ++c.clock_));
