@@ -648,9 +648,12 @@ inline void bilinear_rgb(const uint8_t* img, int H, int W, float x, float y,
 
 // Motion-compensated prediction of the pixels that blocks of `list` cover:
 // the reference sampled bilinearly at x + mv (edges clamped), a row of a
-// block at a time: emit(p, n, vals) gets the first pixel p = y * W + x0, the
-// run length n and the (n, 3) float values. Blocks are visited in the
-// decoder's order (a pixel two blocks cover keeps the last one's value).
+// block at a time: emit(p, n, vals, bytes) gets the first pixel
+// p = y * W + x0, the run length n and the (n, 3) values: as floats in vals,
+// or, for a whole-pixel vector inside the frame, the reference's own bytes
+// (bytes != nullptr, vals unset: the sample is the pixel itself). Blocks are
+// visited in the decoder's order (a pixel two blocks cover keeps the last
+// one's value).
 template <class Emit>
 void predict_list(const std::vector<AVMotionVector>& rows, int list,
                   const uint8_t* ref, int H, int W, Emit&& emit) {
@@ -676,7 +679,8 @@ void predict_list(const std::vector<AVMotionVector>& rows, int list,
         const uint8_t* __restrict a =
             ref + (static_cast<size_t>(y + iy) * W + g.x0 + ix) * 3;
         if (fx == 0.f && fy == 0.f) {
-          for (int i = 0; i < 3 * n; ++i) out[i] = a[i];
+          emit(p, n, static_cast<const float*>(nullptr), a);
+          continue;
         } else {
           // Same operation order as the clamped path: bit-identical results.
           const int dx = fx > 0.f ? 3 : 0;
@@ -690,8 +694,28 @@ void predict_list(const std::vector<AVMotionVector>& rows, int list,
           }
         }
       }
-      emit(p, n, static_cast<const float*>(out));
+      emit(p, n, static_cast<const float*>(out),
+           static_cast<const uint8_t*>(nullptr));
     }
+  }
+}
+
+// res (3, H, W) = cur - pred for (H, W, 3) images of hw pixels. Integer
+// only: the AVX2 clone (chosen at load time where the CPU has it) vectorises
+// the channel split that baseline x86-64 does a byte at a time; same values.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+void residual_planar(const uint8_t* __restrict cur,
+                     const uint8_t* __restrict pred, size_t hw,
+                     int16_t* __restrict res) {
+  int16_t* __restrict r0 = res;
+  int16_t* __restrict r1 = res + hw;
+  int16_t* __restrict r2 = res + 2 * hw;
+  for (size_t p = 0; p < hw; ++p) {
+    r0[p] = static_cast<int16_t>(cur[3 * p] - pred[3 * p]);
+    r1[p] = static_cast<int16_t>(cur[3 * p + 1] - pred[3 * p + 1]);
+    r2[p] = static_cast<int16_t>(cur[3 * p + 2] - pred[3 * p + 2]);
   }
 }
 
@@ -699,6 +723,30 @@ void predict_list(const std::vector<AVMotionVector>& rows, int list,
 // values), so truncation is floor(pr + 0.5).
 inline uint8_t round_pred(float pr) {
   return static_cast<uint8_t>(static_cast<int>(pr + 0.5f));
+}
+
+// out[i] = round_pred(v[i]) for i < n.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+void round_row(uint8_t* __restrict out, const float* __restrict v, int n) {
+  for (int i = 0; i < n; ++i) out[i] = round_pred(v[i]);
+}
+
+// One row of a bi-predicted block: for n pixels, the mean of the two lists'
+// samples (v from list 0, p1 from list 1) where list 1 covers the pixel
+// (has1), else v; rounded once. A select, not a branch: the same values.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+void blend_row(uint8_t* __restrict out, const float* __restrict v,
+               const float* __restrict p1, const uint8_t* __restrict has1,
+               int n) {
+  for (int x = 0; x < n; ++x)
+    for (int k = 0; k < 3; ++k) {
+      const float mean = 0.5f * (v[3 * x + k] + p1[3 * x + k]);
+      out[3 * x + k] = round_pred(has1[x] ? mean : v[3 * x + k]);
+    }
 }
 
 // CoViAR's trace through one list: acc(p) = v + racc(round(p + v)), the
@@ -980,18 +1028,7 @@ class FrameProcessor {
       } else {
         predict(it, has_r0 ? r0->rgb->data() : nullptr,
                 has_r1 && it.type == kB ? r1->rgb->data() : nullptr);
-        // residual = frame - rounded prediction, planar (3, H, W)
-        const uint8_t* __restrict pr = pred_u8_.data();
-        const uint8_t* __restrict cr = cur;
-        int16_t* __restrict r0 = res;
-        int16_t* __restrict r1 = res + hw;
-        int16_t* __restrict r2 = res + 2 * hw;
-        for (size_t p = 0; p < hw; ++p) {
-          const uint8_t *c = cr + 3 * p, *q = pr + 3 * p;
-          r0[p] = static_cast<int16_t>(c[0] - q[0]);
-          r1[p] = static_cast<int16_t>(c[1] - q[1]);
-          r2[p] = static_cast<int16_t>(c[2] - q[2]);
-        }
+        residual_planar(cur, pred_u8_.data(), hw, res);
       }
     }
     if (self != nullptr) {
@@ -1029,9 +1066,11 @@ class FrameProcessor {
       std::memcpy(out, ref0, 3 * hw);
     else
       std::memset(out, 0, 3 * hw);
-    auto round_run = [out](size_t p, int n, const float* __restrict v) {
-      uint8_t* __restrict o = out + 3 * p;
-      for (int i = 0; i < 3 * n; ++i) o[i] = round_pred(v[i]);
+    auto round_run = [out](size_t p, int n, const float* v, const uint8_t* b) {
+      if (b != nullptr)  // round_pred(float(b)) == b
+        std::memcpy(out + 3 * p, b, 3 * static_cast<size_t>(n));
+      else
+        round_row(out + 3 * p, v, 3 * n);
     };
     if (!ref1) {  // one list: round straight into the prediction
       if (ref0) predict_list(it.rows, 0, ref0, H_, W_, round_run);
@@ -1046,22 +1085,24 @@ class FrameProcessor {
     uint8_t* h1 = has1_.data();
     uint8_t* h0 = has0_.data();
     predict_list(it.rows, 1, ref1, H_, W_,
-                 [p1, h1](size_t p, int n, const float* v) {
-                   std::memcpy(p1 + 3 * p, v, sizeof(float) * 3 * n);
+                 [p1, h1](size_t p, int n, const float* v, const uint8_t* b) {
+                   if (b != nullptr)
+                     for (int i = 0; i < 3 * n; ++i) p1[3 * p + i] = b[i];
+                   else
+                     std::memcpy(p1 + 3 * p, v, sizeof(float) * 3 * n);
                    std::memset(h1 + p, 1, n);
                  });
     if (ref0)
       predict_list(it.rows, 0, ref0, H_, W_,
-                   [out, p1, h1, h0](size_t p, int n, const float* v) {
+                   [out, p1, h1, h0, this](size_t p, int n, const float* v,
+                                           const uint8_t* b) {
                      std::memset(h0 + p, 1, n);
-                     for (int x = 0; x < n; ++x) {
-                       const size_t q = 3 * (p + x);
-                       for (int k = 0; k < 3; ++k)
-                         out[q + k] =
-                             h1[p + x]
-                                 ? round_pred(0.5f * (v[3 * x + k] + p1[q + k]))
-                                 : round_pred(v[3 * x + k]);
+                     if (b != nullptr) {
+                       float* t = row_.data();
+                       for (int i = 0; i < 3 * n; ++i) t[i] = b[i];
+                       v = t;
                      }
+                     blend_row(out + 3 * p, v, p1 + 3 * p, h1 + p, n);
                    });
     for (const AVMotionVector& m : it.rows) {
       BlockGeom g;
@@ -1149,6 +1190,8 @@ class FrameProcessor {
   SwsPtr sws_;
   Pixels<uint8_t> padded_;
   Pixels<uint8_t> pred_u8_;  // predict()'s output and scratch
+  std::vector<float> row_ =
+      std::vector<float>(3 * 256);  // a block row (w <= 255)
   Pixels<float> pred1_;
   Pixels<uint8_t> has0_, has1_;
   Anchor prev_;
