@@ -558,22 +558,23 @@ class _Video:
 
         The file must hold every frame, read with the dataset's ``block`` and ``accumulate``
         and the defaults ``b_list=0``, ``fill_iframe="previous"`` (what decoding gives), as
-        :func:`mvaccel.video.load_motion` checks; otherwise ``ValueError`` names the file and
-        the difference.
+        :func:`mvaccel.video.extract.read_motion_file` checks (the vectors and frame types are
+        all it decompresses); otherwise ``ValueError`` names the file and the difference.
         """
         if self._mv_file is None:
-            from ..video.extract import load_motion
+            from ..video.extract import read_motion_file
 
             p, ds = self.mv_file(), self.ds
             want = {"block": ds.block, "accumulate": ds.accumulate, "b_list": 0,
                     "fill_iframe": "previous"}  # fmt: skip
             try:
-                clip = load_motion(p, residual=False, rgb=False, options=want, whole=True)
+                d, _ = read_motion_file(p, ("mv", "frame_type", "size"), options=want, whole=True)
             except ValueError as e:
                 raise ValueError(f"{self.item.path}: {e}") from e
-            if len(clip) < 2:
-                raise ValueError(f"{self.item.path}: {p} has {len(clip)} frame(s), need 2+")
-            self._mv_file = (clip.mv, clip.frame_type, clip.size)
+            if len(d["mv"]) < 2:
+                raise ValueError(f"{self.item.path}: {p} has {len(d['mv'])} frame(s), need 2+")
+            size = (int(d["size"][0]), int(d["size"][1]))
+            self._mv_file = (torch.from_numpy(d["mv"]), torch.from_numpy(d["frame_type"]), size)
         return self._mv_file
 
     def mv_cells(self, frames: list[int]) -> _Cells:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -59,23 +60,21 @@ def resolve_backend(backend: str = "auto") -> dict:
 REQUIRED = ("mv", "mask", "frame_type", "pts", "block", "size")
 
 
-def load_motion(
+def read_motion_file(
     path: str | os.PathLike,
+    arrays: Collection[str] | None = None,
     *,
-    residual: bool = True,
-    rgb: bool = True,
+    skip: Collection[str] = (),
     options: dict | None = None,
     whole: bool = False,
-) -> MotionClip:
-    """Read a motion file (:meth:`MotionClip.save`, :func:`extract_motion`, ``mvaccel mv``) back.
-
-    The package's one motion-file reader: the datasets' ``mv_root`` reads through it.
+) -> tuple[dict[str, np.ndarray], dict]:
+    """The checked arrays and metadata of a motion file; what :func:`load_motion` builds on.
 
     Args:
-        path: the ``.npz``.
-        residual: also read the residuals when the file holds them (False: left compressed
-            on disk, ``clip.residual`` is None).
-        rgb: also read the RGB frames when the file holds them.
+        path: the ``.npz`` (:meth:`MotionClip.save`, :func:`extract_motion`, ``mvaccel mv``).
+        arrays: the arrays to decompress (None: all; ``block`` is always read): a reader
+            that needs only the vectors leaves the rest compressed on disk.
+        skip: arrays not to decompress (of ``arrays`` or of all).
         options: reader options (:data:`OPTIONS`) the file must have been written with, e.g.
             ``{"block": 8, "accumulate": False}``; checked against those its ``meta`` records
             (``block`` against the file's grid); an option the file does not record is not
@@ -83,8 +82,7 @@ def load_motion(
         whole: the file must hold every frame of its video (not written with ``frames=``).
 
     Returns:
-        The :class:`MotionClip` (``backend``, ``ffmpeg``, ``corrupt`` as saved; ``path`` the
-        source recorded in ``meta``); the metadata is ``json.loads(np.load(path)["meta"][()])``.
+        ``(arrays, meta)``: the arrays asked that the file holds, and ``meta`` as a dict.
 
     Raises:
         FileNotFoundError: no such file.
@@ -96,15 +94,15 @@ def load_motion(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    skip = set() if residual else {"residual"}
-    skip |= set() if rgb else {"rgb", "rgb_index"}
     try:
         with np.load(path) as z:
-            d = {k: z[k] for k in z.files if k not in skip}
-        meta = json.loads(str(d["meta"][()])) if "meta" in d else {}
+            names = set(z.files)
+            read = (names if arrays is None else names & {*arrays, "block"}) - set(skip)
+            d = {k: z[k] for k in read}
+            meta = json.loads(str(z["meta"][()])) if "meta" in names else {}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"unreadable motion file {path}: {e}") from e
-    missing = [k for k in REQUIRED if k not in d]
+    missing = [k for k in REQUIRED if k not in names]
     if missing:
         raise ValueError(f"{path} lacks {missing}: not a motion file")
     meta = meta if isinstance(meta, dict) else {}
@@ -118,6 +116,40 @@ def load_motion(
             )
     if whole and meta.get("frames") is not None:
         raise ValueError(f"{path} holds only some frames; a whole-video motion file is needed")
+    return d, meta
+
+
+def load_motion(
+    path: str | os.PathLike,
+    *,
+    residual: bool = True,
+    rgb: bool = True,
+    options: dict | None = None,
+    whole: bool = False,
+) -> MotionClip:
+    """Read a motion file (:meth:`MotionClip.save`, :func:`extract_motion`, ``mvaccel mv``) back.
+
+    The package's one motion-file reader (:func:`read_motion_file` checks and reads it).
+
+    Args:
+        path: the ``.npz``.
+        residual: also read the residuals when the file holds them (False: left compressed
+            on disk, ``clip.residual`` is None).
+        rgb: also read the RGB frames when the file holds them.
+        options: reader options the file must have been written with (as
+            :func:`read_motion_file`'s).
+        whole: the file must hold every frame of its video.
+
+    Returns:
+        The :class:`MotionClip` (``backend``, ``ffmpeg``, ``corrupt`` as saved; ``path`` the
+        source recorded in ``meta``); the metadata is ``json.loads(np.load(path)["meta"][()])``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: as :func:`read_motion_file`.
+    """
+    skip = ([] if residual else ["residual"]) + ([] if rgb else ["rgb", "rgb_index"])
+    d, meta = read_motion_file(path, skip=skip, options=options, whole=whole)
 
     def t(k):
         return torch.from_numpy(d[k]) if k in d else None
@@ -250,4 +282,4 @@ def motion_tree(
                     workers=workers, what="mvaccel mv")  # fmt: skip
 
 
-__all__ = ["extract_motion", "load_motion", "motion_tree", "resolve_backend"]
+__all__ = ["extract_motion", "load_motion", "motion_tree", "read_motion_file", "resolve_backend"]
