@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "reader.h"
@@ -20,21 +21,14 @@ std::string version_string(unsigned v) {
          std::to_string(AV_VERSION_MICRO(v));
 }
 
-// A numpy array that owns the vector's buffer (no copy).
-template <class T>
-py::array own(std::vector<T>&& v, std::vector<py::ssize_t> shape) {
-  auto* heap = new std::vector<T>(std::move(v));
-  py::capsule owner(heap,
-                    [](void* p) { delete static_cast<std::vector<T>*>(p); });
-  return py::array_t<T>(shape, heap->data(), owner);
-}
-
-// The same for a reader buffer (its block goes back to the reader's cache).
-template <class T>
-py::array own(mv::Pixels<T>&& v, std::vector<py::ssize_t> shape) {
-  auto* heap = new mv::Pixels<T>(std::move(v));
-  py::capsule owner(heap,
-                    [](void* p) { delete static_cast<mv::Pixels<T>*>(p); });
+// A numpy array that owns the buffer (no copy): a std::vector, or a reader
+// Pixels block, which goes back to the reader's cache when numpy frees it.
+template <class Buffer>
+py::array own(Buffer&& v, std::vector<py::ssize_t> shape) {
+  using B = std::decay_t<Buffer>;
+  using T = typename B::value_type;
+  auto* heap = new B(std::move(v));
+  py::capsule owner(heap, [](void* p) { delete static_cast<B*>(p); });
   return py::array_t<T>(shape, heap->data(), owner);
 }
 

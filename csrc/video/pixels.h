@@ -153,6 +153,7 @@ class BlockCache {
 template <class T>
 class Pixels {
  public:
+  using value_type = T;
   Pixels() = default;
   explicit Pixels(size_t n) { reset(n); }
   Pixels(const Pixels&) = delete;
