@@ -38,6 +38,17 @@ constexpr int64_t kMaxBlocks = 2147483647;  // gridDim.x
 // the minimum; the target is >= 70 % of HBM bandwidth (issue 16).
 constexpr int kRows = 8;
 
+// The tile of flat index i: its plane, first row and first column.
+struct Tile {
+  int64_t plane, y0, x0;
+};
+template <int V>
+MVACCEL_HD Tile tile_of(int64_t i, int64_t groups, int64_t strips) {
+  const int64_t rest = i / groups;
+  const int64_t plane = rest / strips;
+  return {plane, (rest - plane * strips) * kRows, (i - rest * groups) * V};
+}
+
 // Columns x0 - 1 .. x0 + V of row y of a plane into w[0 .. V + 1], 0
 // outside the image.
 template <int V, bool kVec, typename acc_t, typename scalar_t>
@@ -87,10 +98,8 @@ __global__ void forward_kernel(const scalar_t* __restrict__ cur0,
   const int64_t strips = (H + kRows - 1) / kRows;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
        i < total; i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t rest = i / groups;
-    const int64_t x0 = (i - rest * groups) * V;
-    const int64_t plane = rest / strips;
-    const int64_t y0 = (rest - plane * strips) * kRows;
+    const Tile tl = tile_of<V>(i, groups, strips);
+    const int64_t plane = tl.plane, y0 = tl.y0, x0 = tl.x0;
     const int64_t bs = plane / C, c = plane - bs * C;
     const int64_t b = bs / p.S, s = bs - b * p.S;
     const scalar_t* cur = cur0 + b * p.cur.sb + s * p.cur.ss + c * p.cur.sc;
@@ -140,10 +149,8 @@ __global__ void backward_kernel(const scalar_t* __restrict__ g, View gv, Plan p,
   const int64_t strips = (H + kRows - 1) / kRows;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
        i < total; i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t rest = i / groups;
-    const int64_t x0 = (i - rest * groups) * V;
-    const int64_t plane = rest / strips;
-    const int64_t y0 = (rest - plane * strips) * kRows;
+    const Tile tl = tile_of<V>(i, groups, strips);
+    const int64_t plane = tl.plane, y0 = tl.y0, x0 = tl.x0;
     const int64_t bt = plane / C, c = plane - bt * C;
     const int64_t b = bt / T, t = bt - b * T;
     const bool cur = t >= 1, prev = t <= p.S - 1;
